@@ -1,0 +1,134 @@
+//! The `imgfs` command: `serve` runs the Synnefo-compatible server; `user` manages its users.
+
+use clap::{Parser, Subcommand};
+use imgfs::server::{serve, AppState};
+use imgfs::store::Store;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "imgfs", version, about = "Manage cloud disk images with ordinary file tools")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct DataArg {
+    /// Data directory (metadata database and blocks) [default: $IMGFS_DATA or ~/.local/share/imgfs]
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the identity, object-storage and image APIs of a Synnefo cloud
+    Serve {
+        #[command(flatten)]
+        data: DataArg,
+        /// Address to listen on
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// Manage the users of the embedded server
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Create a user with a token and a `pithos` container; prints {"uuid","name","token"}
+    Add {
+        name: String,
+        #[command(flatten)]
+        data: DataArg,
+        /// The server's URL, for the kamaki config lines printed on stderr
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+    },
+    /// List users (uuid and name)
+    List {
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+fn data_dir(d: &DataArg) -> PathBuf {
+    if let Some(p) = &d.data {
+        return p.clone();
+    }
+    if let Some(p) = std::env::var_os("IMGFS_DATA") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".local/share/imgfs")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("IMGFS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("imgfs: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Serve { data, listen } => {
+            let dir = data_dir(&data);
+            let store = imgfs::open_data_dir(&dir)?;
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(&listen)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+                let addr = listener.local_addr()?;
+                tracing::info!(%addr, data = %dir.display(), "imgfs serve listening");
+                serve(AppState { store }, listener).await?;
+                Ok(())
+            })
+        }
+        Cmd::User {
+            cmd: UserCmd::Add { name, data, url },
+        } => {
+            if name.trim().is_empty() || name.len() > 256 {
+                anyhow::bail!("a user name must be 1 to 256 characters");
+            }
+            let store = imgfs::open_data_dir(&data_dir(&data))?;
+            let (user, token) = store.create_user(&name)?;
+            println!(
+                "{}",
+                serde_json::json!({"uuid": user.uuid, "name": user.name, "token": token})
+            );
+            let url = url.trim_end_matches('/');
+            eprintln!("# kamaki configuration for this server:");
+            eprintln!("kamaki config set cloud.imgfs.url {url}/identity/v2.0");
+            eprintln!("kamaki config set cloud.imgfs.token {token}");
+            eprintln!("kamaki config set default_cloud imgfs");
+            Ok(())
+        }
+        Cmd::User {
+            cmd: UserCmd::List { data },
+        } => {
+            let store = imgfs::open_data_dir(&data_dir(&data))?;
+            for u in store.list_users()? {
+                println!("{}\t{}", u.uuid, u.name);
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! `imgfs serve`: the identity, object-storage and image APIs over a [`Store`]. The routes
+//! are built by [`router`] apart from [`serve`], so tests can drive the app on any listener.
+
+mod data;
+mod error;
+mod identity;
+mod images;
+mod pithos;
+mod request;
+
+use crate::store::{Store, StoreError, User};
+use axum::extract::Request;
+use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{any, get, post};
+use axum::Router;
+pub use error::{ApiError, ApiResult};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+}
+
+impl AppState {
+    /// Runs an engine call off the async workers (SQLite and block files block).
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> ApiResult<T> {
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || f(store.as_ref())).await??)
+    }
+
+    /// The user behind the request's token; 401 when there is none or it is unknown.
+    pub async fn authenticate(&self, headers: &HeaderMap, q: &request::Query) -> ApiResult<User> {
+        let Some(token) = request::token(headers, q)?.map(|t| t.to_string()) else {
+            return Err(ApiError::unauthorized("No authentication token"));
+        };
+        match self.run(move |s| s.authenticate(&token)).await? {
+            Some(u) => Ok(u),
+            None => Err(ApiError::unauthorized("Invalid token")),
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    use crate::api::astakos::*;
+    Router::new()
+        .route(&format!("{IDENTITY_PATH}/tokens"), post(identity::tokens))
+        .route(&format!("{ACCOUNT_PATH}/user_catalogs"), post(identity::user_catalogs))
+        .route("/auth/v1.0", get(identity::swift_auth))
+        .route("/auth/v1", get(identity::swift_auth))
+        .route(OBJECT_STORE_PATH, any(pithos::handle))
+        .route(&format!("{OBJECT_STORE_PATH}/"), any(pithos::handle))
+        .route(&format!("{OBJECT_STORE_PATH}/{{*rest}}"), any(pithos::handle))
+        .route("/public/{id}", any(pithos::public_object))
+        .route("/image/v1.0/{*rest}", any(images::handle))
+        .route("/image/v1/{*rest}", any(images::handle))
+        .fallback(|| async { ApiError::bad_request("API endpoint not found") })
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// One line per request: method, path (never the query, which may hold a token), status,
+/// latency. Server faults at warn, the rest at info.
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::warn!(%method, %path, status, latency_ms = format_args!("{ms:.1}"), "request");
+    } else {
+        tracing::info!(%method, %path, status, latency_ms = format_args!("{ms:.1}"), "request");
+    }
+    resp
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves until SIGINT or SIGTERM, then finishes the requests in flight.
+pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> Result<(), ServeError> {
+    let app = router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
+    }
+    tracing::info!("shutting down");
+}

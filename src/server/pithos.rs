@@ -1,0 +1,679 @@
+//! Pithos+ object storage (spec/pithos.md): the request path parsed into a typed endpoint, the
+//! access rule of each, and the account and container levels. Objects are in `pithos/object.rs`.
+
+mod object;
+
+pub use object::public_object;
+
+use crate::api::hashing::{BLOCK_HASH, BLOCK_SIZE};
+use crate::api::pithos::*;
+use crate::api::timefmt::{http_date, iso_micros, unix_string};
+use crate::server::error::{ApiError, ApiResult};
+use crate::server::request::{header, meta_headers, Query};
+use crate::server::AppState;
+use crate::store::{ContainerInfo, ListQuery, Listed, MetaUpdate, ObjectInfo, PolicyUpdate, User, Versioning};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use percent_encoding::percent_decode_str;
+
+/// The largest body of a block-upload POST (many blocks may come in one).
+const MAX_BLOCK_POST: u64 = 1 << 30;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Endpoint {
+    Top,
+    Account {
+        account: String,
+    },
+    Container {
+        account: String,
+        container: String,
+    },
+    Object {
+        account: String,
+        container: String,
+        object: String,
+    },
+}
+
+fn decode_segment(raw: &str, what: &str) -> ApiResult<String> {
+    let s = percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| ApiError::bad_request(format!("{what} name is not UTF-8")))?
+        .into_owned();
+    if s.contains('\0') {
+        return Err(ApiError::bad_request(format!("{what} name contains NUL")));
+    }
+    Ok(s)
+}
+
+/// Parses the part of the path after `/object-store/v1` (still percent-encoded).
+pub fn parse_endpoint(raw: &str) -> ApiResult<Endpoint> {
+    let rest = raw.strip_prefix('/').unwrap_or(raw);
+    if rest.is_empty() {
+        return Ok(Endpoint::Top);
+    }
+    let mut it = rest.splitn(3, '/');
+    let account = decode_segment(it.next().unwrap_or(""), "Account")?;
+    if account.contains('/') || account.is_empty() {
+        return Err(ApiError::bad_request("Invalid account"));
+    }
+    let Some(c) = it.next() else {
+        return Ok(Endpoint::Account { account });
+    };
+    if c.is_empty() {
+        return Ok(Endpoint::Account { account });
+    }
+    let container = decode_segment(c, "Container")?;
+    if container.contains('/') || container == "." || container == ".." {
+        return Err(ApiError::bad_request("Invalid container name"));
+    }
+    if container.len() > MAX_CONTAINER_NAME {
+        return Err(ApiError::bad_request("Container name too large"));
+    }
+    let object_raw = it.next().unwrap_or("");
+    if object_raw.is_empty() {
+        return Ok(Endpoint::Container { account, container });
+    }
+    if object_raw.to_ascii_lowercase().contains("%2f") {
+        return Err(ApiError::bad_request("Encoded '/' is not allowed in object names"));
+    }
+    let object = decode_segment(object_raw, "Object")?;
+    if object.len() > MAX_OBJECT_NAME {
+        return Err(ApiError::bad_request("Object name too large"));
+    }
+    if object.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(ApiError::bad_request(
+            "Object names may not contain '.' or '..' segments",
+        ));
+    }
+    Ok(Endpoint::Object {
+        account,
+        container,
+        object,
+    })
+}
+
+/// Everything a handler needs about one request.
+pub struct Ctx {
+    pub st: AppState,
+    pub user: User,
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub query: Query,
+    pub base: String,
+}
+
+impl Ctx {
+    pub fn is_owner(&self, account: &str) -> bool {
+        self.user.uuid == account
+    }
+}
+
+pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
+    match handle_inner(st, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle_inner(st: AppState, req: Request) -> ApiResult<Response> {
+    let (parts, body) = req.into_parts();
+    let query = Query::parse(parts.uri.query())?;
+    let raw = parts
+        .uri
+        .path()
+        .strip_prefix(crate::api::astakos::OBJECT_STORE_PATH)
+        .unwrap_or("");
+    let endpoint = parse_endpoint(raw)?;
+    let user = st.authenticate(&parts.headers, &query).await?;
+    let base = crate::server::request::base_url(&parts.headers);
+    let ctx = Ctx {
+        st,
+        user,
+        method: parts.method,
+        headers: parts.headers,
+        query,
+        base,
+    };
+    match endpoint {
+        Endpoint::Top => top(&ctx).await,
+        Endpoint::Account { account } => account_level(&ctx, &account).await,
+        Endpoint::Container { account, container } => container_level(&ctx, &account, &container, body).await,
+        Endpoint::Object {
+            account,
+            container,
+            object,
+        } => object::handle(&ctx, &account, &container, &object, body).await,
+    }
+}
+
+/// Builds a reply; header values that are not valid are skipped rather than failing the reply.
+pub fn reply(status: StatusCode, headers: Vec<(String, String)>, body: Body) -> Response {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
+            r.headers_mut().append(k, v);
+        }
+    }
+    r
+}
+
+fn text_or_json(
+    json: bool,
+    names: Vec<String>,
+    entries: serde_json::Value,
+    mut headers: Vec<(String, String)>,
+) -> Response {
+    if json {
+        headers.push(("content-type".into(), "application/json; charset=UTF-8".into()));
+        reply(StatusCode::OK, headers, Body::from(entries.to_string()))
+    } else if names.is_empty() {
+        reply(StatusCode::NO_CONTENT, headers, Body::empty())
+    } else {
+        headers.push(("content-type".into(), "text/plain; charset=UTF-8".into()));
+        let mut s = names.join("\n");
+        s.push('\n');
+        reply(StatusCode::OK, headers, Body::from(s))
+    }
+}
+
+async fn top(ctx: &Ctx) -> ApiResult<Response> {
+    if ctx.method != Method::GET && ctx.method != Method::HEAD {
+        return Err(ApiError::not_allowed("GET, HEAD"));
+    }
+    let me = ctx.user.uuid.clone();
+    let accounts = ctx.st.run(move |s| s.accounts_sharing_with(&me)).await?;
+    let json = ctx.query.wants_json(&ctx.headers);
+    let entries = serde_json::Value::Array(accounts.iter().map(|a| serde_json::json!({"name": a})).collect());
+    Ok(text_or_json(json, accounts, entries, vec![]))
+}
+
+fn account_headers(info: &crate::store::AccountInfo) -> Vec<(String, String)> {
+    let mut h = vec![
+        (X_ACCOUNT_CONTAINER_COUNT.to_string(), info.container_count.to_string()),
+        (X_ACCOUNT_BYTES_USED.to_string(), info.bytes.to_string()),
+        (X_ACCOUNT_POLICY_QUOTA.to_string(), info.quota.to_string()),
+        ("last-modified".to_string(), http_date(info.modified)),
+    ];
+    for (k, v) in &info.meta {
+        h.push((format!("{ACCOUNT_META}{k}"), encode_header_value(v)));
+    }
+    for (g, members) in &info.groups {
+        h.push((format!("{ACCOUNT_GROUP}{g}"), encode_header_value(&members.join(","))));
+    }
+    h
+}
+
+fn container_entry(c: &ContainerInfo, account: &str) -> ContainerEntry {
+    ContainerEntry {
+        name: c.name.clone(),
+        count: c.count,
+        bytes: c.bytes,
+        last_modified: iso_micros(c.modified),
+        x_container_policy: ContainerPolicy {
+            quota: c.quota.to_string(),
+            versioning: c.versioning.as_str().to_string(),
+            project: account.to_string(),
+        },
+    }
+}
+
+async fn account_level(ctx: &Ctx, account: &str) -> ApiResult<Response> {
+    let owner = ctx.is_owner(account);
+    let acc = account.to_string();
+    match ctx.method {
+        Method::HEAD | Method::GET => {
+            if !owner {
+                return foreign_account_listing(ctx, account).await;
+            }
+            if ctx.query.has("until") {
+                return Err(ApiError::bad_request("until is not supported by this server"));
+            }
+            let a = acc.clone();
+            let (info, containers) = ctx
+                .st
+                .run(move |s| Ok((s.account_info(&a)?, s.list_containers(&a)?)))
+                .await?;
+            let headers = account_headers(&info);
+            if ctx.method == Method::HEAD {
+                return Ok(reply(StatusCode::NO_CONTENT, headers, Body::empty()));
+            }
+            let limit = ctx
+                .query
+                .parse_num::<usize>("limit")?
+                .unwrap_or(MAX_LISTING)
+                .min(MAX_LISTING);
+            let marker = ctx.query.get("marker").map(|s| s.to_string());
+            let shared = ctx.query.has("shared");
+            let public = ctx.query.has("public");
+            let mut wanted = vec![];
+            if shared || public {
+                let a = acc.clone();
+                let paths = ctx.st.run(move |s| s.shared_paths(&a)).await?;
+                for (c, _, sh) in paths {
+                    if (shared || sh.is_public()) && !wanted.contains(&c) {
+                        wanted.push(c);
+                    }
+                }
+            }
+            let list: Vec<&ContainerInfo> = containers
+                .iter()
+                .filter(|c| marker.as_deref().is_none_or(|m| c.name.as_str() > m))
+                .filter(|c| !(shared || public) || wanted.contains(&c.name))
+                .take(limit)
+                .collect();
+            let names = list.iter().map(|c| c.name.clone()).collect();
+            let entries = serde_json::to_value(list.iter().map(|c| container_entry(c, account)).collect::<Vec<_>>())
+                .unwrap_or_default();
+            Ok(text_or_json(
+                ctx.query.wants_json(&ctx.headers),
+                names,
+                entries,
+                headers,
+            ))
+        }
+        Method::POST => {
+            if !owner {
+                return Err(ApiError::forbidden("Not allowed"));
+            }
+            let meta = meta_headers(&ctx.headers, ACCOUNT_META)?;
+            let update = ctx.query.has("update");
+            let meta = match (meta, update) {
+                (Some(m), true) => Some(MetaUpdate::Merge(m)),
+                (Some(m), false) => Some(MetaUpdate::Replace(m)),
+                (None, true) => None,
+                (None, false) => Some(MetaUpdate::Replace(Default::default())),
+            };
+            let mut groups = crate::store::Meta::new();
+            for (name, value) in ctx.headers.iter() {
+                if let Some(g) = name.as_str().strip_prefix(ACCOUNT_GROUP) {
+                    let v = value
+                        .to_str()
+                        .map_err(|_| ApiError::bad_request("Invalid group header"))?;
+                    let v = decode_header_value(v).ok_or_else(|| ApiError::bad_request("Invalid group header"))?;
+                    let members: Vec<String> = v
+                        .split(',')
+                        .map(|m| m.trim().to_lowercase())
+                        .filter(|m| !m.is_empty())
+                        .collect();
+                    groups.insert(g.to_string(), members.join(","));
+                }
+            }
+            let groups = if groups.is_empty() {
+                None
+            } else if update {
+                Some(MetaUpdate::Merge(groups))
+            } else {
+                Some(MetaUpdate::Replace(groups))
+            };
+            ctx.st.run(move |s| s.update_account(&acc, meta, groups)).await?;
+            Ok(reply(StatusCode::ACCEPTED, vec![], Body::empty()))
+        }
+        _ => Err(ApiError::not_allowed("HEAD, GET, POST")),
+    }
+}
+
+/// Another user's account: only the containers that hold something shared with the caller.
+async fn foreign_account_listing(ctx: &Ctx, account: &str) -> ApiResult<Response> {
+    let acc = account.to_string();
+    let paths = ctx.st.run(move |s| s.shared_paths(&acc)).await?;
+    let me = &ctx.user.uuid;
+    let mut containers: Vec<String> = vec![];
+    for (c, _, sh) in paths {
+        if sh.can_read(me) && !containers.contains(&c) {
+            containers.push(c);
+        }
+    }
+    if containers.is_empty() {
+        return Err(ApiError::forbidden("Not allowed"));
+    }
+    if ctx.method == Method::HEAD {
+        return Ok(reply(StatusCode::NO_CONTENT, vec![], Body::empty()));
+    }
+    let entries = serde_json::Value::Array(containers.iter().map(|c| serde_json::json!({"name": c})).collect());
+    Ok(text_or_json(
+        ctx.query.wants_json(&ctx.headers),
+        containers,
+        entries,
+        vec![],
+    ))
+}
+
+fn container_headers(c: &ContainerInfo, account: &str) -> Vec<(String, String)> {
+    let mut h = vec![
+        (X_CONTAINER_OBJECT_COUNT.to_string(), c.count.to_string()),
+        (X_CONTAINER_BYTES_USED.to_string(), c.bytes.to_string()),
+        (X_CONTAINER_BLOCK_SIZE.to_string(), BLOCK_SIZE.to_string()),
+        (X_CONTAINER_BLOCK_HASH.to_string(), BLOCK_HASH.to_string()),
+        (X_CONTAINER_OBJECT_META.to_string(), c.object_meta_keys.join(",")),
+        (
+            X_CONTAINER_POLICY_VERSIONING.to_string(),
+            c.versioning.as_str().to_string(),
+        ),
+        (X_CONTAINER_POLICY_QUOTA.to_string(), c.quota.to_string()),
+        (X_CONTAINER_POLICY_PROJECT.to_string(), account.to_string()),
+        ("last-modified".to_string(), http_date(c.modified)),
+    ];
+    for (k, v) in &c.meta {
+        h.push((format!("{CONTAINER_META}{k}"), encode_header_value(v)));
+    }
+    h
+}
+
+fn policy_update(h: &HeaderMap, update: bool) -> ApiResult<PolicyUpdate> {
+    let mut p = PolicyUpdate::default();
+    for (name, value) in h.iter() {
+        let Some(key) = name.as_str().strip_prefix("x-container-policy-") else {
+            continue;
+        };
+        let v = value
+            .to_str()
+            .map_err(|_| ApiError::bad_request("Invalid policy value"))?
+            .trim();
+        match key {
+            "versioning" => {
+                p.versioning = Some(if v.is_empty() && update {
+                    None
+                } else {
+                    Some(
+                        Versioning::parse(&v.to_ascii_lowercase())
+                            .ok_or_else(|| ApiError::bad_request("Invalid versioning policy"))?,
+                    )
+                })
+            }
+            "quota" => {
+                p.quota = Some(if v.is_empty() && update {
+                    None
+                } else {
+                    Some(v.parse().map_err(|_| ApiError::bad_request("Invalid quota policy"))?)
+                })
+            }
+            // Projects are not modelled; every container is charged to its account.
+            "project" => {}
+            _ => return Err(ApiError::bad_request(format!("Invalid policy key {key}"))),
+        }
+    }
+    Ok(p)
+}
+
+pub fn object_entry(o: &ObjectInfo, owner: bool, base: &str) -> ObjectEntry {
+    ObjectEntry {
+        name: o.name.clone(),
+        bytes: o.size,
+        content_type: o.content_type.clone(),
+        hash: o.md5.clone().unwrap_or_default(),
+        x_object_hash: o.merkle.clone(),
+        x_object_uuid: o.uuid.clone(),
+        x_object_version: o.version,
+        x_object_version_timestamp: unix_string(o.version_ts),
+        last_modified: Some(iso_micros(o.version_ts)),
+        x_object_modified_by: o.modified_by.clone(),
+        x_object_sharing: if owner {
+            o.sharing.as_ref().map(|s| s.to_string())
+        } else {
+            None
+        },
+        x_object_allowed_to: None,
+        x_object_public: if owner {
+            o.public_id.as_ref().map(|p| format!("{base}/public/{p}"))
+        } else {
+            None
+        },
+    }
+}
+
+async fn container_level(ctx: &Ctx, account: &str, container: &str, body: Body) -> ApiResult<Response> {
+    let owner = ctx.is_owner(account);
+    let (acc, cont) = (account.to_string(), container.to_string());
+    match ctx.method {
+        Method::HEAD | Method::GET => {
+            if ctx.query.has("until") {
+                return Err(ApiError::bad_request("until is not supported by this server"));
+            }
+            let (a, c) = (acc.clone(), cont.clone());
+            let info = ctx.st.run(move |s| s.container_info(&a, &c)).await;
+            let info = match info {
+                Ok(i) => i,
+                Err(e) if !owner && e.status == StatusCode::NOT_FOUND => {
+                    return Err(ApiError::forbidden("Not allowed"))
+                }
+                Err(e) => return Err(e),
+            };
+            let headers = container_headers(&info, account);
+            if ctx.method == Method::HEAD {
+                if !owner {
+                    return foreign_container_check(ctx, account, container)
+                        .await
+                        .map(|_| reply(StatusCode::NO_CONTENT, vec![], Body::empty()));
+                }
+                return Ok(reply(StatusCode::NO_CONTENT, headers, Body::empty()));
+            }
+            list_objects(ctx, account, container, owner, headers).await
+        }
+        Method::PUT => {
+            if !owner {
+                return Err(ApiError::forbidden("Not allowed"));
+            }
+            let policy = policy_update(&ctx.headers, false)?;
+            let meta = meta_headers(&ctx.headers, CONTAINER_META)?.unwrap_or_default();
+            let created = ctx
+                .st
+                .run(move |s| s.put_container(&acc, &cont, &policy, &meta))
+                .await?;
+            Ok(reply(
+                if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::ACCEPTED
+                },
+                vec![],
+                Body::empty(),
+            ))
+        }
+        Method::POST => {
+            if !owner {
+                return Err(ApiError::forbidden("Not allowed"));
+            }
+            let update = ctx.query.has("update");
+            let ctype = header(&ctx.headers, "content-type")?;
+            if ctype.as_deref() == Some(OCTET_STREAM) {
+                return block_upload(ctx, account, container, body).await;
+            }
+            let policy = policy_update(&ctx.headers, update)?;
+            let meta = match (meta_headers(&ctx.headers, CONTAINER_META)?, update) {
+                (Some(m), true) => Some(MetaUpdate::Merge(m)),
+                (Some(m), false) => Some(MetaUpdate::Replace(m)),
+                (None, true) => None,
+                (None, false) => Some(MetaUpdate::Replace(Default::default())),
+            };
+            ctx.st
+                .run(move |s| s.update_container(&acc, &cont, &policy, meta))
+                .await?;
+            Ok(reply(StatusCode::ACCEPTED, vec![], Body::empty()))
+        }
+        Method::DELETE => {
+            if !owner {
+                return Err(ApiError::forbidden("Not allowed"));
+            }
+            if ctx.query.has("until") {
+                return Err(ApiError::bad_request("until is not supported by this server"));
+            }
+            let by = ctx.user.uuid.clone();
+            if ctx.query.has("delimiter") {
+                ctx.st.run(move |s| s.clear_container(&acc, &cont, &by)).await?;
+            } else {
+                ctx.st.run(move |s| s.delete_container(&acc, &cont)).await?;
+            }
+            Ok(reply(StatusCode::NO_CONTENT, vec![], Body::empty()))
+        }
+        _ => Err(ApiError::not_allowed("HEAD, GET, PUT, POST, DELETE")),
+    }
+}
+
+async fn foreign_container_check(ctx: &Ctx, account: &str, container: &str) -> ApiResult<()> {
+    let acc = account.to_string();
+    let paths = ctx.st.run(move |s| s.shared_paths(&acc)).await?;
+    if paths
+        .iter()
+        .any(|(c, _, sh)| c == container && sh.can_read(&ctx.user.uuid))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("Not allowed"))
+    }
+}
+
+async fn list_objects(
+    ctx: &Ctx,
+    account: &str,
+    container: &str,
+    owner: bool,
+    headers: Vec<(String, String)>,
+) -> ApiResult<Response> {
+    let q = &ctx.query;
+    let limit = q.parse_num::<usize>("limit")?.unwrap_or(MAX_LISTING).min(MAX_LISTING);
+    let mut lq = ListQuery {
+        limit,
+        marker: q.get("marker").map(|s| s.to_string()),
+        ..Default::default()
+    };
+    if let Some(p) = q.get("path") {
+        lq.prefix = p.to_string();
+        lq.path_mode = true;
+    } else {
+        lq.prefix = q.get("prefix").unwrap_or("").to_string();
+        lq.delimiter = match q.get("delimiter") {
+            None | Some("") => None,
+            Some(d) => {
+                let mut chars = d.chars();
+                let c = chars.next();
+                if chars.next().is_some() {
+                    return Err(ApiError::bad_request("The delimiter must be one character"));
+                }
+                c
+            }
+        };
+    }
+    if q.has("meta") {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "meta filters are not supported by this server",
+        ));
+    }
+    if q.has("public") && !owner {
+        return Err(ApiError::forbidden("Not allowed"));
+    }
+    let (a, c) = (account.to_string(), container.to_string());
+    let entries = ctx.st.run(move |s| s.list_objects(&a, &c, &lq)).await?;
+    // What another user may see: objects shared with them, directly or by an ancestor.
+    let shared = if owner {
+        None
+    } else {
+        let a = account.to_string();
+        Some(ctx.st.run(move |s| s.shared_paths(&a)).await?)
+    };
+    let me = ctx.user.uuid.clone();
+    let readable = |o: &ObjectInfo| -> bool {
+        let Some(paths) = &shared else { return true };
+        paths.iter().any(|(c, p, sh)| {
+            c == container && (p == &o.name || o.name.starts_with(&format!("{p}/"))) && sh.can_read(&me)
+        })
+    };
+    let want_shared = q.has("shared");
+    let want_public = q.has("public");
+    let mut names = vec![];
+    let mut json = vec![];
+    for e in &entries {
+        match e {
+            Listed::Subdir(s) => {
+                if owner && !want_shared && !want_public {
+                    names.push(s.clone());
+                    json.push(serde_json::json!({"subdir": s}));
+                }
+            }
+            Listed::Object(o) => {
+                if !owner && !readable(o) {
+                    continue;
+                }
+                if want_shared && o.sharing.is_none() {
+                    continue;
+                }
+                if want_public && o.public_id.is_none() {
+                    continue;
+                }
+                names.push(o.name.clone());
+                let mut entry = object_entry(o, owner, &ctx.base);
+                if !owner {
+                    entry.x_object_allowed_to = Some("read".to_string());
+                }
+                json.push(serde_json::to_value(entry).unwrap_or_default());
+            }
+        }
+    }
+    if !owner && names.is_empty() {
+        foreign_container_check(ctx, account, container).await?;
+    }
+    Ok(text_or_json(
+        q.wants_json(&ctx.headers),
+        names,
+        serde_json::Value::Array(json),
+        headers,
+    ))
+}
+
+/// Block upload: the body cut into blocks, stored, and their hashes returned in order.
+async fn block_upload(ctx: &Ctx, account: &str, container: &str, body: Body) -> ApiResult<Response> {
+    let (a, c) = (account.to_string(), container.to_string());
+    ctx.st.run(move |s| s.container_info(&a, &c)).await?;
+    let ing = crate::server::data::ingest(&ctx.st, body.into_data_stream(), MAX_BLOCK_POST).await?;
+    let list: Vec<String> = ing.hashes.iter().map(|h| h.to_hex()).collect();
+    Ok(reply(
+        StatusCode::ACCEPTED,
+        vec![("content-type".into(), "application/json; charset=UTF-8".into())],
+        Body::from(serde_json::to_string(&list).unwrap_or_default()),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(parse_endpoint("").unwrap(), Endpoint::Top);
+        assert_eq!(parse_endpoint("/").unwrap(), Endpoint::Top);
+        assert_eq!(
+            parse_endpoint("/acc").unwrap(),
+            Endpoint::Account { account: "acc".into() }
+        );
+        assert_eq!(
+            parse_endpoint("/acc/").unwrap(),
+            Endpoint::Account { account: "acc".into() }
+        );
+        assert_eq!(
+            parse_endpoint("/acc/c/").unwrap(),
+            Endpoint::Container {
+                account: "acc".into(),
+                container: "c".into()
+            }
+        );
+        assert_eq!(
+            parse_endpoint("/acc/c/a%20b/c.txt").unwrap(),
+            Endpoint::Object {
+                account: "acc".into(),
+                container: "c".into(),
+                object: "a b/c.txt".into()
+            }
+        );
+        assert!(parse_endpoint("/acc/c/a/../b").is_err());
+        assert!(parse_endpoint("/acc/c/a%2Fb").is_err());
+        assert!(parse_endpoint("/acc/c/a%00b").is_err());
+        assert!(parse_endpoint("/acc/c%2Fd").is_err());
+        assert!(parse_endpoint(&format!("/acc/c/{}", "x".repeat(1025))).is_err());
+        assert!(parse_endpoint(&format!("/acc/{}", "x".repeat(257))).is_err());
+    }
+}

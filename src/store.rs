@@ -1,0 +1,337 @@
+//! The storage engine behind `imgfs serve`: a trait of whole operations (one transaction each)
+//! that the HTTP layer calls, and the types it speaks. No HTTP here, and no SQL or file paths
+//! above this trait, so a networked metadata database and a distributed block store can back
+//! the same server (DESIGN.md §3).
+//!
+//! The embedded engine is [`sqlite::SqliteStore`] (metadata) over [`blocks::FsBlocks`]
+//! (content-addressed block files).
+
+pub mod blocks;
+pub mod sqlite;
+
+use crate::api::hashing::{merkle, BlockHash};
+use crate::api::pithos::Sharing;
+use crate::api::timefmt::Micros;
+use std::collections::BTreeMap;
+
+pub type Meta = BTreeMap<String, String>;
+
+/// The metadata domain of user `X-*-Meta-*` items.
+pub const DOMAIN_PITHOS: &str = "pithos";
+/// The metadata domain of image registry items (invisible to the object API).
+pub const DOMAIN_PLANKTON: &str = "plankton";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("Container does not exist")]
+    ContainerNotFound,
+    #[error("Container is not empty")]
+    ContainerNotEmpty,
+    #[error("Object does not exist")]
+    ObjectNotFound,
+    #[error("Version does not exist")]
+    VersionNotFound,
+    #[error("User {0} already exists")]
+    UserExists(String),
+    #[error("{} blocks are missing", .0.len())]
+    MissingBlocks(Vec<BlockHash>),
+    #[error("Quota exceeded")]
+    QuotaExceeded,
+    #[error("{0}")]
+    PreconditionFailed(&'static str),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("block {0} is corrupt (quarantined)")]
+    CorruptBlock(BlockHash),
+    #[error("block {0} is missing from the block store")]
+    LostBlock(BlockHash),
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("metadata database error: {0}")]
+    Db(#[from] rusqlite::Error),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub uuid: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Versioning {
+    Auto,
+    None,
+}
+
+impl Versioning {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Versioning::Auto => "auto",
+            Versioning::None => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Versioning> {
+        match s {
+            "auto" => Some(Versioning::Auto),
+            "none" => Some(Versioning::None),
+            _ => None,
+        }
+    }
+}
+
+/// A change of container policy: `Some(None)` resets a key to its default.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyUpdate {
+    pub versioning: Option<Option<Versioning>>,
+    pub quota: Option<Option<u64>>,
+}
+
+/// How a metadata write applies: replace the whole set, or merge (an empty value deletes).
+#[derive(Debug, Clone)]
+pub enum MetaUpdate {
+    Replace(Meta),
+    Merge(Meta),
+}
+
+impl MetaUpdate {
+    pub fn apply(&self, current: &Meta) -> Meta {
+        match self {
+            MetaUpdate::Replace(m) => m
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            MetaUpdate::Merge(m) => {
+                let mut out = current.clone();
+                for (k, v) in m {
+                    if v.is_empty() {
+                        out.remove(k);
+                    } else {
+                        out.insert(k.clone(), v.clone());
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AccountInfo {
+    pub container_count: u64,
+    pub bytes: u64,
+    pub modified: Micros,
+    pub quota: u64,
+    pub meta: Meta,
+    pub groups: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ContainerInfo {
+    pub name: String,
+    pub count: u64,
+    pub bytes: u64,
+    pub modified: Micros,
+    pub versioning: Versioning,
+    pub quota: u64,
+    pub meta: Meta,
+    /// User metadata keys in use by current objects.
+    pub object_meta_keys: Vec<String>,
+}
+
+/// One version of an object, as stored.
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    pub account: String,
+    pub container: String,
+    pub name: String,
+    pub version: u64,
+    pub version_ts: Micros,
+    /// The time of the path's latest change (`Last-Modified`).
+    pub modified: Micros,
+    pub uuid: String,
+    pub size: u64,
+    pub content_type: String,
+    pub merkle: String,
+    pub md5: Option<String>,
+    pub modified_by: String,
+    pub meta: Meta,
+    pub image: Meta,
+    pub sharing: Option<Sharing>,
+    pub public_id: Option<String>,
+}
+
+impl ObjectInfo {
+    /// The ETag: the MD5 when the data arrived whole (Swift clients check it), else the Merkle
+    /// hash (what Pithos reports by default).
+    pub fn etag(&self) -> &str {
+        self.md5.as_deref().unwrap_or(&self.merkle)
+    }
+
+    pub fn is_directory(&self) -> bool {
+        crate::api::pithos::is_directory_type(&self.content_type)
+    }
+}
+
+/// The data of a new version: its blocks and the object attributes that go with it.
+#[derive(Debug, Clone)]
+pub struct NewObject {
+    pub size: u64,
+    pub hashes: Vec<BlockHash>,
+    pub content_type: String,
+    pub md5: Option<String>,
+    pub meta: Meta,
+    pub modified_by: String,
+    /// `Some` sets the path's sharing (empty clears it).
+    pub sharing: Option<Sharing>,
+    /// `Some` publishes or unpublishes.
+    pub public: Option<bool>,
+}
+
+impl NewObject {
+    pub fn merkle(&self) -> String {
+        merkle(&self.hashes).to_hex()
+    }
+}
+
+/// If-Match / If-None-Match of a write, checked inside its transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Precondition {
+    pub if_match: Option<String>,
+    pub if_none_match: Option<String>,
+    /// The write applies only if the current version is still this one (read-modify-write).
+    pub if_version: Option<u64>,
+}
+
+/// Where an object is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectPath {
+    pub account: String,
+    pub container: String,
+    pub name: String,
+}
+
+impl ObjectPath {
+    pub fn new(account: &str, container: &str, name: &str) -> ObjectPath {
+        ObjectPath {
+            account: account.into(),
+            container: container.into(),
+            name: name.into(),
+        }
+    }
+}
+
+/// A server-side copy or move.
+#[derive(Debug, Clone)]
+pub struct CopySpec {
+    pub src: ObjectPath,
+    pub src_version: Option<u64>,
+    pub dst: ObjectPath,
+    pub is_move: bool,
+    /// Also copy/move every object under `<src name>/`.
+    pub recursive: bool,
+    pub content_type: Option<String>,
+    /// `Some` replaces the source's user metadata.
+    pub meta: Option<MetaUpdate>,
+    pub modified_by: String,
+    pub sharing: Option<Sharing>,
+    pub public: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub prefix: String,
+    pub delimiter: Option<char>,
+    /// `path=` mode: like prefix + `/` delimiter, without virtual subdir entries.
+    pub path_mode: bool,
+    pub marker: Option<String>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum Listed {
+    Object(Box<ObjectInfo>),
+    Subdir(String),
+}
+
+/// The metadata and block engine. Every method is one whole operation; implementations make
+/// each atomic and durable before returning.
+pub trait Store: Send + Sync {
+    // Users and tokens.
+    fn create_user(&self, name: &str) -> Result<(User, String)>;
+    fn list_users(&self) -> Result<Vec<User>>;
+    fn authenticate(&self, token: &str) -> Result<Option<User>>;
+    fn user_by_uuid(&self, uuid: &str) -> Result<Option<User>>;
+    fn user_by_name(&self, name: &str) -> Result<Option<User>>;
+
+    // Accounts.
+    fn account_info(&self, account: &str) -> Result<AccountInfo>;
+    fn update_account(&self, account: &str, meta: Option<MetaUpdate>, groups: Option<MetaUpdate>) -> Result<()>;
+    fn set_account_quota(&self, account: &str, quota: u64) -> Result<()>;
+
+    // Containers.
+    fn list_containers(&self, account: &str) -> Result<Vec<ContainerInfo>>;
+    fn container_info(&self, account: &str, container: &str) -> Result<ContainerInfo>;
+    /// Creates the container, or updates it; true when it was created.
+    fn put_container(&self, account: &str, container: &str, policy: &PolicyUpdate, meta: &Meta) -> Result<bool>;
+    fn update_container(
+        &self,
+        account: &str,
+        container: &str,
+        policy: &PolicyUpdate,
+        meta: Option<MetaUpdate>,
+    ) -> Result<()>;
+    fn delete_container(&self, account: &str, container: &str) -> Result<()>;
+    /// Deletes every current object of the container (`DELETE ?delimiter`).
+    fn clear_container(&self, account: &str, container: &str, modified_by: &str) -> Result<()>;
+    fn list_objects(&self, account: &str, container: &str, q: &ListQuery) -> Result<Vec<Listed>>;
+
+    // Objects.
+    /// The current version, or the given one.
+    fn object_info(&self, path: &ObjectPath, version: Option<u64>) -> Result<ObjectInfo>;
+    /// The block list of a version.
+    fn version_hashes(&self, version: u64) -> Result<Vec<BlockHash>>;
+    /// `(version id, time)` of every stored version, oldest first.
+    fn list_versions(&self, path: &ObjectPath) -> Result<Vec<(u64, Micros)>>;
+    /// Commits a new version; fails with `MissingBlocks` if the block store lacks any block.
+    fn put_object(&self, path: &ObjectPath, obj: &NewObject, cond: &Precondition) -> Result<ObjectInfo>;
+    fn copy_object(&self, spec: &CopySpec, cond: &Precondition) -> Result<ObjectInfo>;
+    /// A new version with the same data and updated user metadata.
+    fn update_object_meta(&self, path: &ObjectPath, meta: &MetaUpdate, modified_by: &str) -> Result<ObjectInfo>;
+    /// Changes sharing and/or the public flag (no new version).
+    fn set_permissions(&self, path: &ObjectPath, sharing: Option<&Sharing>, public: Option<bool>)
+        -> Result<ObjectInfo>;
+    /// Replaces the image metadata domain (empty = unregistered) in a new version, and the
+    /// path's sharing with `sharing` when given, in one transaction.
+    fn set_image_meta(
+        &self,
+        path: &ObjectPath,
+        image: &Meta,
+        sharing: Option<&Sharing>,
+        modified_by: &str,
+    ) -> Result<ObjectInfo>;
+    fn delete_object(&self, path: &ObjectPath, modified_by: &str, recursive: bool) -> Result<()>;
+    /// The object whose current version has this UUID.
+    fn object_by_uuid(&self, uuid: &str) -> Result<Option<ObjectInfo>>;
+    /// The object published under this public id.
+    fn object_by_public_id(&self, public_id: &str) -> Result<Option<ObjectInfo>>;
+    /// Every current object carrying image metadata.
+    fn list_images(&self) -> Result<Vec<ObjectInfo>>;
+    /// The nearest ancestor directory marker of `path` with sharing set, if any.
+    fn inherited_sharing(&self, path: &ObjectPath) -> Result<Option<(String, Sharing)>>;
+    /// Containers of `account` holding objects with sharing set (and those objects' paths).
+    fn shared_paths(&self, account: &str) -> Result<Vec<(String, String, Sharing)>>;
+    /// Accounts that share anything with `user` (or with everyone).
+    fn accounts_sharing_with(&self, user: &str) -> Result<Vec<String>>;
+
+    // Blocks.
+    fn put_block(&self, data: &[u8]) -> Result<BlockHash>;
+    fn missing_blocks(&self, hashes: &[BlockHash]) -> Result<Vec<BlockHash>>;
+    /// A block's stored bytes (trailing NULs trimmed; the caller pads).
+    fn read_block(&self, hash: &BlockHash) -> Result<Vec<u8>>;
+    /// Length of a block's stored bytes.
+    fn block_stored_len(&self, hash: &BlockHash) -> Result<Option<u64>>;
+}

@@ -1,0 +1,1262 @@
+//! The embedded engine: metadata in one SQLite file (WAL, `synchronous=FULL`, one writer),
+//! blocks in a [`BlockStore`]. Each trait method is one immediate transaction.
+//!
+//! Model (after Pithos' node/version tables): a `paths` row per name ever used in a container,
+//! pointing at its current version (`latest`, NULL once deleted); `versions` rows drawn from
+//! one AUTOINCREMENT counter (the server-wide version ids), each with its block list, and
+//! `attrs` rows per version and domain (`pithos` user metadata, `plankton` image metadata).
+//! Sharing and the public flag belong to the path, not to versions.
+//!
+//! Crash order: the blocks a version names are durable (fsynced by the block store) before the
+//! transaction inserting that version commits, and the commit is durable (`synchronous=FULL`)
+//! before the caller acknowledges; so after a crash every path shows its old or its new
+//! version, whole.
+
+use crate::api::hashing::BlockHash;
+use crate::api::pithos::Sharing;
+use crate::api::timefmt::{now_micros, Micros};
+use crate::store::blocks::BlockStore;
+use crate::store::*;
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = r#"
+CREATE TABLE users (uuid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL UNIQUE,
+                    created INTEGER NOT NULL);
+CREATE TABLE accounts (uuid TEXT PRIMARY KEY, quota INTEGER NOT NULL DEFAULT 0, modified INTEGER NOT NULL);
+CREATE TABLE account_meta (account TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (account, key));
+CREATE TABLE account_groups (account TEXT NOT NULL, grp TEXT NOT NULL, members TEXT NOT NULL, PRIMARY KEY (account, grp));
+CREATE TABLE containers (id INTEGER PRIMARY KEY, account TEXT NOT NULL, name TEXT NOT NULL,
+                         versioning TEXT NOT NULL, quota INTEGER NOT NULL, modified INTEGER NOT NULL,
+                         UNIQUE (account, name));
+CREATE TABLE container_meta (container INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (container, key));
+CREATE TABLE paths (id INTEGER PRIMARY KEY, container INTEGER NOT NULL, name TEXT NOT NULL, latest INTEGER,
+                    sharing TEXT, public_id TEXT UNIQUE, UNIQUE (container, name));
+CREATE TABLE versions (id INTEGER PRIMARY KEY AUTOINCREMENT, path INTEGER NOT NULL, uuid TEXT NOT NULL,
+                       size INTEGER NOT NULL, content_type TEXT NOT NULL, hashes BLOB NOT NULL,
+                       merkle TEXT NOT NULL, md5 TEXT, mtime INTEGER NOT NULL, modified_by TEXT NOT NULL,
+                       deleted INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX versions_path ON versions (path, id);
+CREATE INDEX versions_uuid ON versions (uuid);
+CREATE TABLE attrs (version INTEGER NOT NULL, domain TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+                    PRIMARY KEY (version, domain, key));
+CREATE INDEX attrs_key ON attrs (domain, key);
+"#;
+
+/// The container every new user gets (kamaki's default).
+pub const DEFAULT_CONTAINER: &str = "pithos";
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    blocks: Arc<dyn BlockStore>,
+}
+
+/// A version row.
+struct Row {
+    id: i64,
+    path: i64,
+    uuid: String,
+    size: i64,
+    content_type: String,
+    hashes: Vec<u8>,
+    merkle: String,
+    md5: Option<String>,
+    mtime: i64,
+    modified_by: String,
+}
+
+const ROW_COLS: &str =
+    "v.id, v.path, v.uuid, v.size, v.content_type, v.hashes, v.merkle, v.md5, v.mtime, v.modified_by";
+
+fn row_from(r: &rusqlite::Row, at: usize) -> rusqlite::Result<Row> {
+    Ok(Row {
+        id: r.get(at)?,
+        path: r.get(at + 1)?,
+        uuid: r.get(at + 2)?,
+        size: r.get(at + 3)?,
+        content_type: r.get(at + 4)?,
+        hashes: r.get(at + 5)?,
+        merkle: r.get(at + 6)?,
+        md5: r.get(at + 7)?,
+        mtime: r.get(at + 8)?,
+        modified_by: r.get(at + 9)?,
+    })
+}
+
+fn pack_hashes(hashes: &[BlockHash]) -> Vec<u8> {
+    hashes.iter().flat_map(|h| h.0).collect()
+}
+
+fn unpack_hashes(b: &[u8]) -> Vec<BlockHash> {
+    b.chunks_exact(32)
+        .map(|c| BlockHash(c.try_into().expect("32-byte chunk")))
+        .collect()
+}
+
+fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+struct ContainerRow {
+    id: i64,
+    versioning: Versioning,
+    quota: u64,
+}
+
+/// Where a path row is, plus its container's policy.
+struct PathCtx {
+    container: ContainerRow,
+    account: String,
+    container_name: String,
+}
+
+impl SqliteStore {
+    pub fn open(db_path: &Path, blocks: Arc<dyn BlockStore>) -> Result<SqliteStore> {
+        let conn = Connection::open(db_path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // NORMAL could lose the last commits on power loss; acknowledged must mean durable.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if v == 0 {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
+        } else if v != SCHEMA_VERSION {
+            return Err(StoreError::Invalid(format!(
+                "metadata database schema version {v} is not the supported {SCHEMA_VERSION}"
+            )));
+        }
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            blocks,
+        })
+    }
+
+    fn with_tx<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn with_read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&conn)
+    }
+}
+
+fn container_row(c: &Connection, account: &str, name: &str) -> Result<ContainerRow> {
+    c.query_row(
+        "SELECT id, versioning, quota FROM containers WHERE account = ?1 AND name = ?2",
+        params![account, name],
+        |r| {
+            let v: String = r.get(1)?;
+            Ok(ContainerRow {
+                id: r.get(0)?,
+                versioning: Versioning::parse(&v).unwrap_or(Versioning::Auto),
+                quota: r.get::<_, i64>(2)? as u64,
+            })
+        },
+    )
+    .optional()?
+    .ok_or(StoreError::ContainerNotFound)
+}
+
+fn path_ctx(c: &Connection, account: &str, container: &str) -> Result<PathCtx> {
+    Ok(PathCtx {
+        container: container_row(c, account, container)?,
+        account: account.to_string(),
+        container_name: container.to_string(),
+    })
+}
+
+/// `(path id, latest version id)`
+fn path_row(c: &Connection, container: i64, name: &str) -> Result<Option<(i64, Option<i64>)>> {
+    Ok(c.query_row(
+        "SELECT id, latest FROM paths WHERE container = ?1 AND name = ?2",
+        params![container, name],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?)
+}
+
+fn ensure_path(c: &Connection, container: i64, name: &str) -> Result<(i64, Option<i64>)> {
+    if let Some(p) = path_row(c, container, name)? {
+        return Ok(p);
+    }
+    c.execute(
+        "INSERT INTO paths (container, name) VALUES (?1, ?2)",
+        params![container, name],
+    )?;
+    Ok((c.last_insert_rowid(), None))
+}
+
+fn load_row(c: &Connection, vid: i64) -> Result<Row> {
+    c.query_row(
+        &format!("SELECT {ROW_COLS} FROM versions v WHERE v.id = ?1"),
+        [vid],
+        |r| row_from(r, 0),
+    )
+    .optional()?
+    .ok_or(StoreError::VersionNotFound)
+}
+
+fn load_attrs(c: &Connection, vid: i64, domain: &str) -> Result<Meta> {
+    let mut st = c.prepare_cached("SELECT key, value FROM attrs WHERE version = ?1 AND domain = ?2")?;
+    let rows = st.query_map(params![vid, domain], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<Meta>>()?)
+}
+
+fn write_attrs(c: &Connection, vid: i64, domain: &str, meta: &Meta) -> Result<()> {
+    let mut st = c.prepare_cached("INSERT INTO attrs (version, domain, key, value) VALUES (?1, ?2, ?3, ?4)")?;
+    for (k, v) in meta {
+        st.execute(params![vid, domain, k, v])?;
+    }
+    Ok(())
+}
+
+/// Builds the full description of version `row` at path `pid`.
+fn info_of(c: &Connection, ctx: &PathCtx, name: &str, row: &Row, with_attrs: bool) -> Result<ObjectInfo> {
+    let (latest, sharing, public_id): (Option<i64>, Option<String>, Option<String>) = c.query_row(
+        "SELECT latest, sharing, public_id FROM paths WHERE id = ?1",
+        [row.path],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let modified = match latest {
+        Some(l) if l != row.id => c.query_row("SELECT mtime FROM versions WHERE id = ?1", [l], |r| r.get(0))?,
+        _ => row.mtime,
+    };
+    let (meta, image) = if with_attrs {
+        (
+            load_attrs(c, row.id, DOMAIN_PITHOS)?,
+            load_attrs(c, row.id, DOMAIN_PLANKTON)?,
+        )
+    } else {
+        (Meta::new(), Meta::new())
+    };
+    Ok(ObjectInfo {
+        account: ctx.account.clone(),
+        container: ctx.container_name.clone(),
+        name: name.to_string(),
+        version: row.id as u64,
+        version_ts: row.mtime,
+        modified,
+        uuid: row.uuid.clone(),
+        size: row.size as u64,
+        content_type: row.content_type.clone(),
+        merkle: row.merkle.clone(),
+        md5: row.md5.clone(),
+        modified_by: row.modified_by.clone(),
+        meta,
+        image,
+        sharing: sharing.and_then(|s| Sharing::parse(&s).ok()).filter(|s| !s.is_empty()),
+        public_id,
+    })
+}
+
+/// The current version of a name, if there is one.
+fn current(c: &Connection, ctx: &PathCtx, name: &str) -> Result<Option<(i64, Row)>> {
+    match path_row(c, ctx.container.id, name)? {
+        Some((pid, Some(vid))) => Ok(Some((pid, load_row(c, vid)?))),
+        _ => Ok(None),
+    }
+}
+
+fn check_precondition(cur: Option<&ObjectInfo>, cond: &Precondition) -> Result<()> {
+    let matches = |list: &str, etag: &str| {
+        list.split(',')
+            .map(|t| t.trim().trim_matches('"'))
+            .any(|t| t == "*" || t.eq_ignore_ascii_case(etag))
+    };
+    if let Some(m) = &cond.if_match {
+        match cur {
+            Some(o) if matches(m, o.etag()) => {}
+            _ => return Err(StoreError::PreconditionFailed("Resource ETag does not match")),
+        }
+    }
+    if let Some(v) = cond.if_version {
+        if cur.map(|o| o.version) != Some(v) {
+            return Err(StoreError::PreconditionFailed("Object changed during the update"));
+        }
+    }
+    if let Some(m) = &cond.if_none_match {
+        if let Some(o) = cur {
+            if matches(m, o.etag()) {
+                return Err(StoreError::PreconditionFailed("Resource exists or ETag matches"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn container_bytes(c: &Connection, container: i64) -> Result<u64> {
+    let b: i64 = c.query_row(
+        "SELECT COALESCE(SUM(v.size), 0) FROM paths p JOIN versions v ON v.id = p.latest WHERE p.container = ?1",
+        [container],
+        |r| r.get(0),
+    )?;
+    Ok(b as u64)
+}
+
+fn account_bytes(c: &Connection, account: &str) -> Result<u64> {
+    let b: i64 = c.query_row(
+        "SELECT COALESCE(SUM(v.size), 0) FROM containers k JOIN paths p ON p.container = k.id
+         JOIN versions v ON v.id = p.latest WHERE k.account = ?1",
+        [account],
+        |r| r.get(0),
+    )?;
+    Ok(b as u64)
+}
+
+/// Refuses a write that grows usage past the container's or the account's quota.
+fn check_quota(c: &Connection, ctx: &PathCtx, old_size: u64, new_size: u64) -> Result<()> {
+    if new_size <= old_size {
+        return Ok(());
+    }
+    let growth = new_size - old_size;
+    if ctx.container.quota > 0 && container_bytes(c, ctx.container.id)? + growth > ctx.container.quota {
+        return Err(StoreError::QuotaExceeded);
+    }
+    let aq: i64 = c
+        .query_row("SELECT quota FROM accounts WHERE uuid = ?1", [&ctx.account], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .unwrap_or(0);
+    if aq > 0 && account_bytes(c, &ctx.account)? + growth > aq as u64 {
+        return Err(StoreError::QuotaExceeded);
+    }
+    Ok(())
+}
+
+struct VersionData<'a> {
+    uuid: &'a str,
+    size: u64,
+    content_type: &'a str,
+    hashes: &'a [u8],
+    merkle: &'a str,
+    md5: Option<&'a str>,
+    modified_by: &'a str,
+}
+
+/// Inserts a version as the path's current one and applies the container's versioning policy.
+fn commit_version(c: &Connection, ctx: &PathCtx, pid: i64, d: &VersionData, meta: &Meta, image: &Meta) -> Result<i64> {
+    let now = now_micros();
+    c.execute(
+        "INSERT INTO versions (path, uuid, size, content_type, hashes, merkle, md5, mtime, modified_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            pid,
+            d.uuid,
+            d.size as i64,
+            d.content_type,
+            d.hashes,
+            d.merkle,
+            d.md5,
+            now,
+            d.modified_by
+        ],
+    )?;
+    let vid = c.last_insert_rowid();
+    write_attrs(c, vid, DOMAIN_PITHOS, meta)?;
+    write_attrs(c, vid, DOMAIN_PLANKTON, image)?;
+    c.execute("UPDATE paths SET latest = ?1 WHERE id = ?2", params![vid, pid])?;
+    if ctx.container.versioning == Versioning::None {
+        purge_history(c, pid, Some(vid))?;
+    }
+    touch_container(c, ctx.container.id, now)?;
+    Ok(vid)
+}
+
+fn touch_container(c: &Connection, container: i64, now: Micros) -> Result<()> {
+    c.execute(
+        "UPDATE containers SET modified = ?1 WHERE id = ?2",
+        params![now, container],
+    )?;
+    Ok(())
+}
+
+/// Drops every version of a path except `keep`.
+fn purge_history(c: &Connection, pid: i64, keep: Option<i64>) -> Result<()> {
+    let keep = keep.unwrap_or(-1);
+    c.execute(
+        "DELETE FROM attrs WHERE version IN (SELECT id FROM versions WHERE path = ?1 AND id != ?2)",
+        params![pid, keep],
+    )?;
+    c.execute("DELETE FROM versions WHERE path = ?1 AND id != ?2", params![pid, keep])?;
+    Ok(())
+}
+
+/// Marks a path deleted: a deletion-marker version, no current version, no permissions.
+fn delete_path(c: &Connection, ctx: &PathCtx, pid: i64, row: &Row, by: &str) -> Result<()> {
+    let now = now_micros();
+    c.execute(
+        "INSERT INTO versions (path, uuid, size, content_type, hashes, merkle, md5, mtime, modified_by, deleted)
+         VALUES (?1, ?2, 0, '', x'', '', NULL, ?3, ?4, 1)",
+        params![pid, row.uuid, now, by],
+    )?;
+    c.execute(
+        "UPDATE paths SET latest = NULL, sharing = NULL, public_id = NULL WHERE id = ?1",
+        [pid],
+    )?;
+    if ctx.container.versioning == Versioning::None {
+        purge_history(c, pid, None)?;
+        c.execute("DELETE FROM paths WHERE id = ?1", [pid])?;
+    }
+    touch_container(c, ctx.container.id, now)?;
+    Ok(())
+}
+
+fn set_path_permissions(c: &Connection, pid: i64, sharing: Option<&Sharing>, public: Option<bool>) -> Result<()> {
+    if let Some(s) = sharing {
+        let v = if s.is_empty() { None } else { Some(s.to_string()) };
+        c.execute("UPDATE paths SET sharing = ?1 WHERE id = ?2", params![v, pid])?;
+    }
+    match public {
+        Some(true) => {
+            let has: Option<String> = c.query_row("SELECT public_id FROM paths WHERE id = ?1", [pid], |r| r.get(0))?;
+            if has.is_none() {
+                let id = hex::encode(rand::random::<[u8; 16]>());
+                c.execute("UPDATE paths SET public_id = ?1 WHERE id = ?2", params![id, pid])?;
+            }
+        }
+        Some(false) => {
+            c.execute("UPDATE paths SET public_id = NULL WHERE id = ?1", [pid])?;
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// Current names under `prefix` (a range scan), in byte order.
+fn names_under(c: &Connection, container: i64, prefix: &str) -> Result<Vec<(i64, String)>> {
+    let upper = format!("{prefix}\u{10FFFF}\u{10FFFF}");
+    let mut st = c.prepare_cached(
+        "SELECT id, name FROM paths WHERE container = ?1 AND name >= ?2 AND name < ?3 AND latest IS NOT NULL ORDER BY name",
+    )?;
+    let rows = st.query_map(params![container, prefix, upper], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+impl Store for SqliteStore {
+    fn create_user(&self, name: &str) -> Result<(User, String)> {
+        let token = hex::encode(rand::random::<[u8; 24]>());
+        let uuid = uuid::Uuid::new_v4().to_string();
+        self.with_tx(|tx| {
+            let exists: Option<String> = tx
+                .query_row("SELECT uuid FROM users WHERE name = ?1", [name], |r| r.get(0))
+                .optional()?;
+            if exists.is_some() {
+                return Err(StoreError::UserExists(name.to_string()));
+            }
+            let now = now_micros();
+            tx.execute(
+                "INSERT INTO users (uuid, name, token_hash, created) VALUES (?1, ?2, ?3, ?4)",
+                params![uuid, name, token_hash(&token), now],
+            )?;
+            tx.execute(
+                "INSERT INTO accounts (uuid, quota, modified) VALUES (?1, 0, ?2)",
+                params![uuid, now],
+            )?;
+            tx.execute(
+                "INSERT INTO containers (account, name, versioning, quota, modified) VALUES (?1, ?2, 'auto', 0, ?3)",
+                params![uuid, DEFAULT_CONTAINER, now],
+            )?;
+            Ok(())
+        })?;
+        Ok((
+            User {
+                uuid,
+                name: name.to_string(),
+            },
+            token,
+        ))
+    }
+
+    fn list_users(&self) -> Result<Vec<User>> {
+        self.with_read(|c| {
+            let mut st = c.prepare("SELECT uuid, name FROM users ORDER BY created")?;
+            let rows = st.query_map([], |r| {
+                Ok(User {
+                    uuid: r.get(0)?,
+                    name: r.get(1)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn authenticate(&self, token: &str) -> Result<Option<User>> {
+        let h = token_hash(token);
+        self.with_read(|c| {
+            let found: Option<(String, String, Vec<u8>)> = c
+                .query_row(
+                    "SELECT uuid, name, token_hash FROM users WHERE token_hash = ?1",
+                    [&h],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            use subtle::ConstantTimeEq;
+            Ok(found.and_then(|(uuid, name, stored)| bool::from(stored.ct_eq(&h)).then_some(User { uuid, name })))
+        })
+    }
+
+    fn user_by_uuid(&self, uuid: &str) -> Result<Option<User>> {
+        self.with_read(|c| {
+            Ok(
+                c.query_row("SELECT uuid, name FROM users WHERE uuid = ?1", [uuid], |r| {
+                    Ok(User {
+                        uuid: r.get(0)?,
+                        name: r.get(1)?,
+                    })
+                })
+                .optional()?,
+            )
+        })
+    }
+
+    fn user_by_name(&self, name: &str) -> Result<Option<User>> {
+        self.with_read(|c| {
+            Ok(
+                c.query_row("SELECT uuid, name FROM users WHERE name = ?1", [name], |r| {
+                    Ok(User {
+                        uuid: r.get(0)?,
+                        name: r.get(1)?,
+                    })
+                })
+                .optional()?,
+            )
+        })
+    }
+
+    fn account_info(&self, account: &str) -> Result<AccountInfo> {
+        self.with_read(|c| {
+            let (quota, amod): (i64, i64) = c
+                .query_row("SELECT quota, modified FROM accounts WHERE uuid = ?1", [account], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?
+                .unwrap_or((0, 0));
+            let (count, cmod): (i64, Option<i64>) = c.query_row(
+                "SELECT COUNT(*), MAX(modified) FROM containers WHERE account = ?1",
+                [account],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let mut st = c.prepare_cached("SELECT key, value FROM account_meta WHERE account = ?1")?;
+            let meta = st
+                .query_map([account], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Meta>>()?;
+            let mut st = c.prepare_cached("SELECT grp, members FROM account_groups WHERE account = ?1")?;
+            let groups = st
+                .query_map([account], |r| {
+                    let m: String = r.get(1)?;
+                    Ok((
+                        r.get(0)?,
+                        m.split(',').map(|s| s.to_string()).filter(|s| !s.is_empty()).collect(),
+                    ))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(AccountInfo {
+                container_count: count as u64,
+                bytes: account_bytes(c, account)?,
+                modified: amod.max(cmod.unwrap_or(0)),
+                quota: quota as u64,
+                meta,
+                groups,
+            })
+        })
+    }
+
+    fn update_account(&self, account: &str, meta: Option<MetaUpdate>, groups: Option<MetaUpdate>) -> Result<()> {
+        self.with_tx(|tx| {
+            let now = now_micros();
+            tx.execute(
+                "INSERT INTO accounts (uuid, quota, modified) VALUES (?1, 0, ?2)
+                 ON CONFLICT (uuid) DO UPDATE SET modified = ?2",
+                params![account, now],
+            )?;
+            for (table, col, upd) in [("account_meta", "key", meta), ("account_groups", "grp", groups)] {
+                let Some(upd) = upd else { continue };
+                let valcol = if table == "account_meta" { "value" } else { "members" };
+                let cur: Meta = {
+                    let mut st = tx.prepare(&format!("SELECT {col}, {valcol} FROM {table} WHERE account = ?1"))?;
+                    let rows = st.query_map([account], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    rows.collect::<rusqlite::Result<_>>()?
+                };
+                let new = upd.apply(&cur);
+                tx.execute(&format!("DELETE FROM {table} WHERE account = ?1"), [account])?;
+                for (k, v) in new {
+                    tx.execute(
+                        &format!("INSERT INTO {table} (account, {col}, {valcol}) VALUES (?1, ?2, ?3)"),
+                        params![account, k, v],
+                    )?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn set_account_quota(&self, account: &str, quota: u64) -> Result<()> {
+        self.with_tx(|tx| {
+            tx.execute(
+                "INSERT INTO accounts (uuid, quota, modified) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (uuid) DO UPDATE SET quota = ?2",
+                params![account, quota as i64, now_micros()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn list_containers(&self, account: &str) -> Result<Vec<ContainerInfo>> {
+        let names: Vec<String> = self.with_read(|c| {
+            let mut st = c.prepare("SELECT name FROM containers WHERE account = ?1 ORDER BY name")?;
+            let rows = st.query_map([account], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })?;
+        names.iter().map(|n| self.container_info(account, n)).collect()
+    }
+
+    fn container_info(&self, account: &str, container: &str) -> Result<ContainerInfo> {
+        self.with_read(|c| {
+            let row = container_row(c, account, container)?;
+            let modified: i64 = c.query_row("SELECT modified FROM containers WHERE id = ?1", [row.id], |r| r.get(0))?;
+            let (count, bytes): (i64, i64) = c.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(v.size), 0) FROM paths p JOIN versions v ON v.id = p.latest
+                 WHERE p.container = ?1",
+                [row.id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let mut st = c.prepare_cached("SELECT key, value FROM container_meta WHERE container = ?1")?;
+            let meta = st
+                .query_map([row.id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Meta>>()?;
+            let mut st = c.prepare_cached(
+                "SELECT DISTINCT a.key FROM paths p JOIN attrs a ON a.version = p.latest
+                 WHERE p.container = ?1 AND a.domain = 'pithos' ORDER BY a.key",
+            )?;
+            let keys = st.query_map([row.id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            Ok(ContainerInfo {
+                name: container.to_string(),
+                count: count as u64,
+                bytes: bytes as u64,
+                modified,
+                versioning: row.versioning,
+                quota: row.quota,
+                meta,
+                object_meta_keys: keys,
+            })
+        })
+    }
+
+    fn put_container(&self, account: &str, container: &str, policy: &PolicyUpdate, meta: &Meta) -> Result<bool> {
+        let created = self.with_tx(|tx| {
+            if container_row(tx, account, container).is_ok() {
+                return Ok(false);
+            }
+            let versioning = policy.versioning.flatten().unwrap_or(Versioning::Auto);
+            let quota = policy.quota.flatten().unwrap_or(0);
+            tx.execute(
+                "INSERT INTO containers (account, name, versioning, quota, modified) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![account, container, versioning.as_str(), quota as i64, now_micros()],
+            )?;
+            let id = tx.last_insert_rowid();
+            for (k, v) in meta.iter().filter(|(_, v)| !v.is_empty()) {
+                tx.execute(
+                    "INSERT INTO container_meta (container, key, value) VALUES (?1, ?2, ?3)",
+                    params![id, k, v],
+                )?;
+            }
+            Ok(true)
+        })?;
+        if !created {
+            self.update_container(account, container, policy, Some(MetaUpdate::Merge(meta.clone())))?;
+        }
+        Ok(created)
+    }
+
+    fn update_container(
+        &self,
+        account: &str,
+        container: &str,
+        policy: &PolicyUpdate,
+        meta: Option<MetaUpdate>,
+    ) -> Result<()> {
+        self.with_tx(|tx| {
+            let row = container_row(tx, account, container)?;
+            if let Some(v) = policy.versioning {
+                let v = v.unwrap_or(Versioning::Auto);
+                tx.execute(
+                    "UPDATE containers SET versioning = ?1 WHERE id = ?2",
+                    params![v.as_str(), row.id],
+                )?;
+            }
+            if let Some(q) = policy.quota {
+                tx.execute(
+                    "UPDATE containers SET quota = ?1 WHERE id = ?2",
+                    params![q.unwrap_or(0) as i64, row.id],
+                )?;
+            }
+            if let Some(upd) = meta {
+                let cur: Meta = {
+                    let mut st = tx.prepare("SELECT key, value FROM container_meta WHERE container = ?1")?;
+                    let rows = st.query_map([row.id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    rows.collect::<rusqlite::Result<_>>()?
+                };
+                tx.execute("DELETE FROM container_meta WHERE container = ?1", [row.id])?;
+                for (k, v) in upd.apply(&cur) {
+                    tx.execute(
+                        "INSERT INTO container_meta (container, key, value) VALUES (?1, ?2, ?3)",
+                        params![row.id, k, v],
+                    )?;
+                }
+            }
+            touch_container(tx, row.id, now_micros())
+        })
+    }
+
+    fn delete_container(&self, account: &str, container: &str) -> Result<()> {
+        self.with_tx(|tx| {
+            let row = container_row(tx, account, container)?;
+            let n: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM paths WHERE container = ?1 AND latest IS NOT NULL",
+                [row.id],
+                |r| r.get(0),
+            )?;
+            if n > 0 {
+                return Err(StoreError::ContainerNotEmpty);
+            }
+            tx.execute(
+                "DELETE FROM attrs WHERE version IN (SELECT v.id FROM versions v JOIN paths p ON v.path = p.id
+                 WHERE p.container = ?1)",
+                [row.id],
+            )?;
+            tx.execute(
+                "DELETE FROM versions WHERE path IN (SELECT id FROM paths WHERE container = ?1)",
+                [row.id],
+            )?;
+            tx.execute("DELETE FROM paths WHERE container = ?1", [row.id])?;
+            tx.execute("DELETE FROM container_meta WHERE container = ?1", [row.id])?;
+            tx.execute("DELETE FROM containers WHERE id = ?1", [row.id])?;
+            Ok(())
+        })
+    }
+
+    fn clear_container(&self, account: &str, container: &str, modified_by: &str) -> Result<()> {
+        self.with_tx(|tx| {
+            let ctx = path_ctx(tx, account, container)?;
+            for (pid, name) in names_under(tx, ctx.container.id, "")? {
+                if let Some((_, row)) = current(tx, &ctx, &name)? {
+                    delete_path(tx, &ctx, pid, &row, modified_by)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn list_objects(&self, account: &str, container: &str, q: &ListQuery) -> Result<Vec<Listed>> {
+        self.with_read(|c| {
+            let ctx = path_ctx(c, account, container)?;
+            let (delimiter, mut prefix) = if q.path_mode {
+                let p = q.prefix.trim_start_matches('/');
+                (
+                    Some('/'),
+                    if p.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{}/", p.trim_end_matches('/'))
+                    },
+                )
+            } else {
+                (q.delimiter, q.prefix.trim_start_matches('/').to_string())
+            };
+            if let Some(d) = delimiter {
+                if !prefix.is_empty() && !prefix.ends_with(d) && q.path_mode {
+                    prefix.push(d);
+                }
+            }
+            let upper = format!("{prefix}\u{10FFFF}\u{10FFFF}");
+            let limit = q.limit.clamp(1, crate::api::pithos::MAX_LISTING);
+            let mut out: Vec<Listed> = Vec::new();
+            // `from` is inclusive and `after` exclusive; rolled-up prefixes are skipped by
+            // moving `from` past them rather than reading their contents.
+            let mut from = prefix.clone();
+            let mut after = q.marker.clone();
+            let mut st = c.prepare_cached(&format!(
+                "SELECT p.name, {ROW_COLS} FROM paths p JOIN versions v ON v.id = p.latest
+                 WHERE p.container = ?1 AND p.name >= ?2 AND p.name < ?3 AND p.name > ?4
+                 ORDER BY p.name LIMIT ?5"
+            ))?;
+            'outer: loop {
+                let batch: Vec<(String, Row)> = st
+                    .query_map(
+                        params![
+                            ctx.container.id,
+                            from,
+                            upper,
+                            after.clone().unwrap_or_default(),
+                            (limit + 1) as i64
+                        ],
+                        |r| Ok((r.get::<_, String>(0)?, row_from(r, 1)?)),
+                    )?
+                    .collect::<rusqlite::Result<_>>()?;
+                if batch.is_empty() {
+                    break;
+                }
+                let last = batch.last().map(|(n, _)| n.clone());
+                for (name, row) in batch {
+                    if let Some(d) = delimiter {
+                        let rest = &name[prefix.len()..];
+                        if let Some(pos) = rest.find(d) {
+                            if pos + d.len_utf8() < rest.len() {
+                                let sub = format!("{}{}", prefix, &rest[..pos + d.len_utf8()]);
+                                if !q.path_mode && q.marker.as_deref().is_none_or(|m| sub.as_str() > m) {
+                                    out.push(Listed::Subdir(sub.clone()));
+                                    if out.len() >= limit {
+                                        break 'outer;
+                                    }
+                                }
+                                let mut next = sub[..sub.len() - d.len_utf8()].to_string();
+                                next.push(char::from_u32(d as u32 + 1).unwrap_or(char::MAX));
+                                from = next;
+                                after = None;
+                                continue 'outer;
+                            }
+                        }
+                    }
+                    out.push(Listed::Object(Box::new(info_of(c, &ctx, &name, &row, false)?)));
+                    if out.len() >= limit {
+                        break 'outer;
+                    }
+                }
+                after = last;
+            }
+            Ok(out)
+        })
+    }
+
+    fn object_info(&self, path: &ObjectPath, version: Option<u64>) -> Result<ObjectInfo> {
+        self.with_read(|c| {
+            let ctx = path_ctx(c, &path.account, &path.container)?;
+            let Some((pid, latest)) = path_row(c, ctx.container.id, &path.name)? else {
+                return Err(if version.is_some() {
+                    StoreError::VersionNotFound
+                } else {
+                    StoreError::ObjectNotFound
+                });
+            };
+            let row = match version {
+                Some(v) => {
+                    let row = c
+                        .query_row(
+                            &format!(
+                                "SELECT {ROW_COLS} FROM versions v WHERE v.id = ?1 AND v.path = ?2 AND v.deleted = 0"
+                            ),
+                            params![v as i64, pid],
+                            |r| row_from(r, 0),
+                        )
+                        .optional()?;
+                    row.ok_or(StoreError::VersionNotFound)?
+                }
+                None => load_row(c, latest.ok_or(StoreError::ObjectNotFound)?)?,
+            };
+            info_of(c, &ctx, &path.name, &row, true)
+        })
+    }
+
+    fn version_hashes(&self, version: u64) -> Result<Vec<BlockHash>> {
+        self.with_read(|c| Ok(unpack_hashes(&load_row(c, version as i64)?.hashes)))
+    }
+
+    fn list_versions(&self, path: &ObjectPath) -> Result<Vec<(u64, Micros)>> {
+        self.with_read(|c| {
+            let ctx = path_ctx(c, &path.account, &path.container)?;
+            let (pid, _) = path_row(c, ctx.container.id, &path.name)?.ok_or(StoreError::ObjectNotFound)?;
+            let mut st =
+                c.prepare_cached("SELECT id, mtime FROM versions WHERE path = ?1 AND deleted = 0 ORDER BY id")?;
+            let rows = st.query_map([pid], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
+            let v: Vec<_> = rows.collect::<rusqlite::Result<_>>()?;
+            if v.is_empty() {
+                return Err(StoreError::ObjectNotFound);
+            }
+            Ok(v)
+        })
+    }
+
+    fn put_object(&self, path: &ObjectPath, obj: &NewObject, cond: &Precondition) -> Result<ObjectInfo> {
+        let missing = self.missing_blocks(&obj.hashes)?;
+        if !missing.is_empty() {
+            return Err(StoreError::MissingBlocks(missing));
+        }
+        let merkle = obj.merkle();
+        let packed = pack_hashes(&obj.hashes);
+        self.with_tx(|tx| {
+            let ctx = path_ctx(tx, &path.account, &path.container)?;
+            let (pid, _) = ensure_path(tx, ctx.container.id, &path.name)?;
+            let cur = match current(tx, &ctx, &path.name)? {
+                Some((_, row)) => Some((info_of(tx, &ctx, &path.name, &row, true)?, row)),
+                None => None,
+            };
+            check_precondition(cur.as_ref().map(|(i, _)| i), cond)?;
+            check_quota(tx, &ctx, cur.as_ref().map_or(0, |(i, _)| i.size), obj.size)?;
+            let uuid = cur
+                .as_ref()
+                .map_or_else(|| uuid::Uuid::new_v4().to_string(), |(_, r)| r.uuid.clone());
+            // Image metadata stays with the object across overwrites.
+            let image = cur.as_ref().map(|(i, _)| i.image.clone()).unwrap_or_default();
+            let d = VersionData {
+                uuid: &uuid,
+                size: obj.size,
+                content_type: &obj.content_type,
+                hashes: &packed,
+                merkle: &merkle,
+                md5: obj.md5.as_deref(),
+                modified_by: &obj.modified_by,
+            };
+            let vid = commit_version(tx, &ctx, pid, &d, &obj.meta, &image)?;
+            set_path_permissions(tx, pid, obj.sharing.as_ref(), obj.public)?;
+            let row = load_row(tx, vid)?;
+            info_of(tx, &ctx, &path.name, &row, true)
+        })
+    }
+
+    fn copy_object(&self, spec: &CopySpec, cond: &Precondition) -> Result<ObjectInfo> {
+        self.with_tx(|tx| {
+            let sctx = path_ctx(tx, &spec.src.account, &spec.src.container)?;
+            let dctx = path_ctx(tx, &spec.dst.account, &spec.dst.container)?;
+            let same = spec.src == spec.dst;
+            // (source name, destination name): the object, then (recursive) everything below it.
+            let mut pairs = vec![];
+            let top = path_row(tx, sctx.container.id, &spec.src.name)?;
+            let top_exists = matches!(top, Some((_, Some(_)))) || spec.src_version.is_some();
+            if top_exists {
+                pairs.push((spec.src.name.clone(), spec.dst.name.clone()));
+            }
+            if spec.recursive && !same {
+                let sp = format!("{}/", spec.src.name.trim_end_matches('/'));
+                let dp = format!("{}/", spec.dst.name.trim_end_matches('/'));
+                for (_, n) in names_under(tx, sctx.container.id, &sp)? {
+                    pairs.push((n.clone(), format!("{dp}{}", &n[sp.len()..])));
+                }
+            }
+            if pairs.is_empty() {
+                return Err(StoreError::ObjectNotFound);
+            }
+            let mut first: Option<ObjectInfo> = None;
+            for (i, (sname, dname)) in pairs.iter().enumerate() {
+                let (spid, srow) = match (i, spec.src_version) {
+                    (0, Some(v)) if top_exists && *sname == spec.src.name => {
+                        let spid = path_row(tx, sctx.container.id, sname)?
+                            .ok_or(StoreError::VersionNotFound)?
+                            .0;
+                        let row = load_row(tx, v as i64)?;
+                        if row.path != spid {
+                            return Err(StoreError::VersionNotFound);
+                        }
+                        (spid, row)
+                    }
+                    _ => current(tx, &sctx, sname)?.ok_or(StoreError::ObjectNotFound)?,
+                };
+                let sinfo = info_of(tx, &sctx, sname, &srow, true)?;
+                if sinfo.content_type.is_empty() {
+                    return Err(StoreError::VersionNotFound);
+                }
+                let (dpid, _) = ensure_path(tx, dctx.container.id, dname)?;
+                let dcur = match current(tx, &dctx, dname)? {
+                    Some((_, row)) => Some(info_of(tx, &dctx, dname, &row, true)?),
+                    None => None,
+                };
+                if i == 0 {
+                    check_precondition(dcur.as_ref(), cond)?;
+                }
+                if !(spec.is_move && spec.src.account == spec.dst.account) {
+                    check_quota(tx, &dctx, dcur.as_ref().map_or(0, |d| d.size), sinfo.size)?;
+                }
+                let uuid = if spec.is_move {
+                    srow.uuid.clone()
+                } else {
+                    dcur.as_ref()
+                        .map_or_else(|| uuid::Uuid::new_v4().to_string(), |d| d.uuid.clone())
+                };
+                let image = if spec.is_move {
+                    sinfo.image.clone()
+                } else {
+                    dcur.as_ref().map(|d| d.image.clone()).unwrap_or_default()
+                };
+                let meta = match (&spec.meta, i) {
+                    (Some(u), 0) => u.apply(&sinfo.meta),
+                    _ => sinfo.meta.clone(),
+                };
+                let content_type = match (&spec.content_type, i) {
+                    (Some(ct), 0) => ct.clone(),
+                    _ => srow.content_type.clone(),
+                };
+                let d = VersionData {
+                    uuid: &uuid,
+                    size: srow.size as u64,
+                    content_type: &content_type,
+                    hashes: &srow.hashes,
+                    merkle: &srow.merkle,
+                    md5: srow.md5.as_deref(),
+                    modified_by: &spec.modified_by,
+                };
+                let vid = commit_version(tx, &dctx, dpid, &d, &meta, &image)?;
+                if spec.is_move && !same {
+                    // Permissions travel with a moved object (an image stays public).
+                    let sharing = sinfo.sharing.clone().unwrap_or_default();
+                    set_path_permissions(tx, dpid, Some(&sharing), Some(sinfo.public_id.is_some()))?;
+                    delete_path(tx, &sctx, spid, &srow, &spec.modified_by)?;
+                }
+                if i == 0 {
+                    set_path_permissions(tx, dpid, spec.sharing.as_ref(), spec.public)?;
+                    let row = load_row(tx, vid)?;
+                    first = Some(info_of(tx, &dctx, dname, &row, true)?);
+                }
+            }
+            first.ok_or(StoreError::ObjectNotFound)
+        })
+    }
+
+    fn update_object_meta(&self, path: &ObjectPath, meta: &MetaUpdate, modified_by: &str) -> Result<ObjectInfo> {
+        self.rewrite_current(path, modified_by, None, |info| {
+            (meta.apply(&info.meta), info.image.clone())
+        })
+    }
+
+    fn set_permissions(
+        &self,
+        path: &ObjectPath,
+        sharing: Option<&Sharing>,
+        public: Option<bool>,
+    ) -> Result<ObjectInfo> {
+        self.with_tx(|tx| {
+            let ctx = path_ctx(tx, &path.account, &path.container)?;
+            let (pid, row) = current(tx, &ctx, &path.name)?.ok_or(StoreError::ObjectNotFound)?;
+            set_path_permissions(tx, pid, sharing, public)?;
+            info_of(tx, &ctx, &path.name, &row, true)
+        })
+    }
+
+    fn set_image_meta(
+        &self,
+        path: &ObjectPath,
+        image: &Meta,
+        sharing: Option<&Sharing>,
+        modified_by: &str,
+    ) -> Result<ObjectInfo> {
+        self.rewrite_current(path, modified_by, sharing, |info| (info.meta.clone(), image.clone()))
+    }
+
+    fn delete_object(&self, path: &ObjectPath, modified_by: &str, recursive: bool) -> Result<()> {
+        self.with_tx(|tx| {
+            let ctx = path_ctx(tx, &path.account, &path.container)?;
+            let mut found = false;
+            if let Some((pid, row)) = current(tx, &ctx, &path.name)? {
+                delete_path(tx, &ctx, pid, &row, modified_by)?;
+                found = true;
+            }
+            if recursive {
+                let prefix = format!("{}/", path.name.trim_end_matches('/'));
+                for (_, n) in names_under(tx, ctx.container.id, &prefix)? {
+                    if let Some((pid, row)) = current(tx, &ctx, &n)? {
+                        delete_path(tx, &ctx, pid, &row, modified_by)?;
+                        found = true;
+                    }
+                }
+            }
+            if found {
+                Ok(())
+            } else {
+                Err(StoreError::ObjectNotFound)
+            }
+        })
+    }
+
+    fn object_by_uuid(&self, uuid: &str) -> Result<Option<ObjectInfo>> {
+        self.with_read(|c| {
+            let hit: Option<(String, String, String, Row)> = c
+                .query_row(
+                    &format!(
+                        "SELECT k.account, k.name, p.name, {ROW_COLS} FROM versions v
+                         JOIN paths p ON p.latest = v.id JOIN containers k ON k.id = p.container
+                         WHERE v.uuid = ?1"
+                    ),
+                    [uuid],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, row_from(r, 3)?)),
+                )
+                .optional()?;
+            match hit {
+                Some((acc, cont, name, row)) => {
+                    let ctx = path_ctx(c, &acc, &cont)?;
+                    Ok(Some(info_of(c, &ctx, &name, &row, true)?))
+                }
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn object_by_public_id(&self, public_id: &str) -> Result<Option<ObjectInfo>> {
+        self.with_read(|c| {
+            let hit: Option<(String, String, String, Row)> = c
+                .query_row(
+                    &format!(
+                        "SELECT k.account, k.name, p.name, {ROW_COLS} FROM paths p
+                         JOIN versions v ON v.id = p.latest JOIN containers k ON k.id = p.container
+                         WHERE p.public_id = ?1"
+                    ),
+                    [public_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, row_from(r, 3)?)),
+                )
+                .optional()?;
+            match hit {
+                Some((acc, cont, name, row)) => {
+                    let ctx = path_ctx(c, &acc, &cont)?;
+                    Ok(Some(info_of(c, &ctx, &name, &row, true)?))
+                }
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn list_images(&self) -> Result<Vec<ObjectInfo>> {
+        self.with_read(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT k.account, k.name, p.name, {ROW_COLS} FROM attrs a
+                 JOIN paths p ON p.latest = a.version JOIN versions v ON v.id = p.latest
+                 JOIN containers k ON k.id = p.container
+                 WHERE a.domain = 'plankton' AND a.key = 'name'"
+            ))?;
+            let hits: Vec<(String, String, String, Row)> = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, row_from(r, 3)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            hits.into_iter()
+                .map(|(acc, cont, name, row)| {
+                    let ctx = path_ctx(c, &acc, &cont)?;
+                    info_of(c, &ctx, &name, &row, true)
+                })
+                .collect()
+        })
+    }
+
+    fn inherited_sharing(&self, path: &ObjectPath) -> Result<Option<(String, Sharing)>> {
+        self.with_read(|c| {
+            let ctx = path_ctx(c, &path.account, &path.container)?;
+            let mut name = path.name.as_str();
+            while let Some(pos) = name.rfind('/') {
+                name = &name[..pos];
+                let hit: Option<(String, String)> = c
+                    .query_row(
+                        "SELECT p.sharing, v.content_type FROM paths p JOIN versions v ON v.id = p.latest
+                         WHERE p.container = ?1 AND p.name = ?2 AND p.sharing IS NOT NULL",
+                        params![ctx.container.id, name],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                if let Some((s, ct)) = hit {
+                    if crate::api::pithos::is_directory_type(&ct) {
+                        if let Ok(s) = Sharing::parse(&s) {
+                            return Ok(Some((format!("{}/{}", path.container, name), s)));
+                        }
+                    }
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    fn shared_paths(&self, account: &str) -> Result<Vec<(String, String, Sharing)>> {
+        self.with_read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT k.name, p.name, p.sharing FROM paths p JOIN containers k ON k.id = p.container
+                 WHERE k.account = ?1 AND p.sharing IS NOT NULL AND p.latest IS NOT NULL ORDER BY k.name, p.name",
+            )?;
+            let rows = st.query_map([account], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?)))?;
+            let mut out = vec![];
+            for r in rows {
+                let (k, p, s) = r?;
+                if let Ok(s) = Sharing::parse(&s) {
+                    out.push((k, p, s));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn accounts_sharing_with(&self, user: &str) -> Result<Vec<String>> {
+        self.with_read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT DISTINCT k.account, p.sharing FROM paths p JOIN containers k ON k.id = p.container
+                 WHERE p.sharing IS NOT NULL AND p.latest IS NOT NULL AND k.account != ?1",
+            )?;
+            let rows = st.query_map([user], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let mut out: Vec<String> = vec![];
+            for r in rows {
+                let (acc, s) = r?;
+                if Sharing::parse(&s).is_ok_and(|s| s.can_read(user)) && !out.contains(&acc) {
+                    out.push(acc);
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+    }
+
+    fn put_block(&self, data: &[u8]) -> Result<BlockHash> {
+        self.blocks.put(data)
+    }
+
+    fn missing_blocks(&self, hashes: &[BlockHash]) -> Result<Vec<BlockHash>> {
+        let mut out: Vec<BlockHash> = vec![];
+        for h in hashes {
+            if self.blocks.stored_len(h)?.is_none() && !out.contains(h) {
+                out.push(*h);
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_block(&self, hash: &BlockHash) -> Result<Vec<u8>> {
+        self.blocks.get(hash)
+    }
+
+    fn block_stored_len(&self, hash: &BlockHash) -> Result<Option<u64>> {
+        self.blocks.stored_len(hash)
+    }
+}
+
+impl SqliteStore {
+    /// A new current version with the same data and the attributes `f` derives.
+    fn rewrite_current(
+        &self,
+        path: &ObjectPath,
+        by: &str,
+        sharing: Option<&Sharing>,
+        f: impl FnOnce(&ObjectInfo) -> (Meta, Meta),
+    ) -> Result<ObjectInfo> {
+        self.with_tx(|tx| {
+            let ctx = path_ctx(tx, &path.account, &path.container)?;
+            let (pid, row) = current(tx, &ctx, &path.name)?.ok_or(StoreError::ObjectNotFound)?;
+            let info = info_of(tx, &ctx, &path.name, &row, true)?;
+            let (meta, image) = f(&info);
+            let d = VersionData {
+                uuid: &row.uuid,
+                size: row.size as u64,
+                content_type: &row.content_type,
+                hashes: &row.hashes,
+                merkle: &row.merkle,
+                md5: row.md5.as_deref(),
+                modified_by: by,
+            };
+            let vid = commit_version(tx, &ctx, pid, &d, &meta, &image)?;
+            set_path_permissions(tx, pid, sharing, None)?;
+            let row = load_row(tx, vid)?;
+            info_of(tx, &ctx, &path.name, &row, true)
+        })
+    }
+}
