@@ -98,6 +98,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
                 let addr = listener.local_addr()?;
                 tracing::info!(%addr, data = %dir.display(), "imgfs serve listening");
+                // Scripts and tests started with port 0 read the address from here.
+                println!("listening on {addr}");
+                use std::io::Write;
+                std::io::stdout().flush()?;
                 serve(AppState { store }, listener).await?;
                 Ok(())
             })

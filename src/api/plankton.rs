@@ -1,7 +1,7 @@
 //! Plankton image registry wire shapes (spec/plankton.md): `x-image-meta-*` headers, their
 //! key normalization, the allowed formats, and the list/detail JSON entries.
 
-use crate::api::pithos::encode_header_value;
+use crate::api::pithos::encode_path;
 use crate::api::timefmt::{image_date, Micros};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -40,6 +40,12 @@ pub fn normalize_key(key: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Image header values are percent-encoded like Python's `quote` (space → `%20`), which is
+/// what kamaki decodes.
+fn encode_value(v: &str) -> String {
+    encode_path(v)
 }
 
 /// Python's `str(bool)`, which is what kamaki sends and expects.
@@ -108,7 +114,7 @@ impl Image {
     pub fn headers(&self) -> Vec<(String, String)> {
         let mut h: Vec<(String, String)> = vec![
             ("id", self.id.clone()),
-            ("name", encode_header_value(&self.name)),
+            ("name", encode_value(&self.name)),
             ("location", self.location.clone()),
             ("owner", self.owner.clone()),
             ("size", self.size.to_string()),
@@ -128,8 +134,8 @@ impl Image {
         .collect();
         for (k, v) in &self.properties {
             h.push((
-                format!("{IMAGE_META}property-{}", encode_header_value(&k.replace('_', "-"))),
-                encode_header_value(v),
+                format!("{IMAGE_META}property-{}", encode_value(&k.replace('_', "-"))),
+                encode_value(v),
             ));
         }
         h
@@ -342,7 +348,7 @@ mod tests {
         };
         let h = img.headers();
         assert_eq!(h.len(), 16);
-        assert!(h.contains(&("x-image-meta-name".into(), "My Image".into())));
+        assert!(h.contains(&("x-image-meta-name".into(), "My%20Image".into())));
         assert!(h.contains(&("x-image-meta-is-public".into(), "True".into())));
         assert!(h.contains(&("x-image-meta-property-root-partition".into(), "1".into())));
     }

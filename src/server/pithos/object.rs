@@ -99,7 +99,7 @@ fn object_headers(o: &ObjectInfo, acc: &Access, explicit_version: bool, base: &s
     if !explicit_version {
         if acc.owner {
             if let Some(s) = &o.sharing {
-                h.push((X_OBJECT_SHARING.to_string(), encode_header_value(&s.to_string())));
+                h.push((X_OBJECT_SHARING.to_string(), s.to_string()));
             }
             if let Some(p) = &o.public_id {
                 h.push((X_OBJECT_PUBLIC.to_string(), format!("{base}/public/{p}")));
@@ -415,7 +415,10 @@ async fn read_hashmap_body(ctx: &Ctx, body: Body) -> ApiResult<(u64, Vec<BlockHa
     let hashes: Vec<BlockHash> = hm
         .hashes
         .iter()
-        .map(|h| BlockHash::from_hex(h).ok_or_else(|| ApiError::bad_request(format!("Invalid block hash '{h}'"))))
+        .map(|h| {
+            BlockHash::from_hex(h)
+                .ok_or_else(|| ApiError::bad_request(format!("Invalid hashmap: bad block hash '{h}'")))
+        })
         .collect::<ApiResult<_>>()?;
     let hs = hashes.clone();
     let missing = ctx.st.run(move |s| s.missing_blocks(&hs)).await?;

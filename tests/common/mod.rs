@@ -1,0 +1,219 @@
+//! Test harness: a real `imgfs serve` on an ephemeral port with a temporary data directory,
+//! users created through `imgfs user add`, and a small blocking HTTP client.
+#![allow(dead_code)]
+
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::Method;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_imgfs");
+
+pub struct Server {
+    child: Option<Child>,
+    pub addr: String,
+    pub data: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    pub uuid: String,
+    pub name: String,
+    pub token: String,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let tmp = tempfile::Builder::new()
+            .prefix("imgfs-test-")
+            .tempdir_in(test_root())
+            .unwrap();
+        let data = tmp.path().join("data");
+        let mut s = Server::start_on(&data);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts a server on an existing (or new) data directory.
+    pub fn start_on(data: &Path) -> Server {
+        std::fs::create_dir_all(data).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.with_extension("log"))
+            .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start imgfs serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("server said {line:?}"))
+            .to_string();
+        Server {
+            child: Some(child),
+            addr,
+            data: data.to_path_buf(),
+            _tmp: None,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn add_user(&self, name: &str) -> TestUser {
+        let out = Command::new(BIN)
+            .args(["user", "add", name, "--data"])
+            .arg(&self.data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "user add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+        TestUser {
+            uuid: v["uuid"].as_str().unwrap().into(),
+            name: v["name"].as_str().unwrap().into(),
+            token: v["token"].as_str().unwrap().into(),
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Where test data goes: the target dir (not /tmp, which may be small or tmpfs).
+pub fn test_root() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// A client acting as one user.
+pub struct Api {
+    pub http: Client,
+    pub base: String,
+    pub user: TestUser,
+}
+
+impl Api {
+    pub fn new(server: &Server, user: &TestUser) -> Api {
+        Api {
+            http: http(),
+            base: server.url(),
+            user: user.clone(),
+        }
+    }
+
+    /// `path` relative to the object store account URL: "" = account, "c" = container, "c/o" = object.
+    pub fn os(&self, method: &str, path: &str) -> RequestBuilder {
+        let url = if path.is_empty() {
+            format!("{}/object-store/v1/{}", self.base, self.user.uuid)
+        } else {
+            format!("{}/object-store/v1/{}/{}", self.base, self.user.uuid, path)
+        };
+        self.raw(method, &url)
+    }
+
+    /// Another account's path.
+    pub fn os_of(&self, account: &str, method: &str, path: &str) -> RequestBuilder {
+        self.raw(method, &format!("{}/object-store/v1/{}/{}", self.base, account, path))
+    }
+
+    pub fn img(&self, method: &str, path: &str) -> RequestBuilder {
+        self.raw(method, &format!("{}/image/v1.0/{}", self.base, path))
+    }
+
+    pub fn raw(&self, method: &str, url: &str) -> RequestBuilder {
+        self.http
+            .request(Method::from_bytes(method.as_bytes()).unwrap(), url)
+            .header("X-Auth-Token", &self.user.token)
+    }
+
+    pub fn put(&self, path: &str, data: &[u8]) -> Response {
+        let r = self.os("PUT", path).body(data.to_vec()).send().unwrap();
+        assert_eq!(r.status(), 201, "PUT {path}: {}", r.text().unwrap_or_default());
+        r
+    }
+
+    pub fn get(&self, path: &str) -> Vec<u8> {
+        let r = self.os("GET", path).send().unwrap();
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.bytes().unwrap().to_vec()
+    }
+
+    pub fn head(&self, path: &str) -> Response {
+        self.os("HEAD", path).send().unwrap()
+    }
+
+    pub fn json(&self, path: &str) -> serde_json::Value {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let r = self.os("GET", &format!("{path}{sep}format=json")).send().unwrap();
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().unwrap()
+    }
+}
+
+/// A blocking HTTP client (reqwest's rustls backend needs its crypto provider chosen).
+pub fn http() -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::builder().timeout(Duration::from_secs(300)).build().unwrap()
+}
+
+pub fn header(r: &Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
