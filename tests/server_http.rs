@@ -1455,3 +1455,27 @@ fn serve_refuses_a_taken_port_and_an_unusable_data_dir() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let s = Server::start();
+    let u = s.add_user("dave");
+    Api::new(&s, &u).put("pithos/x", b"x");
+    let pid = s.pid();
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let t = std::time::Instant::now();
+    let mut status = 0;
+    loop {
+        let r = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
+        if r == pid as i32 {
+            break;
+        }
+        assert!(t.elapsed().as_secs() < 10, "server did not stop on SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "exit status {status}"
+    );
+    assert!(s.log().contains("shutting down"));
+}

@@ -30,7 +30,15 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut md5 = Md5::new();
+    // MD5 runs on its own thread so that it overlaps block hashing and writing.
+    let (md5_tx, mut md5_rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let md5_task = tokio::task::spawn_blocking(move || {
+        let mut md5 = Md5::new();
+        while let Some(c) = md5_rx.blocking_recv() {
+            md5.update(&c);
+        }
+        hex::encode(md5.finalize())
+    });
     let mut size: u64 = 0;
     let mut buf = BytesMut::with_capacity(BLOCK_SIZE);
     let mut pending = FuturesOrdered::new();
@@ -49,7 +57,12 @@ where
                 "Object too large",
             ));
         }
-        md5.update(&chunk);
+        if md5_tx.send(chunk.clone()).await.is_err() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "checksum worker stopped",
+            ));
+        }
         let mut rest = &chunk[..];
         while !rest.is_empty() {
             let take = (BLOCK_SIZE - buf.len()).min(rest.len());
@@ -72,10 +85,11 @@ where
     while let Some(r) = pending.next().await {
         hashes.push(r??);
     }
+    drop(md5_tx);
     Ok(Ingested {
         size,
         hashes,
-        md5: hex::encode(md5.finalize()),
+        md5: md5_task.await?,
     })
 }
 
