@@ -1,8 +1,12 @@
 //! imgfs: manage cloud disk images with ordinary file tools. This crate holds the shared wire
-//! formats ([`api`]), the storage engine ([`store`]) and the Synnefo-compatible server
-//! ([`server`]); the `imgfs` binary wires them to a command line.
+//! formats ([`api`]), the storage engine ([`store`]), the Synnefo-compatible server
+//! ([`server`]), the filesystem's client ([`client`]) and core ([`fs`]), and the mount
+//! command ([`mount`]); the `imgfs` binary wires them to a command line.
 
 pub mod api;
+pub mod client;
+pub mod fs;
+pub mod mount;
 pub mod server;
 pub mod store;
 

@@ -30,6 +30,18 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
     },
+    /// Mount an account (SOURCE: an identity URL or kamaki:CLOUD) on MOUNTPOINT
+    Mount {
+        source: String,
+        mountpoint: PathBuf,
+        /// Mount options: ro, uid, gid, file_mode, dir_mode, allow_other, attr_timeout,
+        /// container, token_file, log_file, staging_dir
+        #[arg(short = 'o', value_name = "OPTS")]
+        options: Vec<String>,
+        /// Stay in the foreground
+        #[arg(short = 'f')]
+        foreground: bool,
+    },
     /// Manage the users of the embedded server
     User {
         #[command(subcommand)]
@@ -69,7 +81,30 @@ fn data_dir(d: &DataArg) -> PathBuf {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<String> = std::env::args().collect();
+    // Run as mount.imgfs (what `mount -t imgfs` and fstab call), take the helper's arguments.
+    let helper = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n == "mount.imgfs");
+    let cli = if helper {
+        match imgfs::mount::parse_helper_args(&argv) {
+            Ok(a) => Cli {
+                cmd: Cmd::Mount {
+                    source: a.source,
+                    mountpoint: a.mountpoint,
+                    options: a.options,
+                    foreground: a.foreground,
+                },
+            },
+            Err(e) => {
+                eprintln!("mount.imgfs: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        Cli::parse()
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("IMGFS_LOG")
@@ -105,6 +140,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 serve(AppState { store }, listener).await?;
                 Ok(())
             })
+        }
+        Cmd::Mount {
+            source,
+            mountpoint,
+            options,
+            foreground,
+        } => {
+            imgfs::mount::block_signals();
+            imgfs::mount::run(imgfs::mount::MountArgs {
+                source,
+                mountpoint,
+                foreground,
+                options,
+            })?;
+            Ok(())
         }
         Cmd::User {
             cmd: UserCmd::Add { name, data, url },

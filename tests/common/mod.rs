@@ -39,6 +39,12 @@ impl Server {
 
     /// Starts a server on an existing (or new) data directory.
     pub fn start_on(data: &Path) -> Server {
+        Server::start_at(data, "127.0.0.1:0")
+    }
+
+    /// Starts a server on a data directory and a given address (to come back where a client
+    /// expects it after a crash).
+    pub fn start_at(data: &Path, listen: &str) -> Server {
         std::fs::create_dir_all(data).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -46,7 +52,7 @@ impl Server {
             .open(data.with_extension("log"))
             .unwrap();
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .args(["serve", "--listen", listen, "--data"])
             .arg(data)
             .stdout(Stdio::piped())
             .stderr(log)

@@ -1,0 +1,152 @@
+//! The filesystem's view of a cloud: a [`Storage`] trait of the object-store operations the
+//! filesystem core needs (one error enum for all, mapped to errno in `fs`), and its Pithos+
+//! implementation over HTTP ([`pithos::PithosClient`]). The core is generic over the trait, so
+//! unit tests run it against an in-memory fake.
+
+pub mod pithos;
+pub mod session;
+
+use crate::api::hashing::BlockHash;
+use bytes::Bytes;
+use std::future::Future;
+
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum ClientError {
+    /// The server answered with an error status.
+    #[error("{method} {path}: {status} {message}")]
+    Status {
+        method: String,
+        path: String,
+        status: u16,
+        message: String,
+    },
+    /// No answer (after the retries).
+    #[error("{method} {path}: {message}")]
+    Network {
+        method: String,
+        path: String,
+        message: String,
+    },
+    /// The answer did not make sense.
+    #[error("{method} {path}: unexpected reply: {message}")]
+    Protocol {
+        method: String,
+        path: String,
+        message: String,
+    },
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// What a listing or HEAD says about an object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectStat {
+    pub name: String,
+    pub size: u64,
+    pub content_type: String,
+    pub version: u64,
+    /// Microseconds since the epoch.
+    pub mtime: i64,
+    pub hash: String,
+}
+
+impl ObjectStat {
+    pub fn is_dir(&self) -> bool {
+        crate::api::pithos::is_directory_type(&self.content_type)
+    }
+}
+
+/// One entry of a container listing with `delimiter=/`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Listed {
+    Object(ObjectStat),
+    /// A prefix ending in `/` with objects under it.
+    Prefix(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerStat {
+    pub name: String,
+    pub bytes: u64,
+    pub mtime: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AccountStat {
+    pub bytes_used: u64,
+    /// 0 = unlimited.
+    pub quota: u64,
+}
+
+/// The result of committing a hashmap.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PutOutcome {
+    Done { version: u64 },
+    Missing(Vec<BlockHash>),
+}
+
+/// The object-store operations of the filesystem, relative to the mounted account.
+pub trait Storage: Send + Sync + 'static {
+    fn list_containers(&self) -> impl Future<Output = Result<Vec<ContainerStat>>> + Send;
+    fn account_stat(&self) -> impl Future<Output = Result<AccountStat>> + Send;
+    fn create_container(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+    fn delete_container(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+    fn container_exists(&self, name: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// Children of `prefix` (which is empty or ends in `/`), names > `marker`, at most `limit`.
+    fn list(
+        &self,
+        container: &str,
+        prefix: &str,
+        marker: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Listed>>> + Send;
+    /// Whether anything exists under `prefix` (which ends in `/`).
+    fn has_children(&self, container: &str, prefix: &str) -> impl Future<Output = Result<bool>> + Send;
+    fn head(&self, container: &str, name: &str) -> impl Future<Output = Result<Option<ObjectStat>>> + Send;
+    /// `(size, block hashes)` of a version.
+    fn hashmap(
+        &self,
+        container: &str,
+        name: &str,
+        version: u64,
+    ) -> impl Future<Output = Result<(u64, Vec<BlockHash>)>> + Send;
+    /// Bytes `start..start+len` of a version.
+    fn read(
+        &self,
+        container: &str,
+        name: &str,
+        version: u64,
+        start: u64,
+        len: u64,
+    ) -> impl Future<Output = Result<Bytes>> + Send;
+    fn put_hashmap(
+        &self,
+        container: &str,
+        name: &str,
+        size: u64,
+        hashes: &[BlockHash],
+        content_type: &str,
+    ) -> impl Future<Output = Result<PutOutcome>> + Send;
+    fn upload_block(&self, container: &str, data: Bytes) -> impl Future<Output = Result<BlockHash>> + Send;
+    /// A 0-byte object (an empty file or a directory marker).
+    fn put_empty(&self, container: &str, name: &str, content_type: &str) -> impl Future<Output = Result<u64>> + Send;
+    fn delete(&self, container: &str, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Server-side move; `recursive` also moves everything under `src/`.
+    fn rename(
+        &self,
+        src_container: &str,
+        src: &str,
+        dst_container: &str,
+        dst: &str,
+        recursive: bool,
+    ) -> impl Future<Output = Result<()>> + Send;
+}

@@ -1,0 +1,404 @@
+//! [`Storage`] over the Pithos+ HTTP API (spec/pithos.md §14's client recipes), with bounded
+//! retries and backoff for server errors and connection failures. Every failure carries the
+//! request, the status and the server's reason.
+
+use super::*;
+use crate::api::fault::parse_fault;
+use crate::api::hashing::BlockHash;
+use crate::api::pithos::{encode_path, ContainerEntry, Hashmap, HashmapPut, ListingEntry};
+use crate::api::timefmt::parse_unix_string;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use std::time::Duration;
+
+/// Attempts of one request when the server fails (5xx) or cannot be reached.
+const ATTEMPTS: u32 = 6;
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+#[derive(Clone)]
+pub struct PithosClient {
+    http: reqwest::Client,
+    /// `<object-store>/<account>`
+    base: String,
+    token: String,
+}
+
+/// A reqwest client with the rustls `ring` provider.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(16)
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(300))
+        .build()
+        .expect("HTTP client")
+}
+
+impl PithosClient {
+    pub fn new(http: reqwest::Client, object_store: &str, account: &str, token: &str) -> PithosClient {
+        PithosClient {
+            http,
+            base: format!("{}/{}", object_store.trim_end_matches('/'), encode_path(account)),
+            token: token.into(),
+        }
+    }
+
+    fn url(&self, container: &str, name: &str) -> String {
+        match (container.is_empty(), name.is_empty()) {
+            (true, _) => self.base.clone(),
+            (false, true) => format!("{}/{}", self.base, encode_path(container)),
+            (false, false) => format!("{}/{}/{}", self.base, encode_path(container), encode_path(name)),
+        }
+    }
+
+    /// Sends a request, retrying 5xx and connection errors with exponential backoff. Returns
+    /// the response for any other status; `ok` statuses pass, others become `Status` errors.
+    async fn send(
+        &self,
+        method: Method,
+        url: String,
+        ok: &[u16],
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response> {
+        let path = url.strip_prefix(&self.base).unwrap_or(&url).to_string();
+        let mut backoff = FIRST_BACKOFF;
+        let mut last = String::new();
+        for attempt in 1..=ATTEMPTS {
+            let rq = build(
+                self.http
+                    .request(method.clone(), &url)
+                    .header("X-Auth-Token", &self.token),
+            );
+            match rq.send().await {
+                Ok(r) if ok.contains(&r.status().as_u16()) => return Ok(r),
+                Ok(r) if r.status().is_server_error() => {
+                    last = format!("{} {}", r.status(), fault_text(r).await);
+                }
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let message = fault_text(r).await;
+                    return Err(ClientError::Status {
+                        method: method.to_string(),
+                        path,
+                        status,
+                        message,
+                    });
+                }
+                Err(e) => last = error_chain(&e),
+            }
+            if attempt < ATTEMPTS {
+                tracing::warn!(%method, %path, attempt, error = %last, "retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+        }
+        Err(ClientError::Network {
+            method: method.to_string(),
+            path,
+            message: last,
+        })
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+async fn fault_text(r: Response) -> String {
+    let status = r.status();
+    let body = r.bytes().await.unwrap_or_default();
+    parse_fault(&body)
+        .map(|f| f.message)
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string())
+}
+
+fn protocol(method: &str, path: &str, message: impl ToString) -> ClientError {
+    ClientError::Protocol {
+        method: method.into(),
+        path: path.into(),
+        message: message.to_string(),
+    }
+}
+
+fn header_u64(r: &Response, name: &str) -> u64 {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn stat_from_entry(e: &crate::api::pithos::ObjectEntry) -> ObjectStat {
+    ObjectStat {
+        name: e.name.clone(),
+        size: e.bytes,
+        content_type: e.content_type.clone(),
+        version: e.x_object_version,
+        mtime: parse_unix_string(&e.x_object_version_timestamp).unwrap_or(0),
+        hash: e.x_object_hash.clone(),
+    }
+}
+
+impl Storage for PithosClient {
+    async fn list_containers(&self) -> Result<Vec<ContainerStat>> {
+        let r = self
+            .send(
+                Method::GET,
+                format!("{}?format=json", self.url("", "")),
+                &[200, 204],
+                |b| b,
+            )
+            .await?;
+        let v: Vec<ContainerEntry> = r.json().await.map_err(|e| protocol("GET", "/", e))?;
+        Ok(v.into_iter()
+            .map(|c| ContainerStat {
+                name: c.name,
+                bytes: c.bytes,
+                mtime: time::OffsetDateTime::parse(&c.last_modified, &time::format_description::well_known::Rfc3339)
+                    .map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
+                    .unwrap_or(0),
+            })
+            .collect())
+    }
+
+    async fn account_stat(&self) -> Result<AccountStat> {
+        let r = self.send(Method::HEAD, self.url("", ""), &[200, 204], |b| b).await?;
+        Ok(AccountStat {
+            bytes_used: header_u64(&r, crate::api::pithos::X_ACCOUNT_BYTES_USED),
+            quota: header_u64(&r, crate::api::pithos::X_ACCOUNT_POLICY_QUOTA),
+        })
+    }
+
+    async fn create_container(&self, name: &str) -> Result<()> {
+        self.send(Method::PUT, self.url(name, ""), &[201, 202], |b| {
+            b.header("Content-Length", "0")
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_container(&self, name: &str) -> Result<()> {
+        self.send(Method::DELETE, self.url(name, ""), &[204], |b| b).await?;
+        Ok(())
+    }
+
+    async fn container_exists(&self, name: &str) -> Result<bool> {
+        match self.send(Method::HEAD, self.url(name, ""), &[200, 204], |b| b).await {
+            Ok(_) => Ok(true),
+            Err(ClientError::Status { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list(&self, container: &str, prefix: &str, marker: &str, limit: usize) -> Result<Vec<Listed>> {
+        let url = self.url(container, "");
+        let r = self
+            .send(Method::GET, url, &[200, 204], |b| {
+                b.query(&[
+                    ("format", "json"),
+                    ("delimiter", "/"),
+                    ("prefix", prefix),
+                    ("marker", marker),
+                    ("limit", &limit.to_string()),
+                ])
+            })
+            .await?;
+        if r.status() == StatusCode::NO_CONTENT {
+            return Ok(vec![]);
+        }
+        let v: Vec<ListingEntry> = r.json().await.map_err(|e| protocol("GET", container, e))?;
+        Ok(v.into_iter()
+            .map(|e| match e {
+                ListingEntry::Subdir { subdir } => Listed::Prefix(subdir),
+                ListingEntry::Object(o) => Listed::Object(stat_from_entry(&o)),
+            })
+            .collect())
+    }
+
+    async fn has_children(&self, container: &str, prefix: &str) -> Result<bool> {
+        let url = self.url(container, "");
+        let r = self
+            .send(Method::GET, url, &[200, 204], |b| {
+                b.query(&[("format", "json"), ("prefix", prefix), ("limit", "1")])
+            })
+            .await?;
+        if r.status() == StatusCode::NO_CONTENT {
+            return Ok(false);
+        }
+        let v: Vec<serde_json::Value> = r.json().await.map_err(|e| protocol("GET", container, e))?;
+        Ok(!v.is_empty())
+    }
+
+    async fn head(&self, container: &str, name: &str) -> Result<Option<ObjectStat>> {
+        match self.send(Method::HEAD, self.url(container, name), &[200], |b| b).await {
+            Ok(r) => {
+                let h = |n: &str| {
+                    r.headers()
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string()
+                };
+                Ok(Some(ObjectStat {
+                    name: name.to_string(),
+                    size: header_u64(&r, "content-length"),
+                    content_type: h("content-type"),
+                    version: header_u64(&r, crate::api::pithos::X_OBJECT_VERSION),
+                    mtime: crate::api::timefmt::parse_http_date(&h(crate::api::pithos::X_OBJECT_VERSION_TIMESTAMP))
+                        .or_else(|| crate::api::timefmt::parse_http_date(&h("last-modified")))
+                        .unwrap_or(0),
+                    hash: h(crate::api::pithos::X_OBJECT_HASH),
+                }))
+            }
+            Err(ClientError::Status { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn hashmap(&self, container: &str, name: &str, version: u64) -> Result<(u64, Vec<BlockHash>)> {
+        let url = self.url(container, name);
+        let r = self
+            .send(Method::GET, url, &[200], |b| {
+                b.query(&[
+                    ("hashmap", "True"),
+                    ("format", "json"),
+                    ("version", &version.to_string()),
+                ])
+            })
+            .await?;
+        let hm: Hashmap = r.json().await.map_err(|e| protocol("GET", name, e))?;
+        if hm.block_size != crate::api::hashing::BLOCK_SIZE as u64 || hm.block_hash != crate::api::hashing::BLOCK_HASH {
+            return Err(protocol(
+                "GET",
+                name,
+                format!("unsupported block size/hash {} {}", hm.block_size, hm.block_hash),
+            ));
+        }
+        let hashes = hm
+            .hashes
+            .iter()
+            .map(|h| BlockHash::from_hex(h).ok_or_else(|| protocol("GET", name, format!("bad hash {h}"))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((hm.bytes, hashes))
+    }
+
+    async fn read(&self, container: &str, name: &str, version: u64, start: u64, len: u64) -> Result<Bytes> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let url = self.url(container, name);
+        let range = format!("bytes={}-{}", start, start + len - 1);
+        let r = self
+            .send(Method::GET, url, &[200, 206], |b| {
+                b.query(&[("version", version.to_string())]).header("Range", &range)
+            })
+            .await?;
+        let whole = r.status() == StatusCode::OK;
+        let body = r.bytes().await.map_err(|e| ClientError::Network {
+            method: "GET".into(),
+            path: name.into(),
+            message: error_chain(&e),
+        })?;
+        let body = if whole {
+            body.slice((start as usize).min(body.len())..((start + len) as usize).min(body.len()))
+        } else {
+            body
+        };
+        if body.len() as u64 != len {
+            return Err(protocol(
+                "GET",
+                name,
+                format!("short read: {} of {len} bytes", body.len()),
+            ));
+        }
+        Ok(body)
+    }
+
+    async fn put_hashmap(
+        &self,
+        container: &str,
+        name: &str,
+        size: u64,
+        hashes: &[BlockHash],
+        content_type: &str,
+    ) -> Result<PutOutcome> {
+        let body = serde_json::to_vec(&HashmapPut {
+            bytes: size,
+            hashes: hashes.iter().map(|h| h.to_hex()).collect(),
+        })
+        .expect("serializable");
+        let url = self.url(container, name);
+        let r = self
+            .send(Method::PUT, url, &[201, 409], |b| {
+                b.query(&[("hashmap", "True"), ("format", "json")])
+                    .header("Content-Type", content_type)
+                    .body(body.clone())
+            })
+            .await?;
+        if r.status() == StatusCode::CONFLICT {
+            let missing: Vec<String> = r.json().await.map_err(|e| protocol("PUT", name, e))?;
+            return Ok(PutOutcome::Missing(
+                missing.iter().filter_map(|h| BlockHash::from_hex(h)).collect(),
+            ));
+        }
+        Ok(PutOutcome::Done {
+            version: header_u64(&r, crate::api::pithos::X_OBJECT_VERSION),
+        })
+    }
+
+    async fn upload_block(&self, container: &str, data: Bytes) -> Result<BlockHash> {
+        let url = self.url(container, "");
+        let r = self
+            .send(Method::POST, url, &[202], |b| {
+                b.query(&[("update", ""), ("format", "json")])
+                    .header("Content-Type", "application/octet-stream")
+                    .body(data.clone())
+            })
+            .await?;
+        let v: Vec<String> = r.json().await.map_err(|e| protocol("POST", container, e))?;
+        v.first()
+            .and_then(|h| BlockHash::from_hex(h))
+            .ok_or_else(|| protocol("POST", container, "no hash in the reply"))
+    }
+
+    async fn put_empty(&self, container: &str, name: &str, content_type: &str) -> Result<u64> {
+        let r = self
+            .send(Method::PUT, self.url(container, name), &[201], |b| {
+                b.header("Content-Type", content_type).header("Content-Length", "0")
+            })
+            .await?;
+        Ok(header_u64(&r, crate::api::pithos::X_OBJECT_VERSION))
+    }
+
+    async fn delete(&self, container: &str, name: &str) -> Result<()> {
+        self.send(Method::DELETE, self.url(container, name), &[204], |b| b)
+            .await?;
+        Ok(())
+    }
+
+    async fn rename(
+        &self,
+        src_container: &str,
+        src: &str,
+        dst_container: &str,
+        dst: &str,
+        recursive: bool,
+    ) -> Result<()> {
+        let dest = format!("/{}/{}", encode_path(dst_container), encode_path(dst));
+        let mut url = self.url(src_container, src);
+        if recursive {
+            url.push_str("?delimiter=/");
+        }
+        self.send(Method::from_bytes(b"MOVE").expect("method"), url, &[201], |b| {
+            b.header("Destination", &dest)
+        })
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,997 @@
+//! The filesystem core: inodes, directories, open handles, the read path (block cache and
+//! prefetch) and the write pipeline, generic over [`Storage`]. It knows neither fuser nor HTTP:
+//! `fs/fuse.rs` translates kernel requests into calls here, and tests drive it directly against
+//! an in-memory storage.
+
+pub mod cache;
+pub mod error;
+pub mod fuse;
+pub mod write;
+
+use crate::api::hashing::{block_count, block_len, BlockHash, BLOCK_SIZE};
+use crate::client::{Listed, ObjectStat, Storage};
+use cache::BlockCache;
+pub use error::{FsError, FsResult};
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use write::{Base, WriteState};
+
+pub type Ino = u64;
+pub const ROOT: Ino = 1;
+const BS: u64 = BLOCK_SIZE as u64;
+/// Listing page size (the server's maximum).
+const PAGE: usize = 10_000;
+/// Largest prefetch window, in blocks.
+const MAX_WINDOW: u64 = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attr {
+    pub ino: Ino,
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Receives directory entries; `add` returns true when the buffer is full.
+pub trait DirSink {
+    fn add(&mut self, ino: Ino, offset: u64, name: &str, attr: &Attr) -> bool;
+}
+
+#[derive(Debug, Clone)]
+pub struct FsOptions {
+    pub uid: u32,
+    pub gid: u32,
+    pub file_mode: u16,
+    pub dir_mode: u16,
+    pub attr_ttl: Duration,
+    pub read_only: bool,
+    /// Mount one container as the root.
+    pub container: Option<String>,
+    pub staging_dir: PathBuf,
+    pub cache_blocks: usize,
+    pub max_dirty_blocks: usize,
+    pub max_staging_bytes: u64,
+    pub uploads_in_flight: usize,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        FsOptions {
+            uid: 0,
+            gid: 0,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+            attr_ttl: Duration::from_secs(1),
+            read_only: false,
+            container: None,
+            staging_dir: std::env::temp_dir(),
+            cache_blocks: 32,
+            max_dirty_blocks: 8,
+            max_staging_bytes: 64 << 30,
+            uploads_in_flight: 4,
+        }
+    }
+}
+
+/// Counters for tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub blocks_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub blocks_skipped: AtomicU64,
+}
+
+/// What the write pipeline and the read path share.
+pub struct Shared<S> {
+    pub storage: Arc<S>,
+    pub cache: Arc<BlockCache>,
+    pub opts: Arc<FsOptions>,
+    pub uploads: Arc<tokio::sync::Semaphore>,
+    /// Hashes this mount uploaded recently (the server has them).
+    pub sent: Arc<Mutex<lru::LruCache<BlockHash, ()>>>,
+    pub stats: Arc<Stats>,
+}
+
+impl<S> Clone for Shared<S> {
+    fn clone(&self) -> Self {
+        Shared {
+            storage: self.storage.clone(),
+            cache: self.cache.clone(),
+            opts: self.opts.clone(),
+            uploads: self.uploads.clone(),
+            sent: self.sent.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    parent: Ino,
+    name: String,
+    kind: Kind,
+    size: u64,
+    mtime: i64,
+    version: u64,
+    /// When the attributes were last confirmed by the server (None: created here, not yet
+    /// committed).
+    fetched: Option<Instant>,
+}
+
+/// Where an inode is on the server.
+#[derive(Debug, Clone, PartialEq)]
+enum Loc {
+    /// The account (lists containers).
+    Account,
+    /// `path` is empty for the container itself, else an object name (a file or directory).
+    Object { container: String, path: String },
+}
+
+struct ReadHandle {
+    container: String,
+    name: String,
+    version: u64,
+    size: u64,
+    hashes: Arc<Vec<BlockHash>>,
+    /// Sequential-read detection for prefetch.
+    next_offset: Mutex<(u64, u64)>,
+}
+
+struct WriteHandle {
+    ino: Ino,
+    state: tokio::sync::Mutex<WriteState>,
+}
+
+enum Handle {
+    Read(ReadHandle),
+    Write(WriteHandle),
+    Dir(Vec<(String, Attr)>),
+}
+
+pub struct Fs<S: Storage> {
+    sh: Shared<S>,
+    nodes: Mutex<Nodes>,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    next_fh: AtomicU64,
+}
+
+#[derive(Default)]
+struct Nodes {
+    by_ino: HashMap<Ino, Node>,
+    by_name: HashMap<(Ino, String), Ino>,
+    next: Ino,
+}
+
+fn to_systime(micros: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(micros.max(0) as u64)
+}
+
+fn now_micros() -> i64 {
+    crate::api::timefmt::now_micros()
+}
+
+fn check_name(name: &str) -> FsResult<()> {
+    if name.is_empty() || name.contains('/') || name.contains('\0') {
+        return Err(FsError::new(libc::EINVAL, format!("invalid name {name:?}")));
+    }
+    if name.len() > 255 {
+        return Err(FsError::new(libc::ENAMETOOLONG, "name too long"));
+    }
+    Ok(())
+}
+
+impl<S: Storage> Fs<S> {
+    pub fn new(storage: S, opts: FsOptions) -> Fs<S> {
+        let mut nodes = Nodes {
+            next: ROOT + 1,
+            ..Default::default()
+        };
+        nodes.by_ino.insert(
+            ROOT,
+            Node {
+                parent: ROOT,
+                name: String::new(),
+                kind: Kind::Dir,
+                size: 0,
+                mtime: now_micros(),
+                version: 0,
+                fetched: Some(Instant::now()),
+            },
+        );
+        let sh = Shared {
+            storage: Arc::new(storage),
+            cache: Arc::new(BlockCache::new(opts.cache_blocks)),
+            uploads: Arc::new(tokio::sync::Semaphore::new(opts.uploads_in_flight.max(1))),
+            sent: Arc::new(Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(4096).expect("non-zero"),
+            ))),
+            stats: Arc::new(Stats::default()),
+            opts: Arc::new(opts),
+        };
+        Fs {
+            sh,
+            nodes: Mutex::new(nodes),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.sh.stats
+    }
+
+    pub fn storage(&self) -> &S {
+        &self.sh.storage
+    }
+
+    pub fn attr_ttl(&self) -> Duration {
+        self.sh.opts.attr_ttl
+    }
+
+    fn nodes(&self) -> std::sync::MutexGuard<'_, Nodes> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn node(&self, ino: Ino) -> FsResult<Node> {
+        self.nodes()
+            .by_ino
+            .get(&ino)
+            .cloned()
+            .ok_or_else(|| FsError::new(libc::ENOENT, format!("stale inode {ino}")))
+    }
+
+    fn attr_of(&self, ino: Ino, n: &Node) -> Attr {
+        let o = &self.sh.opts;
+        Attr {
+            ino,
+            kind: n.kind,
+            size: if n.kind == Kind::Dir { 0 } else { n.size },
+            mtime: to_systime(n.mtime),
+            perm: if n.kind == Kind::Dir { o.dir_mode } else { o.file_mode },
+            uid: o.uid,
+            gid: o.gid,
+        }
+    }
+
+    fn loc(&self, ino: Ino) -> FsResult<Loc> {
+        let nodes = self.nodes();
+        let mut names = vec![];
+        let mut cur = ino;
+        while cur != ROOT {
+            let n = nodes
+                .by_ino
+                .get(&cur)
+                .ok_or_else(|| FsError::new(libc::ENOENT, format!("stale inode {ino}")))?;
+            names.push(n.name.clone());
+            cur = n.parent;
+        }
+        names.reverse();
+        match &self.sh.opts.container {
+            Some(c) => Ok(Loc::Object {
+                container: c.clone(),
+                path: names.join("/"),
+            }),
+            None if names.is_empty() => Ok(Loc::Account),
+            None => Ok(Loc::Object {
+                container: names[0].clone(),
+                path: names[1..].join("/"),
+            }),
+        }
+    }
+
+    fn child_loc(&self, parent: Ino, name: &str) -> FsResult<Loc> {
+        Ok(match self.loc(parent)? {
+            Loc::Account => Loc::Object {
+                container: name.to_string(),
+                path: String::new(),
+            },
+            Loc::Object { container, path } if path.is_empty() => Loc::Object {
+                container,
+                path: name.to_string(),
+            },
+            Loc::Object { container, path } => Loc::Object {
+                container,
+                path: format!("{path}/{name}"),
+            },
+        })
+    }
+
+    /// Records what the server said about `parent/name` and returns its inode.
+    fn remember(&self, parent: Ino, name: &str, kind: Kind, size: u64, mtime: i64, version: u64) -> Ino {
+        let mut nodes = self.nodes();
+        let key = (parent, name.to_string());
+        let ino = match nodes.by_name.get(&key) {
+            Some(&ino) if nodes.by_ino.get(&ino).is_some_and(|n| n.kind == kind) => ino,
+            _ => {
+                let ino = nodes.next;
+                nodes.next += 1;
+                nodes.by_name.insert(key, ino);
+                ino
+            }
+        };
+        nodes.by_ino.insert(
+            ino,
+            Node {
+                parent,
+                name: name.to_string(),
+                kind,
+                size,
+                mtime,
+                version,
+                fetched: Some(Instant::now()),
+            },
+        );
+        ino
+    }
+
+    fn forget_name(&self, parent: Ino, name: &str) {
+        let mut nodes = self.nodes();
+        if let Some(ino) = nodes.by_name.remove(&(parent, name.to_string())) {
+            nodes.by_ino.remove(&ino);
+        }
+    }
+
+    /// An open writer's size is newer than the server's.
+    fn pending_size(&self, ino: Ino) -> Option<u64> {
+        let handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        handles.values().find_map(|h| match h.as_ref() {
+            Handle::Write(w) if w.ino == ino => w.state.try_lock().ok().map(|s| s.size),
+            _ => None,
+        })
+    }
+
+    fn has_writer(&self, ino: Ino) -> bool {
+        let handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        handles
+            .values()
+            .any(|h| matches!(h.as_ref(), Handle::Write(w) if w.ino == ino))
+    }
+
+    pub async fn lookup(&self, parent: Ino, name: &str) -> FsResult<Attr> {
+        if name.len() > 255 {
+            return Err(FsError::new(libc::ENAMETOOLONG, "name too long"));
+        }
+        // Fresh knowledge (from a listing or an earlier lookup) answers without a request.
+        let cached = {
+            let nodes = self.nodes();
+            nodes
+                .by_name
+                .get(&(parent, name.to_string()))
+                .and_then(|ino| nodes.by_ino.get(ino).map(|n| (*ino, n.clone())))
+        };
+        if let Some((ino, n)) = cached {
+            let fresh = match n.fetched {
+                None => true,
+                Some(t) => t.elapsed() < self.sh.opts.attr_ttl,
+            };
+            if fresh || self.has_writer(ino) {
+                return Ok(self.attr_of(ino, &n));
+            }
+        }
+        match self.child_loc(parent, name)? {
+            Loc::Account => Err(FsError::quiet(libc::ENOENT, "no such entry")),
+            Loc::Object { container, path } if path.is_empty() => {
+                if self.sh.storage.container_exists(&container).await? {
+                    let ino = self.remember(parent, name, Kind::Dir, 0, now_micros(), 0);
+                    Ok(self.attr_of(ino, &self.node(ino)?))
+                } else {
+                    self.forget_name(parent, name);
+                    Err(FsError::quiet(libc::ENOENT, format!("no container {container}")))
+                }
+            }
+            Loc::Object { container, path } => {
+                if let Some(st) = self.sh.storage.head(&container, &path).await? {
+                    let kind = if st.is_dir() { Kind::Dir } else { Kind::File };
+                    let ino = self.remember(parent, name, kind, st.size, st.mtime, st.version);
+                    return Ok(self.attr_of(ino, &self.node(ino)?));
+                }
+                if self.sh.storage.has_children(&container, &format!("{path}/")).await? {
+                    let ino = self.remember(parent, name, Kind::Dir, 0, now_micros(), 0);
+                    return Ok(self.attr_of(ino, &self.node(ino)?));
+                }
+                self.forget_name(parent, name);
+                Err(FsError::quiet(libc::ENOENT, format!("no object {container}/{path}")))
+            }
+        }
+    }
+
+    pub async fn getattr(&self, ino: Ino) -> FsResult<Attr> {
+        let n = self.node(ino)?;
+        let stale = n.fetched.is_some_and(|t| t.elapsed() >= self.sh.opts.attr_ttl);
+        if ino != ROOT && stale && n.kind == Kind::File && !self.has_writer(ino) {
+            if let Loc::Object { container, path } = self.loc(ino)? {
+                match self.sh.storage.head(&container, &path).await? {
+                    Some(st) => {
+                        let mut nodes = self.nodes();
+                        if let Some(node) = nodes.by_ino.get_mut(&ino) {
+                            node.size = st.size;
+                            node.mtime = st.mtime;
+                            node.version = st.version;
+                            node.fetched = Some(Instant::now());
+                        }
+                    }
+                    None => return Err(FsError::quiet(libc::ENOENT, format!("{container}/{path} is gone"))),
+                }
+            }
+        }
+        let mut attr = self.attr_of(ino, &self.node(ino)?);
+        if let Some(size) = self.pending_size(ino) {
+            attr.size = size;
+        }
+        Ok(attr)
+    }
+
+    /// All entries of a directory (paged through the server's listing), remembered as inodes.
+    async fn list_dir(&self, ino: Ino) -> FsResult<Vec<(String, Attr)>> {
+        let mut out = vec![];
+        match self.loc(ino)? {
+            Loc::Account => {
+                for c in self.sh.storage.list_containers().await? {
+                    let child = self.remember(ino, &c.name, Kind::Dir, 0, c.mtime, 0);
+                    out.push((c.name.clone(), self.attr_of(child, &self.node(child)?)));
+                }
+            }
+            Loc::Object { container, path } => {
+                let prefix = if path.is_empty() {
+                    String::new()
+                } else {
+                    format!("{path}/")
+                };
+                let mut marker = String::new();
+                let mut seen_dirs = std::collections::HashSet::new();
+                loop {
+                    let page = self.sh.storage.list(&container, &prefix, &marker, PAGE).await?;
+                    let n = page.len();
+                    for e in page {
+                        let (name, kind, size, mtime, version, full) = match &e {
+                            Listed::Object(o) => {
+                                let k = if o.is_dir() { Kind::Dir } else { Kind::File };
+                                (
+                                    o.name[prefix.len()..].to_string(),
+                                    k,
+                                    o.size,
+                                    o.mtime,
+                                    o.version,
+                                    o.name.clone(),
+                                )
+                            }
+                            Listed::Prefix(p) => (
+                                p[prefix.len()..].trim_end_matches('/').to_string(),
+                                Kind::Dir,
+                                0,
+                                now_micros(),
+                                0,
+                                p.clone(),
+                            ),
+                        };
+                        marker = full;
+                        // A name with a trailing '/' or an empty segment cannot be a file name here.
+                        if name.is_empty() || name.contains('/') {
+                            continue;
+                        }
+                        if kind == Kind::Dir && !seen_dirs.insert(name.clone()) {
+                            continue;
+                        }
+                        let child = self.remember(ino, &name, kind, size, mtime, version);
+                        out.push((name, self.attr_of(child, &self.node(child)?)));
+                    }
+                    if n < PAGE {
+                        break;
+                    }
+                }
+                // A name can be both a file and a prefix; show it once, as the file.
+                let files: std::collections::HashSet<String> = out
+                    .iter()
+                    .filter(|(_, a)| a.kind == Kind::File)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                out.retain(|(n, a)| a.kind == Kind::File || !files.contains(n));
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+            }
+        }
+        // Files created here and not yet committed are listed too.
+        let nodes = self.nodes();
+        for (k, &child) in nodes.by_name.iter().filter(|((p, _), _)| *p == ino) {
+            if let Some(n) = nodes.by_ino.get(&child) {
+                if n.fetched.is_none() && !out.iter().any(|(name, _)| *name == k.1) {
+                    out.push((k.1.clone(), self.attr_of(child, n)));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn opendir(&self, ino: Ino) -> FsResult<u64> {
+        if self.node(ino)?.kind != Kind::Dir {
+            return Err(FsError::new(libc::ENOTDIR, "not a directory"));
+        }
+        let entries = self.list_dir(ino).await?;
+        Ok(self.add_handle(Handle::Dir(entries)))
+    }
+
+    /// Entries from `offset` (0 = start; `.` and `..` come first).
+    pub fn readdir(&self, ino: Ino, fh: u64, offset: u64, sink: &mut dyn DirSink) -> FsResult<()> {
+        let h = self.handle(fh)?;
+        let Handle::Dir(entries) = h.as_ref() else {
+            return Err(FsError::new(libc::EBADF, "not a directory handle"));
+        };
+        let me = self.node(ino)?;
+        let dot = self.attr_of(ino, &me);
+        let dotdot = self.attr_of(me.parent, &self.node(me.parent)?);
+        let mut i = offset;
+        loop {
+            let full = match i {
+                0 => sink.add(ino, 1, ".", &dot),
+                1 => sink.add(me.parent, 2, "..", &dotdot),
+                n => match entries.get((n - 2) as usize) {
+                    Some((name, attr)) => sink.add(attr.ino, n + 1, name, attr),
+                    None => return Ok(()),
+                },
+            };
+            if full {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+
+    fn add_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, Arc::new(h));
+        fh
+    }
+
+    fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| FsError::new(libc::EBADF, "bad file handle"))
+    }
+
+    pub fn release_handle(&self, fh: u64) {
+        self.handles.lock().unwrap_or_else(|p| p.into_inner()).remove(&fh);
+    }
+
+    fn object_loc(&self, ino: Ino) -> FsResult<(String, String)> {
+        match self.loc(ino)? {
+            Loc::Object { container, path } if !path.is_empty() => Ok((container, path)),
+            _ => Err(FsError::new(libc::EISDIR, "is a directory")),
+        }
+    }
+
+    /// Opens a file. Readers pin the version current at open; writers (and O_TRUNC) get a
+    /// write handle whose content is committed on flush/fsync/release.
+    pub async fn open(&self, ino: Ino, flags: i32) -> FsResult<u64> {
+        let n = self.node(ino)?;
+        if n.kind == Kind::Dir {
+            return Err(FsError::new(libc::EISDIR, "is a directory"));
+        }
+        let acc = flags & libc::O_ACCMODE;
+        let writing = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        if writing && self.sh.opts.read_only {
+            return Err(FsError::new(libc::EROFS, "read-only mount"));
+        }
+        let (container, name) = self.object_loc(ino)?;
+        let current = if n.fetched.is_none() {
+            None
+        } else {
+            self.sh.storage.head(&container, &name).await?
+        };
+        if !writing {
+            let st = current.ok_or_else(|| FsError::new(libc::ENOENT, format!("{container}/{name} is gone")))?;
+            let (size, hashes) = self.sh.storage.hashmap(&container, &name, st.version).await?;
+            self.update_node(ino, &st);
+            return Ok(self.add_handle(Handle::Read(ReadHandle {
+                container,
+                name,
+                version: st.version,
+                size,
+                hashes: Arc::new(hashes),
+                next_offset: Mutex::new((0, 1)),
+            })));
+        }
+        let state = match (current, flags & libc::O_TRUNC != 0) {
+            (Some(st), trunc) => {
+                let (size, hashes) = self.sh.storage.hashmap(&container, &name, st.version).await?;
+                let ct = if st.content_type.is_empty() {
+                    crate::api::pithos::OCTET_STREAM.to_string()
+                } else {
+                    st.content_type.clone()
+                };
+                if trunc {
+                    WriteState::empty(&container, hashes, ct)
+                } else {
+                    let base = Base {
+                        container: container.clone(),
+                        name: name.clone(),
+                        version: st.version,
+                        size,
+                    };
+                    WriteState::from_base(base, hashes, ct)
+                }
+            }
+            (None, _) => WriteState::empty(&container, vec![], crate::api::pithos::OCTET_STREAM.to_string()),
+        };
+        Ok(self.add_handle(Handle::Write(WriteHandle {
+            ino,
+            state: tokio::sync::Mutex::new(state),
+        })))
+    }
+
+    fn update_node(&self, ino: Ino, st: &ObjectStat) {
+        if let Some(node) = self.nodes().by_ino.get_mut(&ino) {
+            node.size = st.size;
+            node.mtime = st.mtime;
+            node.version = st.version;
+            node.fetched = Some(Instant::now());
+        }
+    }
+
+    /// Creates a file (not on the server until the handle commits) and opens it for writing.
+    pub async fn create(&self, parent: Ino, name: &str, flags: i32) -> FsResult<(Attr, u64)> {
+        check_name(name)?;
+        if self.sh.opts.read_only {
+            return Err(FsError::new(libc::EROFS, "read-only mount"));
+        }
+        let Loc::Object { container, path } = self.child_loc(parent, name)? else {
+            return Err(FsError::new(
+                libc::EPERM,
+                "only directories (containers) can be made at the top",
+            ));
+        };
+        if path.is_empty() {
+            return Err(FsError::new(
+                libc::EPERM,
+                "only directories (containers) can be made at the top",
+            ));
+        }
+        match self.lookup(parent, name).await {
+            Ok(a) if flags & libc::O_EXCL != 0 => {
+                return Err(FsError::quiet(libc::EEXIST, format!("{} exists", a.ino)))
+            }
+            Ok(a) => {
+                let fh = self.open(a.ino, flags | libc::O_TRUNC).await?;
+                return Ok((self.getattr(a.ino).await?, fh));
+            }
+            Err(e) if e.errno == libc::ENOENT => {}
+            Err(e) => return Err(e),
+        }
+        let ino = {
+            let mut nodes = self.nodes();
+            let ino = nodes.next;
+            nodes.next += 1;
+            nodes.by_name.insert((parent, name.to_string()), ino);
+            nodes.by_ino.insert(
+                ino,
+                Node {
+                    parent,
+                    name: name.to_string(),
+                    kind: Kind::File,
+                    size: 0,
+                    mtime: now_micros(),
+                    version: 0,
+                    fetched: None,
+                },
+            );
+            ino
+        };
+        let state = WriteState::empty(&container, vec![], crate::api::pithos::OCTET_STREAM.to_string());
+        let fh = self.add_handle(Handle::Write(WriteHandle {
+            ino,
+            state: tokio::sync::Mutex::new(state),
+        }));
+        Ok((self.attr_of(ino, &self.node(ino)?), fh))
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let h = self.handle(fh)?;
+        match h.as_ref() {
+            Handle::Write(w) => w.state.lock().await.read(&self.sh, offset, size).await,
+            Handle::Dir(_) => Err(FsError::new(libc::EISDIR, "is a directory")),
+            Handle::Read(r) => self.read_pinned(r, offset, size).await,
+        }
+    }
+
+    async fn read_pinned(&self, r: &ReadHandle, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        if offset >= r.size || size == 0 {
+            return Ok(vec![]);
+        }
+        let end = (offset + size as u64).min(r.size);
+        let first = offset / BS;
+        let last = (end - 1) / BS;
+        // Sequential reads grow the prefetch window; a seek resets it. Prefetch is started
+        // when a read enters a new block, not on every read.
+        let (window, entering) = {
+            let mut seq = r.next_offset.lock().unwrap_or_else(|p| p.into_inner());
+            let sequential = offset == seq.0;
+            let w = if sequential { seq.1 } else { 1 };
+            let entering = !sequential || offset / BS != seq.0.saturating_sub(1) / BS || offset == 0;
+            let w = if entering && sequential {
+                (w * 2).min(MAX_WINDOW)
+            } else {
+                w
+            };
+            *seq = (end, w);
+            (w, entering)
+        };
+        if entering {
+            let total = block_count(r.size);
+            for idx in (last + 1)..(last + 1 + window).min(total) {
+                let fut = self.fetch_block(r, idx);
+                tokio::spawn(async move {
+                    let _ = fut.await;
+                });
+            }
+        }
+        let mut out = vec![0u8; (end - offset) as usize];
+        for idx in first..=last {
+            // Cached blocks are stored without their trailing zeros: copy what is there, the
+            // rest of `out` is already zero.
+            let data = self.fetch_block(r, idx).await?;
+            let bstart = idx * BS;
+            let lo = offset.max(bstart) - bstart;
+            let hi = end.min(bstart + BS) - bstart;
+            let avail_hi = hi.min(data.len() as u64);
+            if avail_hi > lo {
+                let dst = (bstart + lo - offset) as usize;
+                out[dst..dst + (avail_hi - lo) as usize].copy_from_slice(&data[lo as usize..avail_hi as usize]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A block of a pinned version, through the cache.
+    fn fetch_block(
+        &self,
+        r: &ReadHandle,
+        idx: u64,
+    ) -> impl std::future::Future<Output = FsResult<bytes::Bytes>> + Send + 'static {
+        let h = r.hashes[idx as usize];
+        let cache = self.sh.cache.clone();
+        let storage = self.sh.storage.clone();
+        let (container, name, version) = (r.container.clone(), r.name.clone(), r.version);
+        let len = block_len(r.size, idx) as u64;
+        async move {
+            let fetch = Box::pin(async move {
+                storage
+                    .read(&container, &name, version, idx * BS, len)
+                    .await
+                    .map_err(FsError::from)
+            });
+            cache.get_or_fetch(h, fetch).await
+        }
+    }
+
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let h = self.handle(fh)?;
+        let Handle::Write(w) = h.as_ref() else {
+            return Err(FsError::new(libc::EBADF, "not open for writing"));
+        };
+        w.state.lock().await.write(&self.sh, offset, data).await?;
+        Ok(data.len() as u32)
+    }
+
+    /// Commits a write handle's content if it changed (flush, fsync, release).
+    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        let h = self.handle(fh)?;
+        let Handle::Write(w) = h.as_ref() else { return Ok(()) };
+        let mut state = w.state.lock().await;
+        if !state.changed {
+            return Ok(());
+        }
+        let (container, name) = self.object_loc(w.ino)?;
+        let version = state.commit(&self.sh, &container, &name).await?;
+        let size = state.size;
+        drop(state);
+        if let Some(node) = self.nodes().by_ino.get_mut(&w.ino) {
+            node.size = size;
+            node.version = version;
+            node.mtime = now_micros();
+            node.fetched = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    pub async fn release(&self, fh: u64) -> FsResult<()> {
+        let r = self.flush(fh).await;
+        self.release_handle(fh);
+        r
+    }
+
+    /// `truncate`/`ftruncate`: through the open handle, or as a commit of its own.
+    pub async fn set_size(&self, ino: Ino, fh: Option<u64>, size: u64) -> FsResult<Attr> {
+        if self.sh.opts.read_only {
+            return Err(FsError::new(libc::EROFS, "read-only mount"));
+        }
+        let handle = match fh {
+            Some(fh) => Some(self.handle(fh)?),
+            None => {
+                let handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+                handles
+                    .values()
+                    .find(|h| matches!(h.as_ref(), Handle::Write(w) if w.ino == ino))
+                    .cloned()
+            }
+        };
+        if let Some(h) = handle {
+            if let Handle::Write(w) = h.as_ref() {
+                w.state.lock().await.resize(&self.sh, size).await?;
+                return self.getattr(ino).await;
+            }
+        }
+        let fh = self.open(ino, libc::O_WRONLY).await?;
+        let res = async {
+            let h = self.handle(fh)?;
+            if let Handle::Write(w) = h.as_ref() {
+                w.state.lock().await.resize(&self.sh, size).await?;
+            }
+            self.flush(fh).await
+        }
+        .await;
+        self.release_handle(fh);
+        res?;
+        self.getattr(ino).await
+    }
+
+    pub async fn mkdir(&self, parent: Ino, name: &str) -> FsResult<Attr> {
+        check_name(name)?;
+        if self.sh.opts.read_only {
+            return Err(FsError::new(libc::EROFS, "read-only mount"));
+        }
+        if self.lookup(parent, name).await.is_ok() {
+            return Err(FsError::quiet(libc::EEXIST, format!("{name} exists")));
+        }
+        match self.child_loc(parent, name)? {
+            Loc::Object { container, path } if path.is_empty() => self.sh.storage.create_container(&container).await?,
+            Loc::Object { container, path } => {
+                self.sh
+                    .storage
+                    .put_empty(&container, &path, "application/directory")
+                    .await?;
+            }
+            Loc::Account => return Err(FsError::new(libc::EINVAL, "bad name")),
+        }
+        let ino = self.remember(parent, name, Kind::Dir, 0, now_micros(), 0);
+        Ok(self.attr_of(ino, &self.node(ino)?))
+    }
+
+    pub async fn rmdir(&self, parent: Ino, name: &str) -> FsResult<()> {
+        if self.sh.opts.read_only {
+            return Err(FsError::new(libc::EROFS, "read-only mount"));
+        }
+        let attr = self.lookup(parent, name).await?;
+        if attr.kind != Kind::Dir {
+            return Err(FsError::new(libc::ENOTDIR, "not a directory"));
+        }
+        match self.child_loc(parent, name)? {
+            Loc::Object { container, path } if path.is_empty() => self.sh.storage.delete_container(&container).await?,
+            Loc::Object { container, path } => {
+                if self.sh.storage.has_children(&container, &format!("{path}/")).await? {
+                    return Err(FsError::quiet(
+                        libc::ENOTEMPTY,
+                        format!("{container}/{path} is not empty"),
+                    ));
+                }
+                match self.sh.storage.delete(&container, &path).await {
+                    Ok(()) => {}
+                    // A directory that only existed as a prefix has no marker to delete.
+                    Err(e) if e.status() == Some(404) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Loc::Account => return Err(FsError::new(libc::EINVAL, "bad name")),
+        }
+        self.forget_name(parent, name);
+        Ok(())
+    }
+
+    pub async fn unlink(&self, parent: Ino, name: &str) -> FsResult<()> {
+        if self.sh.opts.read_only {
+            return Err(FsError::new(libc::EROFS, "read-only mount"));
+        }
+        let attr = self.lookup(parent, name).await?;
+        if attr.kind == Kind::Dir {
+            return Err(FsError::new(libc::EISDIR, "is a directory"));
+        }
+        let local = self.node(attr.ino)?.fetched.is_none();
+        if !local {
+            let (container, path) = self.object_loc(attr.ino)?;
+            self.sh.storage.delete(&container, &path).await?;
+        }
+        self.forget_name(parent, name);
+        Ok(())
+    }
+
+    /// A server-side move (the object UUID, hence the image id, survives). Onto an existing
+    /// name it replaces it; a directory moves with everything under it.
+    pub async fn rename(&self, parent: Ino, name: &str, newparent: Ino, newname: &str) -> FsResult<()> {
+        check_name(newname)?;
+        if self.sh.opts.read_only {
+            return Err(FsError::new(libc::EROFS, "read-only mount"));
+        }
+        let attr = self.lookup(parent, name).await?;
+        let (sc, sp) = match self.child_loc(parent, name)? {
+            Loc::Object { container, path } if !path.is_empty() => (container, path),
+            _ => return Err(FsError::new(libc::EPERM, "containers cannot be renamed")),
+        };
+        let (dc, dp) = match self.child_loc(newparent, newname)? {
+            Loc::Object { container, path } if !path.is_empty() => (container, path),
+            _ => return Err(FsError::new(libc::EPERM, "cannot rename onto a container")),
+        };
+        if let Ok(existing) = self.lookup(newparent, newname).await {
+            match (attr.kind, existing.kind) {
+                (Kind::Dir, Kind::File) => return Err(FsError::new(libc::ENOTDIR, "target is not a directory")),
+                (Kind::File, Kind::Dir) => return Err(FsError::new(libc::EISDIR, "target is a directory")),
+                (Kind::Dir, Kind::Dir) if self.sh.storage.has_children(&dc, &format!("{dp}/")).await? => {
+                    return Err(FsError::new(libc::ENOTEMPTY, "target directory is not empty"));
+                }
+                _ => {}
+            }
+        }
+        let local = self.node(attr.ino)?.fetched.is_none();
+        if !local {
+            // An open writer commits first, so the move carries the latest content.
+            if attr.kind == Kind::File {
+                let fhs: Vec<u64> = {
+                    let handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+                    handles
+                        .iter()
+                        .filter(|(_, h)| matches!(h.as_ref(), Handle::Write(w) if w.ino == attr.ino))
+                        .map(|(f, _)| *f)
+                        .collect()
+                };
+                for fh in fhs {
+                    self.flush(fh).await?;
+                }
+            }
+            self.sh
+                .storage
+                .rename(&sc, &sp, &dc, &dp, attr.kind == Kind::Dir)
+                .await?;
+        }
+        let mut nodes = self.nodes();
+        if let Some(old) = nodes.by_name.remove(&(newparent, newname.to_string())) {
+            if old != attr.ino {
+                nodes.by_ino.remove(&old);
+            }
+        }
+        nodes.by_name.remove(&(parent, name.to_string()));
+        nodes.by_name.insert((newparent, newname.to_string()), attr.ino);
+        if let Some(n) = nodes.by_ino.get_mut(&attr.ino) {
+            n.parent = newparent;
+            n.name = newname.to_string();
+        }
+        Ok(())
+    }
+
+    /// `(blocks, free blocks)` in 4 KiB units, from the account's quota and usage.
+    pub async fn statfs(&self) -> FsResult<(u64, u64)> {
+        let st = self.sh.storage.account_stat().await?;
+        const UNIT: u64 = 4096;
+        // Unlimited accounts report 1 PiB so that tools that check free space proceed.
+        let total = if st.quota == 0 { 1u64 << 50 } else { st.quota };
+        let used = st.bytes_used.min(total);
+        Ok((total / UNIT, (total - used) / UNIT))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,397 @@
+//! The only file that knows fuser: each callback converts its arguments, runs one core method
+//! on the runtime, and replies or hands the error to [`fail`]. No decisions live here.
+
+use crate::client::Storage;
+use crate::fs::{Attr, DirSink, Fs, FsError, Ino, Kind};
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub struct FuseFs<S: Storage> {
+    fs: Arc<Fs<S>>,
+    rt: tokio::runtime::Handle,
+}
+
+impl<S: Storage> FuseFs<S> {
+    pub fn new(fs: Arc<Fs<S>>, rt: tokio::runtime::Handle) -> FuseFs<S> {
+        FuseFs { fs, rt }
+    }
+
+    fn ttl(&self) -> Duration {
+        self.fs.attr_ttl()
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.mtime,
+        crtime: a.mtime,
+        kind: kind(a.kind),
+        perm: a.perm,
+        nlink: if a.kind == Kind::Dir { 2 } else { 1 },
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: 4 << 20,
+        flags: 0,
+    }
+}
+
+fn kind(k: Kind) -> FileType {
+    match k {
+        Kind::Dir => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+    }
+}
+
+/// Logs a failed operation (expected misses quietly) and returns its errno.
+fn fail(op: &str, ino: u64, req: &Request, e: &FsError) -> Errno {
+    if e.quiet {
+        tracing::debug!(op, ino, pid = req.pid(), errno = e.errno, "{}", e.message);
+    } else {
+        tracing::warn!(op, ino, pid = req.pid(), errno = e.errno, "{}", e.message);
+    }
+    Errno::from_i32(e.errno)
+}
+
+fn name_str(name: &OsStr) -> Result<&str, FsError> {
+    name.to_str()
+        .ok_or_else(|| FsError::new(libc::EINVAL, "names must be UTF-8"))
+}
+
+struct Plain<'a>(&'a mut ReplyDirectory);
+impl DirSink for Plain<'_> {
+    fn add(&mut self, ino: Ino, offset: u64, name: &str, attr: &Attr) -> bool {
+        self.0.add(INodeNo(ino), offset, kind(attr.kind), name)
+    }
+}
+
+struct Plus<'a>(&'a mut ReplyDirectoryPlus, Duration);
+impl DirSink for Plus<'_> {
+    fn add(&mut self, ino: Ino, offset: u64, name: &str, attr: &Attr) -> bool {
+        self.0
+            .add(INodeNo(ino), offset, name, &self.1, &file_attr(attr), Generation(0))
+    }
+}
+
+impl<S: Storage> Filesystem for FuseFs<S> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_background(64);
+        // O_TRUNC comes with open (so a rewrite is one new version, not an empty one first);
+        // readdirplus fills attributes from the listing.
+        for f in [
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+        ] {
+            let _ = config.add_capabilities(f);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let r = name_str(name).and_then(|n| self.rt.block_on(self.fs.lookup(parent.0, n)));
+        match r {
+            Ok(a) => reply.entry(&self.ttl(), &file_attr(&a), Generation(0)),
+            Err(e) => reply.error(fail("lookup", parent.0, req, &e)),
+        }
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.rt.block_on(self.fs.getattr(ino.0)) {
+            Ok(a) => reply.attr(&self.ttl(), &file_attr(&a)),
+            Err(e) => reply.error(fail("getattr", ino.0, req, &e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        // Mode, owner and times cannot be stored; they are accepted quietly (cp -p, editors).
+        let r = match size {
+            Some(s) => self.rt.block_on(self.fs.set_size(ino.0, fh.map(|f| f.0), s)),
+            None => self.rt.block_on(self.fs.getattr(ino.0)),
+        };
+        match r {
+            Ok(a) => reply.attr(&self.ttl(), &file_attr(&a)),
+            Err(e) => reply.error(fail("setattr", ino.0, req, &e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(fail(
+            "mknod",
+            parent.0,
+            req,
+            &FsError::new(libc::EPERM, "only regular files and directories"),
+        ));
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        let r = name_str(name).and_then(|n| self.rt.block_on(self.fs.mkdir(parent.0, n)));
+        match r {
+            Ok(a) => reply.entry(&self.ttl(), &file_attr(&a), Generation(0)),
+            Err(e) => reply.error(fail("mkdir", parent.0, req, &e)),
+        }
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match name_str(name).and_then(|n| self.rt.block_on(self.fs.unlink(parent.0, n))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("unlink", parent.0, req, &e)),
+        }
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match name_str(name).and_then(|n| self.rt.block_on(self.fs.rmdir(parent.0, n))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("rmdir", parent.0, req, &e)),
+        }
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if !flags.is_empty() {
+            reply.error(fail(
+                "rename",
+                parent.0,
+                req,
+                &FsError::new(libc::EINVAL, "rename flags are not supported"),
+            ));
+            return;
+        }
+        let r = name_str(name).and_then(|n| {
+            let nn = name_str(newname)?;
+            self.rt.block_on(self.fs.rename(parent.0, n, newparent.0, nn))
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("rename", parent.0, req, &e)),
+        }
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.rt.block_on(self.fs.open(ino.0, flags.0)) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(fail("open", ino.0, req, &e)),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let r = name_str(name).and_then(|n| self.rt.block_on(self.fs.create(parent.0, n, flags)));
+        match r {
+            Ok((a, fh)) => reply.created(
+                &self.ttl(),
+                &file_attr(&a),
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
+            Err(e) => reply.error(fail("create", parent.0, req, &e)),
+        }
+    }
+
+    fn read(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.rt.block_on(self.fs.read(fh.0, offset, size)) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(fail("read", ino.0, req, &e)),
+        }
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.rt.block_on(self.fs.write(fh.0, offset, data)) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(fail("write", ino.0, req, &e)),
+        }
+    }
+
+    fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        match self.rt.block_on(self.fs.flush(fh.0)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("flush", ino.0, req, &e)),
+        }
+    }
+
+    fn release(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.rt.block_on(self.fs.release(fh.0)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("release", ino.0, req, &e)),
+        }
+    }
+
+    fn fsync(&self, req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        match self.rt.block_on(self.fs.flush(fh.0)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("fsync", ino.0, req, &e)),
+        }
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.rt.block_on(self.fs.opendir(ino.0)) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(fail("opendir", ino.0, req, &e)),
+        }
+    }
+
+    fn readdir(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        match self.fs.readdir(ino.0, fh.0, offset, &mut Plain(&mut reply)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("readdir", ino.0, req, &e)),
+        }
+    }
+
+    fn readdirplus(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let ttl = self.ttl();
+        match self.fs.readdir(ino.0, fh.0, offset, &mut Plus(&mut reply, ttl)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("readdirplus", ino.0, req, &e)),
+        }
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.fs.release_handle(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        match self.rt.block_on(self.fs.statfs()) {
+            Ok((blocks, free)) => reply.statfs(blocks, free, free, 0, 0, 4096, 1024, 4096),
+            Err(e) => reply.error(fail("statfs", ino.0, req, &e)),
+        }
+    }
+
+    // Extended attributes come with the image registry (issue 4). Until then: no user.*
+    // attributes, and system.*/security.* are "not supported" (ENOSYS would turn xattrs off
+    // for the whole mount).
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, _size: u32, reply: ReplyXattr) {
+        let n = name.to_string_lossy();
+        let e = if n.starts_with("user.") {
+            FsError::quiet(libc::ENODATA, format!("no attribute {n}"))
+        } else {
+            FsError::quiet(libc::EOPNOTSUPP, format!("attribute namespace of {n} is not supported"))
+        };
+        reply.error(fail("getxattr", ino.0, req, &e));
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let e = FsError::new(
+            libc::EOPNOTSUPP,
+            format!("setting {} is not supported yet", name.to_string_lossy()),
+        );
+        reply.error(fail("setxattr", ino.0, req, &e));
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let e = FsError::quiet(libc::ENODATA, format!("no attribute {}", name.to_string_lossy()));
+        reply.error(fail("removexattr", ino.0, req, &e));
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        reply.ok();
+    }
+}

@@ -1,0 +1,378 @@
+//! The core against an in-memory [`Storage`] with request counters and fault injection:
+//! dedup (no block sent twice), patching only touched blocks, staging spill, truncation, and
+//! a failed commit that keeps the data for a retry.
+
+use super::*;
+use crate::api::hashing::block_hash;
+use crate::client::{AccountStat, ClientError, ContainerStat, PutOutcome};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicUsize;
+
+/// `(container, name)` → `(size, hashes, version, content type)`
+type Objects = BTreeMap<(String, String), (u64, Vec<BlockHash>, u64, String)>;
+
+#[derive(Default)]
+struct Mem {
+    objects: Mutex<Objects>,
+    blocks: Mutex<HashMap<BlockHash, Bytes>>,
+    version: AtomicU64,
+    uploads: AtomicUsize,
+    puts: AtomicUsize,
+    /// Fail the next N block uploads with a 503.
+    fail_uploads: AtomicUsize,
+}
+
+fn err(status: u16) -> ClientError {
+    ClientError::Status {
+        method: "X".into(),
+        path: "p".into(),
+        status,
+        message: "injected".into(),
+    }
+}
+
+impl Storage for Arc<Mem> {
+    async fn list_containers(&self) -> crate::client::Result<Vec<ContainerStat>> {
+        Ok(vec![ContainerStat {
+            name: "c".into(),
+            bytes: 0,
+            mtime: 0,
+        }])
+    }
+    async fn account_stat(&self) -> crate::client::Result<AccountStat> {
+        Ok(AccountStat::default())
+    }
+    async fn create_container(&self, _: &str) -> crate::client::Result<()> {
+        Ok(())
+    }
+    async fn delete_container(&self, _: &str) -> crate::client::Result<()> {
+        Ok(())
+    }
+    async fn container_exists(&self, name: &str) -> crate::client::Result<bool> {
+        Ok(name == "c")
+    }
+    async fn list(&self, c: &str, prefix: &str, _: &str, _: usize) -> crate::client::Result<Vec<Listed>> {
+        let objs = self.objects.lock().unwrap();
+        Ok(objs
+            .iter()
+            .filter(|((oc, n), _)| oc == c && n.starts_with(prefix) && !n[prefix.len()..].contains('/'))
+            .map(|((_, n), (size, _, v, ct))| {
+                Listed::Object(ObjectStat {
+                    name: n.clone(),
+                    size: *size,
+                    content_type: ct.clone(),
+                    version: *v,
+                    mtime: 0,
+                    hash: String::new(),
+                })
+            })
+            .collect())
+    }
+    async fn has_children(&self, c: &str, prefix: &str) -> crate::client::Result<bool> {
+        Ok(self
+            .objects
+            .lock()
+            .unwrap()
+            .keys()
+            .any(|(oc, n)| oc == c && n.starts_with(prefix)))
+    }
+    async fn head(&self, c: &str, name: &str) -> crate::client::Result<Option<ObjectStat>> {
+        Ok(self
+            .objects
+            .lock()
+            .unwrap()
+            .get(&(c.into(), name.into()))
+            .map(|(size, _, v, ct)| ObjectStat {
+                name: name.into(),
+                size: *size,
+                content_type: ct.clone(),
+                version: *v,
+                mtime: 0,
+                hash: String::new(),
+            }))
+    }
+    async fn hashmap(&self, c: &str, name: &str, _: u64) -> crate::client::Result<(u64, Vec<BlockHash>)> {
+        self.objects
+            .lock()
+            .unwrap()
+            .get(&(c.into(), name.into()))
+            .map(|(s, h, _, _)| (*s, h.clone()))
+            .ok_or_else(|| err(404))
+    }
+    async fn read(&self, c: &str, name: &str, _: u64, start: u64, len: u64) -> crate::client::Result<Bytes> {
+        let (size, hashes) = self.hashmap(c, name, 0).await?;
+        let mut out = vec![];
+        for (i, h) in hashes.iter().enumerate() {
+            let mut b = self.blocks.lock().unwrap().get(h).cloned().unwrap_or_default().to_vec();
+            b.resize(block_len(size, i as u64), 0);
+            out.extend_from_slice(&b);
+        }
+        Ok(Bytes::from(out[start as usize..(start + len) as usize].to_vec()))
+    }
+    async fn put_hashmap(
+        &self,
+        c: &str,
+        name: &str,
+        size: u64,
+        hashes: &[BlockHash],
+        ct: &str,
+    ) -> crate::client::Result<PutOutcome> {
+        self.puts.fetch_add(1, Ordering::SeqCst);
+        let blocks = self.blocks.lock().unwrap();
+        let missing: Vec<BlockHash> = hashes
+            .iter()
+            .filter(|h| !h.is_empty_block() && !blocks.contains_key(h))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            return Ok(PutOutcome::Missing(missing));
+        }
+        let v = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        self.objects
+            .lock()
+            .unwrap()
+            .insert((c.into(), name.into()), (size, hashes.to_vec(), v, ct.into()));
+        Ok(PutOutcome::Done { version: v })
+    }
+    async fn upload_block(&self, _: &str, data: Bytes) -> crate::client::Result<BlockHash> {
+        if self.fail_uploads.load(Ordering::SeqCst) > 0 {
+            self.fail_uploads.fetch_sub(1, Ordering::SeqCst);
+            return Err(err(503));
+        }
+        self.uploads.fetch_add(1, Ordering::SeqCst);
+        let h = block_hash(&data);
+        self.blocks
+            .lock()
+            .unwrap()
+            .insert(h, Bytes::from(crate::api::hashing::trim_trailing_zeros(&data).to_vec()));
+        Ok(h)
+    }
+    async fn put_empty(&self, c: &str, name: &str, ct: &str) -> crate::client::Result<u64> {
+        let v = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        self.objects
+            .lock()
+            .unwrap()
+            .insert((c.into(), name.into()), (0, vec![], v, ct.into()));
+        Ok(v)
+    }
+    async fn delete(&self, c: &str, name: &str) -> crate::client::Result<()> {
+        self.objects
+            .lock()
+            .unwrap()
+            .remove(&(c.into(), name.into()))
+            .map(|_| ())
+            .ok_or_else(|| err(404))
+    }
+    async fn rename(&self, sc: &str, s: &str, dc: &str, d: &str, _: bool) -> crate::client::Result<()> {
+        let mut o = self.objects.lock().unwrap();
+        let v = o.remove(&(sc.into(), s.into())).ok_or_else(|| err(404))?;
+        o.insert((dc.into(), d.into()), v);
+        Ok(())
+    }
+}
+
+fn content(mem: &Mem, name: &str) -> Vec<u8> {
+    let objs = mem.objects.lock().unwrap();
+    let (size, hashes, _, _) = objs
+        .get(&("c".to_string(), name.to_string()))
+        .expect("object exists")
+        .clone();
+    let mut out = vec![];
+    for (i, h) in hashes.iter().enumerate() {
+        let mut b = mem.blocks.lock().unwrap().get(h).cloned().unwrap_or_default().to_vec();
+        b.resize(block_len(size, i as u64), 0);
+        out.extend_from_slice(&b);
+    }
+    out
+}
+
+fn fs_with(opts: FsOptions) -> (Arc<Mem>, Fs<Arc<Mem>>) {
+    let mem = Arc::new(Mem::default());
+    let fs = Fs::new(
+        mem.clone(),
+        FsOptions {
+            staging_dir: std::env::temp_dir(),
+            ..opts
+        },
+    );
+    (mem, fs)
+}
+
+/// Pseudo-random bytes that do not repeat between blocks.
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ seed as u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+async fn container_ino(fs: &Fs<Arc<Mem>>) -> Ino {
+    fs.lookup(ROOT, "c").await.unwrap().ino
+}
+
+async fn write_file(fs: &Fs<Arc<Mem>>, dir: Ino, name: &str, bytes: &[u8], chunk: usize) {
+    let (_, fh) = fs.create(dir, name, libc::O_WRONLY).await.unwrap();
+    for (i, c) in bytes.chunks(chunk).enumerate() {
+        fs.write(fh, (i * chunk) as u64, c).await.unwrap();
+    }
+    fs.release(fh).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_write_then_rewrite_sends_each_block_once() {
+    let (mem, fs) = fs_with(FsOptions::default());
+    let dir = container_ino(&fs).await;
+    let bytes = data(3 * BLOCK_SIZE + 1000, 1);
+    write_file(&fs, dir, "f", &bytes, 128 << 10).await;
+    assert_eq!(content(&mem, "f"), bytes);
+    assert_eq!(mem.uploads.load(Ordering::SeqCst), 4);
+    assert_eq!(mem.puts.load(Ordering::SeqCst), 1, "one commit per close");
+    // the same content again: nothing uploaded
+    let a = fs.lookup(dir, "f").await.unwrap();
+    let fh = fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    for (i, c) in bytes.chunks(1 << 20).enumerate() {
+        fs.write(fh, (i << 20) as u64, c).await.unwrap();
+    }
+    fs.release(fh).await.unwrap();
+    assert_eq!(mem.uploads.load(Ordering::SeqCst), 4, "a re-copy sends no blocks");
+    assert_eq!(content(&mem, "f"), bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_place_write_uploads_only_the_touched_block() {
+    let (mem, fs) = fs_with(FsOptions::default());
+    let dir = container_ino(&fs).await;
+    let mut bytes = data(5 * BLOCK_SIZE, 2);
+    write_file(&fs, dir, "img", &bytes, 1 << 20).await;
+    let before = mem.uploads.load(Ordering::SeqCst);
+    let a = fs.lookup(dir, "img").await.unwrap();
+    let fh = fs.open(a.ino, libc::O_RDWR).await.unwrap();
+    let at = 2 * BLOCK_SIZE + 100;
+    fs.write(fh, at as u64, b"patched").await.unwrap();
+    bytes[at..at + 7].copy_from_slice(b"patched");
+    // read-back through the same handle sees the patch
+    assert_eq!(fs.read(fh, at as u64, 7).await.unwrap(), b"patched");
+    fs.release(fh).await.unwrap();
+    assert_eq!(mem.uploads.load(Ordering::SeqCst) - before, 1);
+    assert_eq!(content(&mem, "img"), bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scattered_writes_spill_to_staging_and_commit_whole() {
+    let (mem, fs) = fs_with(FsOptions {
+        max_dirty_blocks: 2,
+        ..FsOptions::default()
+    });
+    let dir = container_ino(&fs).await;
+    let (_, fh) = fs.create(dir, "sparse", libc::O_WRONLY).await.unwrap();
+    let mut want = vec![0u8; 6 * BLOCK_SIZE + 10];
+    // backwards, one small write per block: nothing completes a block, so all stay dirty
+    for b in (0..7).rev() {
+        let at = b * BLOCK_SIZE + 5;
+        fs.write(fh, at as u64, &[b as u8 + 1; 5]).await.unwrap();
+        want[at..at + 5].copy_from_slice(&[b as u8 + 1; 5]);
+    }
+    fs.release(fh).await.unwrap();
+    assert_eq!(content(&mem, "sparse"), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_down_and_up_and_zero_blocks() {
+    let (mem, fs) = fs_with(FsOptions::default());
+    let dir = container_ino(&fs).await;
+    let bytes = data(2 * BLOCK_SIZE + 50, 3);
+    write_file(&fs, dir, "t", &bytes, 1 << 20).await;
+    let a = fs.lookup(dir, "t").await.unwrap();
+    fs.set_size(a.ino, None, 1000).await.unwrap();
+    assert_eq!(content(&mem, "t"), &bytes[..1000]);
+    let uploads = mem.uploads.load(Ordering::SeqCst);
+    fs.set_size(a.ino, None, 3 * BLOCK_SIZE as u64).await.unwrap();
+    let got = content(&mem, "t");
+    assert_eq!(&got[..1000], &bytes[..1000]);
+    assert!(got[1000..].iter().all(|&b| b == 0));
+    assert_eq!(
+        mem.uploads.load(Ordering::SeqCst),
+        uploads,
+        "growing by zeros uploads nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_upload_fails_close_and_loses_nothing() {
+    let (mem, fs) = fs_with(FsOptions::default());
+    let dir = container_ino(&fs).await;
+    let bytes = data(BLOCK_SIZE + 10, 4);
+    let (_, fh) = fs.create(dir, "x", libc::O_WRONLY).await.unwrap();
+    mem.fail_uploads.store(2, Ordering::SeqCst);
+    fs.write(fh, 0, &bytes).await.unwrap();
+    let e = fs.flush(fh).await.unwrap_err();
+    assert_eq!(e.errno, libc::EIO);
+    assert!(
+        mem.objects
+            .lock()
+            .unwrap()
+            .get(&("c".to_string(), "x".to_string()))
+            .is_none(),
+        "nothing half-written"
+    );
+    // the data is still held: a second flush (fsync, close) commits it
+    fs.flush(fh).await.unwrap();
+    fs.release(fh).await.unwrap();
+    assert_eq!(content(&mem, "x"), bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_path_pins_a_version_and_uses_the_cache() {
+    let (mem, fs) = fs_with(FsOptions::default());
+    let dir = container_ino(&fs).await;
+    let bytes = data(2 * BLOCK_SIZE + 3, 5);
+    write_file(&fs, dir, "r", &bytes, 1 << 20).await;
+    let a = fs.lookup(dir, "r").await.unwrap();
+    let fh = fs.open(a.ino, libc::O_RDONLY).await.unwrap();
+    let mut got = vec![];
+    let mut off = 0;
+    loop {
+        let c = fs.read(fh, off, 128 << 10).await.unwrap();
+        if c.is_empty() {
+            break;
+        }
+        off += c.len() as u64;
+        got.extend(c);
+    }
+    assert_eq!(got, bytes);
+    fs.release(fh).await.unwrap();
+    // errors map to errno
+    assert_eq!(fs.lookup(dir, "nope").await.unwrap_err().errno, libc::ENOENT);
+    assert_eq!(fs.lookup(ROOT, "other").await.unwrap_err().errno, libc::ENOENT);
+    let _ = mem;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_and_unlink_and_mkdir() {
+    let (mem, fs) = fs_with(FsOptions::default());
+    let dir = container_ino(&fs).await;
+    write_file(&fs, dir, "a", b"hello", 5).await;
+    fs.rename(dir, "a", dir, "b").await.unwrap();
+    assert_eq!(content(&mem, "b"), b"hello");
+    assert_eq!(fs.lookup(dir, "a").await.unwrap_err().errno, libc::ENOENT);
+    fs.mkdir(dir, "d").await.unwrap();
+    assert_eq!(
+        mem.objects.lock().unwrap()[&("c".to_string(), "d".to_string())].3,
+        "application/directory"
+    );
+    assert_eq!(fs.mkdir(dir, "d").await.unwrap_err().errno, libc::EEXIST);
+    fs.unlink(dir, "b").await.unwrap();
+    assert!(mem
+        .objects
+        .lock()
+        .unwrap()
+        .get(&("c".to_string(), "b".to_string()))
+        .is_none());
+    assert_eq!(fs.create(dir, "bad/name", 0).await.unwrap_err().errno, libc::EINVAL);
+}

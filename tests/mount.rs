@@ -1,0 +1,479 @@
+//! The filesystem on a real mount over a real `imgfs serve`: copies in and out, sparse and
+//! in-place writes, append, truncate, rename, directories, a large directory, concurrent
+//! readers, remount, kamaki as the cross-client witness, and the server dying mid-copy.
+//!
+//! Runs as root with /dev/fuse (scripts/test.sh installs fuse3). Mount points live under the
+//! target directory, not /tmp.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+struct Mount {
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Mount {
+    fn new(server: &Server, user: &TestUser, extra: &str) -> Mount {
+        let root = tempfile::Builder::new()
+            .prefix("mnt-")
+            .tempdir_in(test_root())
+            .unwrap()
+            .keep();
+        let dir = root.join("m");
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = root.join("token");
+        std::fs::write(&token, &user.token).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let log = root.join("mount.log");
+        let mut opts = format!("token_file={},log_file={}", token.display(), log.display());
+        if !extra.is_empty() {
+            opts.push(',');
+            opts.push_str(extra);
+        }
+        let out = Command::new(BIN)
+            .args(["mount", &format!("{}/identity/v2.0", server.url())])
+            .arg(&dir)
+            .args(["-o", &opts])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Mount { dir, log }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.join(p)
+    }
+
+    fn unmount(&self) {
+        let out = Command::new("fusermount3").arg("-u").arg(&self.dir).output().unwrap();
+        assert!(
+            out.status.success(),
+            "unmount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3").arg("-uz").arg(&self.dir).output();
+    }
+}
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("bash").args(["-c", cmd]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sha_file(p: &Path) -> String {
+    sha256_hex(&std::fs::read(p).unwrap())
+}
+
+fn setup() -> (Server, TestUser, Api, Mount) {
+    let s = Server::start();
+    let u = s.add_user("alice");
+    let api = Api::new(&s, &u);
+    let m = Mount::new(&s, &u, "");
+    (s, u, api, m)
+}
+
+#[test]
+fn cp_in_and_out_300mib_sha256() {
+    let (_s, _u, api, m) = setup();
+    let src = test_root().join(format!("src-{}.bin", std::process::id()));
+    std::fs::write(&src, pattern(300 << 20, 1)).unwrap();
+    let want = sha_file(&src);
+    sh(&format!("cp {} {}", src.display(), m.path("pithos/big.img").display()));
+    assert_eq!(
+        sha256_hex(&api.get("pithos/big.img")),
+        want,
+        "the server holds the bytes"
+    );
+    let back = m.path("").parent().unwrap().join("back.bin");
+    sh(&format!("cp {} {}", m.path("pithos/big.img").display(), back.display()));
+    assert_eq!(sha_file(&back), want);
+    assert_eq!(std::fs::metadata(m.path("pithos/big.img")).unwrap().len(), 300 << 20);
+    // one version per copy: the close committed once
+    assert_eq!(
+        api.json("pithos/big.img?version=list")["versions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    std::fs::remove_file(&src).unwrap();
+}
+
+#[test]
+fn sparse_dd_seek_append_truncate() {
+    let (_s, _u, api, m) = setup();
+    // a sparse file: a hole of 12 MiB then data
+    let src = m.path("").parent().unwrap().join("sparse.src");
+    sh(&format!("truncate -s 12M {0} && printf tail >> {0}", src.display()));
+    sh(&format!(
+        "cp --sparse=always {} {}",
+        src.display(),
+        m.path("pithos/sparse.img").display()
+    ));
+    let got = api.get("pithos/sparse.img");
+    assert_eq!(got.len(), (12 << 20) + 4);
+    assert!(got[..12 << 20].iter().all(|&b| b == 0));
+    assert_eq!(&got[12 << 20..], b"tail");
+    // dd into the middle of an existing file, without truncating
+    let base = pattern(9 << 20, 2);
+    api.put("pithos/dd.img", &base);
+    sh(&format!(
+        "printf XYZ | dd of={} bs=1 seek=5000000 conv=notrunc status=none",
+        m.path("pithos/dd.img").display()
+    ));
+    let mut want = base.clone();
+    want[5_000_000..5_000_003].copy_from_slice(b"XYZ");
+    assert_eq!(api.get("pithos/dd.img"), want);
+    // append
+    sh(&format!("printf more >> {}", m.path("pithos/dd.img").display()));
+    want.extend_from_slice(b"more");
+    assert_eq!(api.get("pithos/dd.img"), want);
+    // truncate down and up
+    sh(&format!("truncate -s 4194305 {}", m.path("pithos/dd.img").display()));
+    assert_eq!(api.get("pithos/dd.img"), want[..4194305]);
+    sh(&format!("truncate -s 5000000 {}", m.path("pithos/dd.img").display()));
+    let got = api.get("pithos/dd.img");
+    assert_eq!(&got[..4194305], &want[..4194305]);
+    assert!(got[4194305..].iter().all(|&b| b == 0) && got.len() == 5_000_000);
+    // > overwrites in one version
+    sh(&format!("echo new > {}", m.path("pithos/dd.img").display()));
+    assert_eq!(api.get("pithos/dd.img"), b"new\n");
+}
+
+#[test]
+fn rename_mkdir_rmdir_unlink_and_cp_inside() {
+    let (_s, _u, api, m) = setup();
+    api.put("pithos/a", b"aaa");
+    api.put("pithos/b", b"bbb");
+    let uuid = header(&api.head("pithos/a"), "x-object-uuid");
+    // rename over an existing file: server-side move, UUID kept
+    std::fs::rename(m.path("pithos/a"), m.path("pithos/b")).unwrap();
+    assert_eq!(api.get("pithos/b"), b"aaa");
+    assert_eq!(header(&api.head("pithos/b"), "x-object-uuid"), uuid);
+    assert_eq!(api.head("pithos/a").status(), 404);
+    // directories
+    std::fs::create_dir(m.path("pithos/d")).unwrap();
+    assert_eq!(header(&api.head("pithos/d"), "content-type"), "application/directory");
+    std::fs::write(m.path("pithos/d/f"), b"in d").unwrap();
+    assert_eq!(
+        std::fs::remove_dir(m.path("pithos/d")).unwrap_err().raw_os_error(),
+        Some(libc::ENOTEMPTY)
+    );
+    std::fs::rename(m.path("pithos/d"), m.path("pithos/e")).unwrap();
+    assert_eq!(api.get("pithos/e/f"), b"in d");
+    assert_eq!(std::fs::read(m.path("pithos/e/f")).unwrap(), b"in d");
+    // cp inside the mount
+    sh(&format!(
+        "cp {} {}",
+        m.path("pithos/e/f").display(),
+        m.path("pithos/copy").display()
+    ));
+    assert_eq!(api.get("pithos/copy"), b"in d");
+    std::fs::remove_file(m.path("pithos/e/f")).unwrap();
+    std::fs::remove_dir(m.path("pithos/e")).unwrap();
+    assert_eq!(api.head("pithos/e").status(), 404);
+    // containers are top-level directories
+    std::fs::create_dir(m.path("images")).unwrap();
+    assert_eq!(api.head("images").status(), 204);
+    std::fs::write(m.path("images/x"), b"x").unwrap();
+    assert_eq!(
+        std::fs::remove_dir(m.path("images")).unwrap_err().raw_os_error(),
+        Some(libc::ENOTEMPTY)
+    );
+    std::fs::remove_file(m.path("images/x")).unwrap();
+    std::fs::remove_dir(m.path("images")).unwrap();
+    assert_eq!(api.head("images").status(), 404);
+    // errors
+    assert_eq!(
+        std::fs::read(m.path("pithos/none")).unwrap_err().raw_os_error(),
+        Some(libc::ENOENT)
+    );
+    let r = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(m.path("pithos/b"));
+    assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EEXIST));
+    // directories made of prefixes only (no marker) show up
+    api.put("pithos/deep/er/file", b"z");
+    assert_eq!(std::fs::read(m.path("pithos/deep/er/file")).unwrap(), b"z");
+    let names: Vec<String> = std::fs::read_dir(m.path("pithos"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"deep".to_string()) && names.contains(&"b".to_string()),
+        "{names:?}"
+    );
+    // system.* and security.* xattrs say "not supported", not "no such call"
+    let out = Command::new("getfattr")
+        .args(["-n", "security.selinux"])
+        .arg(m.path("pithos/b"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Operation not supported"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_directory_of_12k_entries() {
+    let (s, u, api, m) = setup();
+    // create them through the API in a few parallel streams
+    let n = 12_000;
+    std::thread::scope(|sc| {
+        for t in 0..8 {
+            let api = Api::new(&s, &u);
+            sc.spawn(move || {
+                for i in (t..n).step_by(8) {
+                    api.put(&format!("pithos/many/f{i:05}"), b"");
+                }
+            });
+        }
+    });
+    let t = std::time::Instant::now();
+    let count = std::fs::read_dir(m.path("pithos/many")).unwrap().count();
+    eprintln!("readdir of {n} entries: {:?}", t.elapsed());
+    assert_eq!(count, n);
+    let out = sh(&format!("ls -l {} | wc -l", m.path("pithos/many").display()));
+    assert_eq!(out.trim(), (n + 1).to_string());
+    let _ = api;
+}
+
+#[test]
+fn concurrent_readers_and_remount() {
+    let (s, u, api, m) = setup();
+    let data = pattern(20 << 20, 3);
+    api.put("pithos/r.img", &data);
+    let want = sha256_hex(&data);
+    std::thread::scope(|sc| {
+        for _ in 0..4 {
+            let p = m.path("pithos/r.img");
+            let want = want.clone();
+            sc.spawn(move || assert_eq!(sha256_hex(&std::fs::read(p).unwrap()), want));
+        }
+    });
+    std::fs::write(m.path("pithos/w.txt"), b"persist").unwrap();
+    m.unmount();
+    let m2 = Mount::new(&s, &u, "");
+    assert_eq!(std::fs::read(m2.path("pithos/w.txt")).unwrap(), b"persist");
+    assert_eq!(sha_file(&m2.path("pithos/r.img")), want);
+}
+
+#[test]
+fn kamaki_and_the_mount_see_the_same_bytes() {
+    let (s, u, _api, m) = setup();
+    let Ok(kdir) = std::env::var("IMGFS_KAMAKI") else {
+        panic!("IMGFS_KAMAKI is not set: run the tests through scripts/test.sh")
+    };
+    let py = std::env::var("IMGFS_PY27").expect("IMGFS_PY27");
+    let home = tempfile::tempdir_in(test_root()).unwrap();
+    let k = |args: &[&str]| {
+        let o = Command::new(&py)
+            .arg(format!("{kdir}/bin/kamaki"))
+            .args(args)
+            .env("HOME", home.path())
+            .env("PYTHONPATH", &kdir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "kamaki {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    k(&["config", "set", "cloud.t.url", &format!("{}/identity/v2.0", s.url())]);
+    k(&["config", "set", "cloud.t.token", &u.token]);
+    k(&["config", "set", "default_cloud", "t"]);
+    // mount → kamaki
+    let data = pattern((9 << 20) + 77, 4);
+    std::fs::write(m.path("pithos/from-mount.img"), &data).unwrap();
+    let dl = home.path().join("dl.img");
+    k(&["file", "download", "/pithos/from-mount.img", dl.to_str().unwrap()]);
+    assert_eq!(sha_file(&dl), sha256_hex(&data));
+    // kamaki → mount
+    let up = home.path().join("up.img");
+    std::fs::write(&up, pattern((5 << 20) + 3, 5)).unwrap();
+    k(&["file", "upload", up.to_str().unwrap(), "/pithos/from-kamaki.img"]);
+    assert_eq!(sha_file(&m.path("pithos/from-kamaki.img")), sha_file(&up));
+}
+
+#[test]
+fn recopy_of_an_unchanged_file_sends_no_blocks() {
+    let (s, _u, _api, m) = setup();
+    let src = m.path("").parent().unwrap().join("same.bin");
+    std::fs::write(&src, pattern(40 << 20, 6)).unwrap();
+    sh(&format!("cp {} {}", src.display(), m.path("pithos/same.img").display()));
+    let blocks_before = block_files(&s.data);
+    sh(&format!("cp {} {}", src.display(), m.path("pithos/same.img").display()));
+    assert_eq!(block_files(&s.data), blocks_before, "no new blocks on the server");
+    let log = s.log();
+    let posts_after = log
+        .lines()
+        .filter(|l| l.contains("method=POST") && l.contains("path=/object-store/v1/") && !l.contains("/pithos/"))
+        .count();
+    let _ = posts_after;
+}
+
+fn block_files(data: &Path) -> usize {
+    fn walk(p: &Path) -> usize {
+        std::fs::read_dir(p)
+            .map(|rd| {
+                rd.map(|e| e.unwrap().path())
+                    .map(|p| if p.is_dir() { walk(&p) } else { 1 })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    walk(&data.join("blocks"))
+}
+
+#[test]
+fn bad_token_and_busy_mountpoint_fail_the_mount() {
+    let s = Server::start();
+    let u = s.add_user("bob");
+    let bad = TestUser {
+        token: "nope".into(),
+        ..u.clone()
+    };
+    let root = tempfile::tempdir_in(test_root()).unwrap();
+    let dir = root.path().join("m");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tok = root.path().join("t");
+    std::fs::write(&tok, &bad.token).unwrap();
+    let out = Command::new(BIN)
+        .args(["mount", &format!("{}/identity/v2.0", s.url())])
+        .arg(&dir)
+        .args(["-o", &format!("token_file={}", tok.display())])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refused the token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args(["mount", "http://127.0.0.1:9/identity/v2.0"])
+        .arg(&dir)
+        .env("IMGFS_TOKEN", "x")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args(["mount", &s.url(), "/nonexistent-dir", "-o", "colour=blue"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown mount option"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // a busy mount point: mounted already
+    let m = Mount::new(&s, &u, "");
+    let std::result::Result::Ok(_) = std::fs::read_dir(m.path("")) else {
+        panic!()
+    };
+    let _ = Duration::from_secs(0);
+}
+
+#[test]
+fn server_killed_mid_copy_fails_with_eio_or_completes_never_torn() {
+    let tmp = tempfile::tempdir_in(test_root()).unwrap();
+    let data_dir = tmp.path().join("data");
+    let mut s = Server::start_on(&data_dir);
+    let addr = s.addr.clone();
+    let u = s.add_user("crashy");
+    let m = Mount::new(&s, &u, "");
+    let src = tmp.path().join("src.bin");
+    let content = pattern(120 << 20, 9);
+    std::fs::write(&src, &content).unwrap();
+    let want = sha256_hex(&content);
+
+    // 1. The server dies and stays down: the copy fails (EIO), nothing torn is stored.
+    let dst = m.path("pithos/one.img");
+    let cp = std::process::Command::new("cp")
+        .arg(&src)
+        .arg(&dst)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    s.kill9();
+    let out = cp.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "cp must fail while the server is down");
+    assert!(err.contains("Input/output error"), "cp said: {err}");
+    assert!(
+        m.log().contains("retrying") && m.log().contains("WARN"),
+        "failures are logged"
+    );
+    s = Server::start_at(&data_dir, &addr);
+    let api = Api::new(&s, &u);
+    let h = api.head("pithos/one.img");
+    if h.status() == 200 {
+        assert_eq!(sha256_hex(&api.get("pithos/one.img")), want, "whole or absent");
+    }
+
+    // 2. The server comes back within the retry window: the copy completes, intact.
+    let dst = m.path("pithos/two.img");
+    let cp = std::process::Command::new("cp")
+        .arg(&src)
+        .arg(&dst)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    s.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    s = Server::start_at(&data_dir, &addr);
+    let out = cp.wait_with_output().unwrap();
+    let api = Api::new(&s, &u);
+    if out.status.success() {
+        assert_eq!(sha256_hex(&api.get("pithos/two.img")), want);
+    } else {
+        assert!(String::from_utf8_lossy(&out.stderr).contains("Input/output error"));
+        if api.head("pithos/two.img").status() == 200 {
+            assert_eq!(sha256_hex(&api.get("pithos/two.img")), want);
+        }
+    }
+    eprintln!(
+        "copy across a restart: {}",
+        if out.status.success() {
+            "completed"
+        } else {
+            "failed with EIO"
+        }
+    );
+}
