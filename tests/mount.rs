@@ -477,3 +477,80 @@ fn server_killed_mid_copy_fails_with_eio_or_completes_never_torn() {
         }
     );
 }
+
+/// Links /sbin/mount.imgfs to the binary under test for the duration of a test, restoring
+/// whatever was there.
+struct HelperLink {
+    backup: Option<PathBuf>,
+}
+
+impl HelperLink {
+    fn install() -> HelperLink {
+        let link = Path::new("/sbin/mount.imgfs");
+        let backup = if link.symlink_metadata().is_ok() {
+            let b = PathBuf::from(format!("/sbin/mount.imgfs.test-backup-{}", std::process::id()));
+            std::fs::rename(link, &b).unwrap();
+            Some(b)
+        } else {
+            None
+        };
+        std::os::unix::fs::symlink(BIN, link).unwrap();
+        HelperLink { backup }
+    }
+}
+
+impl Drop for HelperLink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file("/sbin/mount.imgfs");
+        if let Some(b) = self.backup.take() {
+            let _ = std::fs::rename(b, "/sbin/mount.imgfs");
+        }
+    }
+}
+
+#[test]
+fn mount_t_imgfs_and_fstab() {
+    let s = Server::start();
+    let u = s.add_user("erin");
+    let api = Api::new(&s, &u);
+    api.put("pithos/hello.txt", b"hello from the server");
+    let _link = HelperLink::install();
+    let root = tempfile::tempdir_in(test_root()).unwrap();
+    let dir = root.path().join("mnt");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tok = root.path().join("token");
+    std::fs::write(&tok, &u.token).unwrap();
+    let source = format!("{}/identity/v2.0", s.url());
+
+    // mount -t imgfs
+    sh(&format!(
+        "mount -t imgfs -o token_file={},ro {source} {}",
+        tok.display(),
+        dir.display()
+    ));
+    assert_eq!(
+        std::fs::read(dir.join("pithos/hello.txt")).unwrap(),
+        b"hello from the server"
+    );
+    let e = std::fs::write(dir.join("pithos/new.txt"), b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    sh(&format!("umount {}", dir.display()));
+    assert!(std::fs::read_dir(&dir).unwrap().next().is_none(), "unmounted");
+
+    // an fstab line, then `mount DIR`
+    let fstab = std::fs::read_to_string("/etc/fstab").unwrap_or_default();
+    let line = format!(
+        "{source} {} imgfs token_file={},_netdev,nofail,x-test 0 0\n",
+        dir.display(),
+        tok.display()
+    );
+    std::fs::write("/etc/fstab", format!("{fstab}{line}")).unwrap();
+    let r = std::panic::catch_unwind(|| {
+        sh(&format!("mount {}", dir.display()));
+        std::fs::write(dir.join("pithos/via-fstab.txt"), b"written").unwrap();
+        sh(&format!("umount {}", dir.display()));
+    });
+    std::fs::write("/etc/fstab", fstab).unwrap();
+    r.unwrap();
+    assert_eq!(api.get("pithos/via-fstab.txt"), b"written");
+}
