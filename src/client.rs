@@ -140,6 +140,15 @@ pub trait Storage: Send + Sync + 'static {
     /// A 0-byte object (an empty file or a directory marker).
     fn put_empty(&self, container: &str, name: &str, content_type: &str) -> impl Future<Output = Result<u64>> + Send;
     fn delete(&self, container: &str, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Server-side copy of version `version` of `src` onto `dst`; returns the new version.
+    fn copy(
+        &self,
+        src_container: &str,
+        src: &str,
+        version: u64,
+        dst_container: &str,
+        dst: &str,
+    ) -> impl Future<Output = Result<u64>> + Send;
     /// Server-side move; `recursive` also moves everything under `src/`.
     fn rename(
         &self,

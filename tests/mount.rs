@@ -554,3 +554,40 @@ fn mount_t_imgfs_and_fstab() {
     r.unwrap();
     assert_eq!(api.get("pithos/via-fstab.txt"), b"written");
 }
+
+#[test]
+fn cp_inside_the_mount_is_a_server_side_copy() {
+    let (s, _u, api, m) = setup();
+    let data = pattern((9 << 20) + 5, 10);
+    api.put("pithos/orig.img", &data);
+    let block_posts = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("method=POST") && l.contains("/pithos status=202"))
+            .count()
+    };
+    // the request log is plain text that these counts can read
+    assert!(s
+        .log()
+        .lines()
+        .any(|l| l.contains("method=PUT") && l.contains("/pithos/orig.img status=201")));
+    let before = block_posts(&s.log());
+    sh(&format!(
+        "cp {} {}",
+        m.path("pithos/orig.img").display(),
+        m.path("pithos/copy.img").display()
+    ));
+    assert_eq!(api.get("pithos/copy.img"), data);
+    assert_eq!(block_posts(&s.log()), before, "no block was uploaded for the copy");
+    assert!(
+        s.log()
+            .lines()
+            .filter(|l| l.contains("method=GET") && l.contains("orig.img"))
+            .count()
+            <= 1,
+        "the data was not read back through the mount"
+    );
+    assert_ne!(
+        header(&api.head("pithos/copy.img"), "x-object-uuid"),
+        header(&api.head("pithos/orig.img"), "x-object-uuid")
+    );
+}

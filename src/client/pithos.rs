@@ -382,6 +382,18 @@ impl Storage for PithosClient {
         Ok(())
     }
 
+    async fn copy(&self, src_container: &str, src: &str, version: u64, dst_container: &str, dst: &str) -> Result<u64> {
+        let from = format!("/{}/{}", encode_path(src_container), encode_path(src));
+        let r = self
+            .send(Method::PUT, self.url(dst_container, dst), &[201], |b| {
+                b.header("X-Copy-From", &from)
+                    .header("X-Source-Version", version.to_string())
+                    .header("Content-Length", "0")
+            })
+            .await?;
+        Ok(header_u64(&r, crate::api::pithos::X_OBJECT_VERSION))
+    }
+
     async fn rename(
         &self,
         src_container: &str,

@@ -391,6 +391,30 @@ impl<S: Storage> Filesystem for FuseFs<S> {
         reply.error(fail("removexattr", ino.0, req, &e));
     }
 
+    fn copy_file_range(
+        &self,
+        req: &Request,
+        ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        match self
+            .rt
+            .block_on(self.fs.copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len))
+        {
+            // The kernel's reply carries a u32; a whole-object copy larger than that reports
+            // what fits, and the caller's next call (at that offset) reports the end.
+            Ok(n) => reply.written(n.min(u32::MAX as u64 & !0xfff) as u32),
+            Err(e) => reply.error(fail("copy_file_range", ino_in.0, req, &e)),
+        }
+    }
+
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
         reply.ok();
     }

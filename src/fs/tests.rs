@@ -19,6 +19,7 @@ struct Mem {
     version: AtomicU64,
     uploads: AtomicUsize,
     puts: AtomicUsize,
+    copies: AtomicUsize,
     /// Fail the next N block uploads with a 503.
     fail_uploads: AtomicUsize,
 }
@@ -163,6 +164,15 @@ impl Storage for Arc<Mem> {
             .remove(&(c.into(), name.into()))
             .map(|_| ())
             .ok_or_else(|| err(404))
+    }
+    async fn copy(&self, sc: &str, s: &str, _: u64, dc: &str, d: &str) -> crate::client::Result<u64> {
+        self.copies.fetch_add(1, Ordering::SeqCst);
+        let v = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut o = self.objects.lock().unwrap();
+        let mut obj = o.get(&(sc.into(), s.into())).cloned().ok_or_else(|| err(404))?;
+        obj.2 = v;
+        o.insert((dc.into(), d.into()), obj);
+        Ok(v)
     }
     async fn rename(&self, sc: &str, s: &str, dc: &str, d: &str, _: bool) -> crate::client::Result<()> {
         let mut o = self.objects.lock().unwrap();
@@ -375,4 +385,45 @@ async fn rename_and_unlink_and_mkdir() {
         .get(&("c".to_string(), "b".to_string()))
         .is_none());
     assert_eq!(fs.create(dir, "bad/name", 0).await.unwrap_err().errno, libc::EINVAL);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_file_range_is_a_server_side_copy() {
+    let (mem, fs) = fs_with(FsOptions::default());
+    let dir = container_ino(&fs).await;
+    let bytes = data(BLOCK_SIZE + 5, 7);
+    write_file(&fs, dir, "src", &bytes, 1 << 20).await;
+    let uploads = mem.uploads.load(Ordering::SeqCst);
+    let a = fs.lookup(dir, "src").await.unwrap();
+    let fin = fs.open(a.ino, libc::O_RDONLY).await.unwrap();
+    let (_, fout) = fs.create(dir, "dst", libc::O_WRONLY).await.unwrap();
+    assert_eq!(
+        fs.copy_file_range(fin, 0, fout, 0, u64::MAX >> 2).await.unwrap(),
+        bytes.len() as u64
+    );
+    assert_eq!(
+        fs.copy_file_range(fin, bytes.len() as u64, fout, bytes.len() as u64, 1 << 30)
+            .await
+            .unwrap(),
+        0
+    );
+    fs.release(fout).await.unwrap();
+    fs.release(fin).await.unwrap();
+    assert_eq!(content(&mem, "dst"), bytes);
+    assert_eq!(mem.copies.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        mem.uploads.load(Ordering::SeqCst),
+        uploads,
+        "no data moved through the client"
+    );
+    // a partial copy into the middle of a file is not a whole-object copy: the kernel falls back
+    let b = fs.lookup(dir, "dst").await.unwrap();
+    let fout = fs.open(b.ino, libc::O_RDWR).await.unwrap();
+    let fin = fs.open(a.ino, libc::O_RDONLY).await.unwrap();
+    assert_eq!(
+        fs.copy_file_range(fin, 0, fout, 10, 100).await.unwrap_err().errno,
+        libc::EOPNOTSUPP
+    );
+    fs.release(fout).await.unwrap();
+    fs.release(fin).await.unwrap();
 }

@@ -93,6 +93,18 @@ impl WriteState {
         }
     }
 
+    /// Unchanged since it became a copy of exactly these blocks.
+    pub fn is_clean_copy_of(&self, size: u64, hashes: &[BlockHash]) -> bool {
+        !self.changed
+            && self.size == size
+            && self.slots.len() == hashes.len()
+            && self
+                .slots
+                .iter()
+                .zip(hashes)
+                .all(|(s, h)| matches!(s, Slot::Clean(x) if x == h))
+    }
+
     fn dirty_count(&self) -> usize {
         self.slots.iter().filter(|s| matches!(s, Slot::Dirty(_))).count()
     }
