@@ -44,9 +44,25 @@ if [ ! -x "$TOOLS/swift/bin/swift" ]; then
   "$TOOLS/swift/bin/pip" install -q python-swiftclient==4.11.0
 fi
 
+# fsx and pjdfstest, the conformance tools, from crates.io.
+if [ ! -x "$TOOLS/cargo/bin/fsx" ] || [ ! -x "$TOOLS/cargo/bin/pjdfstest" ]; then
+  echo "==> cargo install fsx 0.3.2 and pjdfstest 0.2.2 into $TOOLS/cargo"
+  cargo install --quiet --locked --root "$TOOLS/cargo" fsx@0.3.2 pjdfstest@0.2.2
+fi
+
 export IMGFS_PY27="$PY27"
 export IMGFS_KAMAKI="$TOOLS/kamaki"
 export IMGFS_SWIFT="$TOOLS/swift/bin/swift"
+export IMGFS_FSX="$TOOLS/cargo/bin/fsx"
+export IMGFS_PJDFSTEST="$TOOLS/cargo/bin/pjdfstest"
+export IMGFS_REPORTS="$ROOT/target/test-reports"
+rm -rf "$IMGFS_REPORTS"; mkdir -p "$IMGFS_REPORTS"
 
 echo "==> cargo test"
-cargo test --release "$@"
+status=0
+cargo test --release "$@" || status=$?
+# The conformance summaries (tests/mount.rs writes them; each also fails its test if red).
+for r in "$IMGFS_REPORTS"/*.txt; do
+  [ -f "$r" ] && cat "$r"
+done
+exit $status

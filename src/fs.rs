@@ -20,6 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use write::{Base, WriteState};
 
+/// Longest name of one path component (what statfs reports and lookups enforce).
+pub const NAME_MAX: usize = 255;
+
 pub type Ino = u64;
 pub const ROOT: Ino = 1;
 const BS: u64 = BLOCK_SIZE as u64;
@@ -38,6 +41,8 @@ pub enum Kind {
 pub struct Attr {
     pub ino: Ino,
     pub kind: Kind,
+    /// 0 for a file unlinked while open.
+    pub nlink: u32,
     pub size: u64,
     pub mtime: SystemTime,
     pub perm: u16,
@@ -129,6 +134,8 @@ struct Node {
     /// When the attributes were last confirmed by the server (None: created here, not yet
     /// committed).
     fetched: Option<Instant>,
+    /// Removed from its directory while open; kept until the last handle closes.
+    unlinked: bool,
 }
 
 /// Where an inode is on the server.
@@ -141,6 +148,7 @@ enum Loc {
 }
 
 struct ReadHandle {
+    ino: Ino,
     container: String,
     name: String,
     version: u64,
@@ -153,6 +161,23 @@ struct ReadHandle {
 struct WriteHandle {
     ino: Ino,
     state: tokio::sync::Mutex<WriteState>,
+    /// The pending size, readable by getattr while a read or write holds `state`.
+    size: AtomicU64,
+    /// The file was unlinked or replaced while open: reads and writes go on, nothing is
+    /// committed (a commit would bring the name back).
+    orphaned: std::sync::atomic::AtomicBool,
+}
+
+impl WriteHandle {
+    fn new(ino: Ino, state: WriteState) -> WriteHandle {
+        let size = AtomicU64::new(state.size);
+        WriteHandle {
+            ino,
+            state: tokio::sync::Mutex::new(state),
+            size,
+            orphaned: Default::default(),
+        }
+    }
 }
 
 enum Handle {
@@ -187,7 +212,7 @@ fn check_name(name: &str) -> FsResult<()> {
     if name.is_empty() || name.contains('/') || name.contains('\0') {
         return Err(FsError::new(libc::EINVAL, format!("invalid name {name:?}")));
     }
-    if name.len() > 255 {
+    if name.len() > NAME_MAX {
         return Err(FsError::new(libc::ENAMETOOLONG, "name too long"));
     }
     Ok(())
@@ -209,6 +234,7 @@ impl<S: Storage> Fs<S> {
                 mtime: now_micros(),
                 version: 0,
                 fetched: Some(Instant::now()),
+                unlinked: false,
             },
         );
         let sh = Shared {
@@ -258,6 +284,11 @@ impl<S: Storage> Fs<S> {
         Attr {
             ino,
             kind: n.kind,
+            nlink: match (n.kind, n.unlinked) {
+                (Kind::Dir, _) => 2,
+                (Kind::File, true) => 0,
+                (Kind::File, false) => 1,
+            },
             size: if n.kind == Kind::Dir { 0 } else { n.size },
             mtime: to_systime(n.mtime),
             perm: if n.kind == Kind::Dir { o.dir_mode } else { o.file_mode },
@@ -332,25 +363,63 @@ impl<S: Storage> Fs<S> {
                 mtime,
                 version,
                 fetched: Some(Instant::now()),
+                unlinked: false,
             },
         );
         ino
     }
 
+    /// Drops a name; its inode lives on (unlinked) while handles are open on it.
     fn forget_name(&self, parent: Ino, name: &str) {
+        let open = {
+            let nodes = self.nodes();
+            nodes
+                .by_name
+                .get(&(parent, name.to_string()))
+                .copied()
+                .filter(|ino| self.has_handles(*ino))
+        };
         let mut nodes = self.nodes();
         if let Some(ino) = nodes.by_name.remove(&(parent, name.to_string())) {
-            nodes.by_ino.remove(&ino);
+            if Some(ino) == open {
+                if let Some(n) = nodes.by_ino.get_mut(&ino) {
+                    n.unlinked = true;
+                }
+            } else {
+                nodes.by_ino.remove(&ino);
+            }
         }
+    }
+
+    fn has_handles(&self, ino: Ino) -> bool {
+        let handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        handles.values().any(|h| match h.as_ref() {
+            Handle::Write(w) => w.ino == ino,
+            Handle::Read(r) => r.ino == ino,
+            Handle::Dir(_) => false,
+        })
     }
 
     /// An open writer's size is newer than the server's.
     fn pending_size(&self, ino: Ino) -> Option<u64> {
         let handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
         handles.values().find_map(|h| match h.as_ref() {
-            Handle::Write(w) if w.ino == ino => w.state.try_lock().ok().map(|s| s.size),
+            Handle::Write(w) if w.ino == ino => Some(w.size.load(Ordering::SeqCst)),
             _ => None,
         })
+    }
+
+    /// Open writers of `ino` stop committing: the name now belongs to something else, or to
+    /// nothing.
+    fn orphan_writers(&self, ino: Ino) {
+        let handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        for h in handles.values() {
+            if let Handle::Write(w) = h.as_ref() {
+                if w.ino == ino {
+                    w.orphaned.store(true, Ordering::SeqCst);
+                }
+            }
+        }
     }
 
     fn has_writer(&self, ino: Ino) -> bool {
@@ -361,8 +430,8 @@ impl<S: Storage> Fs<S> {
     }
 
     pub async fn lookup(&self, parent: Ino, name: &str) -> FsResult<Attr> {
-        if name.len() > 255 {
-            return Err(FsError::new(libc::ENAMETOOLONG, "name too long"));
+        if name.len() > NAME_MAX {
+            return Err(FsError::quiet(libc::ENAMETOOLONG, "name too long"));
         }
         // Fresh knowledge (from a listing or an earlier lookup) answers without a request.
         let cached = {
@@ -410,7 +479,7 @@ impl<S: Storage> Fs<S> {
 
     pub async fn getattr(&self, ino: Ino) -> FsResult<Attr> {
         let n = self.node(ino)?;
-        let stale = n.fetched.is_some_and(|t| t.elapsed() >= self.sh.opts.attr_ttl);
+        let stale = !n.unlinked && n.fetched.is_some_and(|t| t.elapsed() >= self.sh.opts.attr_ttl);
         if ino != ROOT && stale && n.kind == Kind::File && !self.has_writer(ino) {
             if let Loc::Object { container, path } = self.loc(ino)? {
                 match self.sh.storage.head(&container, &path).await? {
@@ -567,7 +636,18 @@ impl<S: Storage> Fs<S> {
     }
 
     pub fn release_handle(&self, fh: u64) {
-        self.handles.lock().unwrap_or_else(|p| p.into_inner()).remove(&fh);
+        let h = self.handles.lock().unwrap_or_else(|p| p.into_inner()).remove(&fh);
+        let ino = match h.as_deref() {
+            Some(Handle::Write(w)) => w.ino,
+            Some(Handle::Read(r)) => r.ino,
+            _ => return,
+        };
+        if !self.has_handles(ino) {
+            let mut nodes = self.nodes();
+            if nodes.by_ino.get(&ino).is_some_and(|n| n.unlinked) {
+                nodes.by_ino.remove(&ino);
+            }
+        }
     }
 
     fn object_loc(&self, ino: Ino) -> FsResult<(String, String)> {
@@ -600,6 +680,7 @@ impl<S: Storage> Fs<S> {
             let (size, hashes) = self.sh.storage.hashmap(&container, &name, st.version).await?;
             self.update_node(ino, &st);
             return Ok(self.add_handle(Handle::Read(ReadHandle {
+                ino,
                 container,
                 name,
                 version: st.version,
@@ -630,10 +711,7 @@ impl<S: Storage> Fs<S> {
             }
             (None, _) => WriteState::empty(&container, vec![], crate::api::pithos::OCTET_STREAM.to_string()),
         };
-        Ok(self.add_handle(Handle::Write(WriteHandle {
-            ino,
-            state: tokio::sync::Mutex::new(state),
-        })))
+        Ok(self.add_handle(Handle::Write(WriteHandle::new(ino, state))))
     }
 
     fn update_node(&self, ino: Ino, st: &ObjectStat) {
@@ -689,15 +767,13 @@ impl<S: Storage> Fs<S> {
                     mtime: now_micros(),
                     version: 0,
                     fetched: None,
+                    unlinked: false,
                 },
             );
             ino
         };
         let state = WriteState::empty(&container, vec![], crate::api::pithos::OCTET_STREAM.to_string());
-        let fh = self.add_handle(Handle::Write(WriteHandle {
-            ino,
-            state: tokio::sync::Mutex::new(state),
-        }));
+        let fh = self.add_handle(Handle::Write(WriteHandle::new(ino, state)));
         Ok((self.attr_of(ino, &self.node(ino)?), fh))
     }
 
@@ -785,7 +861,9 @@ impl<S: Storage> Fs<S> {
         let Handle::Write(w) = h.as_ref() else {
             return Err(FsError::new(libc::EBADF, "not open for writing"));
         };
-        w.state.lock().await.write(&self.sh, offset, data).await?;
+        let mut state = w.state.lock().await;
+        state.write(&self.sh, offset, data).await?;
+        w.size.store(state.size, Ordering::SeqCst);
         Ok(data.len() as u32)
     }
 
@@ -794,7 +872,7 @@ impl<S: Storage> Fs<S> {
         let h = self.handle(fh)?;
         let Handle::Write(w) = h.as_ref() else { return Ok(()) };
         let mut state = w.state.lock().await;
-        if !state.changed {
+        if !state.changed || w.orphaned.load(Ordering::SeqCst) {
             return Ok(());
         }
         let (container, name) = self.object_loc(w.ino)?;
@@ -862,6 +940,7 @@ impl<S: Storage> Fs<S> {
             hashes,
             state.content_type.clone(),
         );
+        dst.size.store(size, Ordering::SeqCst);
         drop(state);
         if let Some(node) = self.nodes().by_ino.get_mut(&dst.ino) {
             node.size = size;
@@ -889,7 +968,10 @@ impl<S: Storage> Fs<S> {
         };
         if let Some(h) = handle {
             if let Handle::Write(w) = h.as_ref() {
-                w.state.lock().await.resize(&self.sh, size).await?;
+                let mut state = w.state.lock().await;
+                state.resize(&self.sh, size).await?;
+                w.size.store(state.size, Ordering::SeqCst);
+                drop(state);
                 return self.getattr(ino).await;
             }
         }
@@ -972,6 +1054,7 @@ impl<S: Storage> Fs<S> {
             let (container, path) = self.object_loc(attr.ino)?;
             self.sh.storage.delete(&container, &path).await?;
         }
+        self.orphan_writers(attr.ino);
         self.forget_name(parent, name);
         Ok(())
     }
@@ -1022,6 +1105,10 @@ impl<S: Storage> Fs<S> {
                 .storage
                 .rename(&sc, &sp, &dc, &dp, attr.kind == Kind::Dir)
                 .await?;
+        }
+        let replaced = self.nodes().by_name.get(&(newparent, newname.to_string())).copied();
+        if let Some(old) = replaced.filter(|o| *o != attr.ino) {
+            self.orphan_writers(old);
         }
         let mut nodes = self.nodes();
         if let Some(old) = nodes.by_name.remove(&(newparent, newname.to_string())) {

@@ -591,3 +591,97 @@ fn cp_inside_the_mount_is_a_server_side_copy() {
         header(&api.head("pithos/orig.img"), "x-object-uuid")
     );
 }
+
+fn tool(var: &str) -> String {
+    std::env::var(var)
+        .unwrap_or_else(|_| panic!("{var} is not set: run the tests through scripts/test.sh, which installs it"))
+}
+
+/// Keeps a summary for scripts/test.sh to print after the run.
+fn report(name: &str, text: &str) {
+    eprintln!("{text}");
+    if let Ok(dir) = std::env::var("IMGFS_REPORTS") {
+        let _ = std::fs::write(Path::new(&dir).join(format!("{name}.txt")), format!("{text}\n"));
+    }
+}
+
+#[test]
+fn fsx_10k_operations() {
+    let (_s, _u, _api, m) = setup();
+    let art = m.path("").parent().unwrap().join("fsx-artifacts");
+    std::fs::create_dir_all(&art).unwrap();
+    let out = Command::new(tool("IMGFS_FSX"))
+        .args(["-N", "10000", "-S", "4242", "-P"])
+        .arg(&art)
+        .arg(m.path("pithos/fsx.bin"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let ok = out.status.success() && text.contains("All operations completed A-OK!");
+    report(
+        "fsx",
+        &format!(
+            "fsx: {} passed, {} failed (10000 operations, seed 4242)",
+            ok as u32, !ok as u32
+        ),
+    );
+    assert!(
+        ok,
+        "fsx failed:\n{}",
+        text.lines()
+            .rev()
+            .take(60)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn pjdfstest_on_the_supported_syscalls() {
+    let (_s, _u, _api, m) = setup();
+    let dir = m.path("pithos/pjd");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pjdfstest.toml");
+    let out = Command::new(tool("IMGFS_PJDFSTEST"))
+        .arg("-c")
+        .arg(&config)
+        .arg("-p")
+        .arg(&dir)
+        .args(["open", "mkdir", "rmdir", "unlink", "rename", "truncate"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    // "Summary: 0 failed, 15 skipped, 59 passed, 116 expected failures, 190 total"
+    let summary = text
+        .lines()
+        .find(|l| l.starts_with("Summary:"))
+        .unwrap_or_else(|| panic!("no summary:\n{text}"))
+        .to_string();
+    let num = |word: &str| -> u64 {
+        summary
+            .split(',')
+            .find(|p| p.trim_end().ends_with(word))
+            .and_then(|p| {
+                p.split_whitespace()
+                    .rev()
+                    .nth(word.split_whitespace().count())
+                    .and_then(|n| n.parse().ok())
+            })
+            .unwrap_or_else(|| panic!("cannot read '{word}' in {summary}"))
+    };
+    let (failed, passed, skipped, expected) = (num("failed"), num("passed"), num("skipped"), num("expected failures"));
+    report(
+        "pjdfstest",
+        &format!(
+            "pjdfstest: {expected} expected failures, each with its reason in tests/pjdfstest.toml\npjdfstest: {passed} passed, {failed} failed, {skipped} skipped"
+        ),
+    );
+    let failures: Vec<&str> = text.lines().filter(|l| l.contains("FAILED")).collect();
+    assert_eq!(failed, 0, "unexpected failures:\n{}", failures.join("\n"));
+    assert!(out.status.success());
+    assert!(passed > 50, "too few cases ran: {summary}");
+}

@@ -38,7 +38,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         crtime: a.mtime,
         kind: kind(a.kind),
         perm: a.perm,
-        nlink: if a.kind == Kind::Dir { 2 } else { 1 },
+        nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
         rdev: 0,
@@ -343,7 +343,7 @@ impl<S: Storage> Filesystem for FuseFs<S> {
 
     fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         match self.rt.block_on(self.fs.statfs()) {
-            Ok((blocks, free)) => reply.statfs(blocks, free, free, 0, 0, 4096, 1024, 4096),
+            Ok((blocks, free)) => reply.statfs(blocks, free, free, 0, 0, 4096, crate::fs::NAME_MAX as u32, 4096),
             Err(e) => reply.error(fail("statfs", ino.0, req, &e)),
         }
     }

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Benchmark of the mount (not a test). Against one `imgfs serve` on loopback:
+#   - a SIZE file (default 1 GiB) copied into and out of the mount, beside curl -T / curl GET
+#     of the same file to the same server and dd to the same local disk;
+#   - a re-copy of the unchanged file (dedup): time and new blocks stored (should be 0);
+#   - an edit of 3 blocks in the middle (dd conv=notrunc): new blocks stored (should be <= 3);
+#   - ls -l of a directory of 10k objects;
+#   - peak RSS of the mount process (/usr/bin/time -v on `imgfs mount -f`).
+# Each timing is the median of RUNS (default 3) runs; every first copy uses new content.
+#   scripts/bench.sh [SIZE_MiB]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE_MIB=${1:-1024}
+RUNS=${RUNS:-3}
+WORK=${BENCH_DIR:-$PWD/target/bench-mount}
+command -v fusermount3 >/dev/null || { apt-get update -qq && apt-get install -y -qq fuse3 >/dev/null; }
+[ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+for m in "$WORK/mnt"; do mountpoint -q "$m" 2>/dev/null && fusermount3 -u "$m"; done
+rm -rf "$WORK"; mkdir -p "$WORK/mnt"
+cargo build --release --quiet
+BIN=$PWD/target/release/imgfs
+
+"$BIN" serve --data "$WORK/data" --listen 127.0.0.1:0 >"$WORK/stdout" 2>"$WORK/server.log" &
+SPID=$!
+MPID=
+cleanup() { mountpoint -q "$WORK/mnt" && fusermount3 -u "$WORK/mnt"; kill $SPID 2>/dev/null || true; }
+trap cleanup EXIT
+for _ in $(seq 50); do grep -q "listening on" "$WORK/stdout" && break; sleep 0.1; done
+ADDR=$(sed -n 's/^listening on //p' "$WORK/stdout")
+USERJSON=$("$BIN" user add bench --data "$WORK/data" 2>/dev/null)
+TOKEN=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["token"])' "$USERJSON")
+UUID=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["uuid"])' "$USERJSON")
+echo "$TOKEN" >"$WORK/token"; chmod 600 "$WORK/token"
+URL="http://$ADDR/object-store/v1/$UUID/pithos"
+MNT="$WORK/mnt"
+
+/usr/bin/time -v -o "$WORK/mount.time" "$BIN" mount "http://$ADDR/identity/v2.0" "$MNT" -f \
+  -o "token_file=$WORK/token,log_file=$WORK/mount.log" &
+for _ in $(seq 100); do mountpoint -q "$MNT" && break; sleep 0.1; done
+mountpoint -q "$MNT" || { echo "mount failed" >&2; cat "$WORK/mount.log" >&2; exit 1; }
+
+FILE="$WORK/file.bin"
+head -c $((SIZE_MIB << 20)) /dev/urandom >"$FILE"
+BYTES=$((SIZE_MIB << 20))
+vary() { python3 - "$FILE" "$1" <<'PY'
+import sys, os
+f, n = sys.argv[1], int(sys.argv[2])
+with open(f, "r+b") as fh:
+    for off in range(0, os.path.getsize(f), 4 << 20):
+        fh.seek(off); fh.write(("run%013d" % n).encode())
+PY
+}
+blocks() { find "$WORK/data/blocks" -type f ! -name '.tmp-*' | wc -l; }
+secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); python3 -c "print('%.3f' % ($t1 - $t0))"; }
+median() { python3 -c 'import sys,statistics; print("%.3f" % statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
+mbps() { python3 -c "print('%.0f' % ($BYTES / 1e6 / $1))"; }
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
+
+declare -A T
+add() { T[$1]="${T[$1]:-} $2"; }
+for run in $(seq "$RUNS"); do
+  vary "$run"; drop
+  add dd "$(secs dd if="$FILE" of="$WORK/dd.out" bs=4M conv=fsync status=none)"; rm -f "$WORK/dd.out"
+  add curl_put "$(curl -s -o /dev/null -w '%{time_total}' -T "$FILE" -H "X-Auth-Token: $TOKEN" "$URL/curl$run")"
+  drop
+  add curl_get "$(curl -s -o /dev/null -w '%{time_total}' -H "X-Auth-Token: $TOKEN" "$URL/curl$run")"
+  vary "$((run + 100))"; drop
+  add cp_in "$(secs cp "$FILE" "$MNT/pithos/img$run")"
+  drop
+  add cp_out "$(secs cp "$MNT/pithos/img$run" "$WORK/out.bin")"
+  cmp -s "$FILE" "$WORK/out.bin" || { echo "cp out of the mount returned different bytes" >&2; exit 1; }
+  rm -f "$WORK/out.bin"
+  before=$(blocks)
+  add recopy "$(secs cp "$FILE" "$MNT/pithos/img$run")"
+  add recopy_blocks "$(( $(blocks) - before ))"
+  before=$(blocks)
+  add edit "$(secs dd if=/dev/urandom of="$MNT/pithos/img$run" bs=4M count=3 seek=$(( SIZE_MIB / 8 )) conv=notrunc status=none)"
+  add edit_blocks "$(( $(blocks) - before ))"
+done
+
+# 10k objects, then ls -l (cold: first listing of the directory).
+python3 - "$ADDR" "$UUID" "$TOKEN" <<'PY'
+import http.client, sys, threading
+addr, acc, tok = sys.argv[1:4]
+host, port = addr.rsplit(":", 1)
+def w(t):
+    c = http.client.HTTPConnection(host, int(port))
+    for i in range(t, 10000, 8):
+        c.request("PUT", "/object-store/v1/%s/pithos/many/f%05d" % (acc, i), b"", {"X-Auth-Token": tok})
+        r = c.getresponse(); r.read(); assert r.status == 201
+ts = [threading.Thread(target=w, args=(i,)) for i in range(8)]
+[t.start() for t in ts]; [t.join() for t in ts]
+PY
+for run in $(seq "$RUNS"); do
+  sleep 1.1  # past the attribute TTL: a cold listing every time
+  add ls "$(secs ls -l "$MNT/pithos/many")"
+done
+[ "$(ls "$MNT/pithos/many" | wc -l)" = 10000 ] || { echo "ls saw the wrong count" >&2; exit 1; }
+
+fusermount3 -u "$MNT"
+wait 2>/dev/null || true
+RSS_KB=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$WORK/mount.time")
+
+CURL_PUT=$(median ${T[curl_put]}); CURL_GET=$(median ${T[curl_get]}); CP_IN=$(median ${T[cp_in]})
+CP_OUT=$(median ${T[cp_out]}); RECOPY=$(median ${T[recopy]}); DD=$(median ${T[dd]})
+printf "\n%s MiB, medians of %s runs\n" "$SIZE_MIB" "$RUNS"
+printf "%-38s %8s %8s\n" "what" "s" "MB/s"
+for k in dd curl_put cp_in curl_get cp_out recopy; do
+  m=$(median ${T[$k]}); printf "%-38s %8s %8s\n" "$k" "$m" "$(mbps "$m")"
+done
+printf "%-38s %8s\n" "edit of 3 blocks (s)" "$(median ${T[edit]})"
+python3 - "$CP_IN" "$CURL_PUT" "$CP_OUT" "$CURL_GET" "$RECOPY" "$DD" <<'PY'
+import sys
+cp_in, curl_put, cp_out, curl_get, recopy, dd = map(float, sys.argv[1:])
+print("cp in / curl PUT      %.2f  (target >= 0.8)" % (curl_put / cp_in))
+print("cp out / curl GET     %.2f  (target >= 0.8)" % (curl_get / cp_out))
+print("re-copy speedup       %.2f  (target >= 3)" % (cp_in / recopy))
+print("cp in / dd conv=fsync %.2f" % (dd / cp_in))
+PY
+echo "new blocks stored by each re-copy: ${T[recopy_blocks]}  (target 0)"
+echo "new blocks stored by each 3-block edit: ${T[edit_blocks]}  (target <= 3)"
+printf "ls -l of 10k objects: %s s (median; target <= 0.3)\n" "$(median ${T[ls]})"
+echo "peak RSS of the mount process: $((RSS_KB / 1024)) MiB (target <= 256)"
