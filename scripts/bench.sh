@@ -36,6 +36,7 @@ MNT="$WORK/mnt"
 
 /usr/bin/time -v -o "$WORK/mount.time" "$BIN" mount "http://$ADDR/identity/v2.0" "$MNT" -f \
   -o "token_file=$WORK/token,log_file=$WORK/mount.log" &
+MPID=$!
 for _ in $(seq 100); do mountpoint -q "$MNT" && break; sleep 0.1; done
 mountpoint -q "$MNT" || { echo "mount failed" >&2; cat "$WORK/mount.log" >&2; exit 1; }
 
@@ -98,7 +99,7 @@ done
 [ "$(ls "$MNT/pithos/many" | wc -l)" = 10000 ] || { echo "ls saw the wrong count" >&2; exit 1; }
 
 fusermount3 -u "$MNT"
-wait 2>/dev/null || true
+wait "$MPID" 2>/dev/null || true
 RSS_KB=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$WORK/mount.time")
 
 CURL_PUT=$(median ${T[curl_put]}); CURL_GET=$(median ${T[curl_get]}); CP_IN=$(median ${T[cp_in]})

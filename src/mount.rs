@@ -213,6 +213,9 @@ pub fn run(args: MountArgs) -> Result<(), MountError> {
         )));
     }
     if cfg.foreground {
+        if let Some(log) = &cfg.log_file {
+            redirect_stderr(log);
+        }
         return serve(cfg, identity_url, token, None);
     }
     let mut fds = [0; 2];
@@ -267,6 +270,15 @@ fn is_mount_point(p: &std::path::Path) -> bool {
         let mp = mp.replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\");
         std::path::Path::new(&mp) == canon
     })
+}
+
+/// Sends the log (stderr) to `path`, keeping stdout.
+fn redirect_stderr(path: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    if let Ok(f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        // SAFETY: dup2 onto fd 2; `f` stays open until the call returns.
+        unsafe { libc::dup2(f.as_raw_fd(), 2) };
+    }
 }
 
 fn detach_stdio(log: Option<&std::path::Path>) {

@@ -22,6 +22,8 @@ struct Mem {
     copies: AtomicUsize,
     /// Fail the next N block uploads with a 503.
     fail_uploads: AtomicUsize,
+    /// Slow uploads down, to see what a writer holds meanwhile.
+    upload_delay_ms: AtomicU64,
 }
 
 fn err(status: u16) -> ClientError {
@@ -137,6 +139,10 @@ impl Storage for Arc<Mem> {
         Ok(PutOutcome::Done { version: v })
     }
     async fn upload_block(&self, _: &str, data: Bytes) -> crate::client::Result<BlockHash> {
+        let delay = self.upload_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         if self.fail_uploads.load(Ordering::SeqCst) > 0 {
             self.fail_uploads.fetch_sub(1, Ordering::SeqCst);
             return Err(err(503));
@@ -426,4 +432,28 @@ async fn copy_file_range_is_a_server_side_copy() {
     );
     fs.release(fout).await.unwrap();
     fs.release(fin).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_sequential_write_holds_only_the_blocks_in_flight() {
+    let (mem, fs) = fs_with(FsOptions {
+        uploads_in_flight: 3,
+        ..FsOptions::default()
+    });
+    mem.upload_delay_ms.store(20, Ordering::SeqCst);
+    let dir = container_ino(&fs).await;
+    let (_, fh) = fs.create(dir, "long", libc::O_WRONLY).await.unwrap();
+    let bytes = data(40 * BLOCK_SIZE, 9);
+    let mut peak = 0;
+    for (i, c) in bytes.chunks(1 << 20).enumerate() {
+        fs.write(fh, (i << 20) as u64, c).await.unwrap();
+        let h = fs.handle(fh).unwrap();
+        if let Handle::Write(w) = h.as_ref() {
+            peak = peak.max(w.state.lock().await.buffered_blocks());
+        }
+    }
+    fs.release(fh).await.unwrap();
+    assert_eq!(content(&mem, "long"), bytes);
+    // in flight (3) + one waiting for a slot + the block being filled, never the whole file
+    assert!(peak <= 6, "peak {peak} blocks buffered for a 40-block file");
 }

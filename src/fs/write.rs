@@ -50,6 +50,8 @@ pub struct WriteState {
     known: Arc<HashSet<BlockHash>>,
     /// Dirty block indexes in the order they were last touched.
     touched: Vec<usize>,
+    /// Indexes of blocks sent to upload, oldest first, until their task is reaped.
+    uploading: std::collections::VecDeque<usize>,
     spill: Option<std::fs::File>,
     spill_free: Vec<u64>,
     spill_next: u64,
@@ -68,6 +70,7 @@ impl WriteState {
             base: Some(base),
             known,
             touched: vec![],
+            uploading: Default::default(),
             spill: None,
             spill_free: vec![],
             spill_next: 0,
@@ -85,12 +88,21 @@ impl WriteState {
             base: None,
             known: Arc::new(known.into_iter().collect()),
             touched: vec![],
+            uploading: Default::default(),
             spill: None,
             spill_free: vec![],
             spill_next: 0,
             changed: true,
             content_type,
         }
+    }
+
+    /// Blocks whose bytes are held in memory (dirty, or in flight).
+    pub fn buffered_blocks(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| matches!(s, Slot::Dirty(_) | Slot::Uploading(..)))
+            .count()
     }
 
     /// Unchanged since it became a copy of exactly these blocks.
@@ -242,7 +254,42 @@ impl WriteState {
         let bytes = Bytes::from(data);
         let task = spawn_upload(sh, &self.container, self.known.clone(), bytes.clone()).await;
         self.slots[idx] = Slot::Uploading(bytes, task);
+        self.uploading.push_back(idx);
+        self.reap().await;
         Ok(())
+    }
+
+    /// Turns finished uploads into hashes, freeing their buffers, so that memory holds only
+    /// the blocks in flight. A failed upload becomes dirty again; commit retries it and
+    /// reports the error.
+    async fn reap(&mut self) {
+        while let Some(&idx) = self.uploading.front() {
+            match &self.slots[idx] {
+                Slot::Uploading(_, t) if !t.is_finished() => break,
+                Slot::Uploading(..) => {}
+                // Rewritten since it was sent: nothing to reap.
+                _ => {
+                    self.uploading.pop_front();
+                    continue;
+                }
+            }
+            self.uploading.pop_front();
+            let Slot::Uploading(bytes, task) = std::mem::replace(&mut self.slots[idx], Slot::Clean(BlockHash::empty()))
+            else {
+                unreachable!("checked above")
+            };
+            self.slots[idx] = match task.await {
+                Ok(Ok(h)) => Slot::Uploaded(h),
+                Ok(Err(e)) => {
+                    tracing::warn!("upload of block {idx} failed, kept for the commit: {e}");
+                    Slot::Dirty(bytes.to_vec())
+                }
+                Err(e) => {
+                    tracing::warn!("upload task of block {idx} failed, kept for the commit: {e}");
+                    Slot::Dirty(bytes.to_vec())
+                }
+            };
+        }
     }
 
     /// Writes `data` at `offset`.
@@ -430,10 +477,8 @@ impl WriteState {
                 return Err(e.into());
             }
         };
-        for (h, b) in bytes_of.values().map(|b| (block_hash(b), b)) {
-            sh.cache.insert(h, b);
-        }
         self.slots = hashes.iter().copied().map(Slot::Clean).collect();
+        self.uploading.clear();
         self.known = Arc::new(hashes.iter().copied().collect());
         self.base = Some(Base {
             container: container.into(),

@@ -15,6 +15,20 @@ const WRITES_IN_FLIGHT: usize = 3;
 /// Blocks read ahead for one download.
 const READ_AHEAD: usize = 3;
 
+/// Appends `data` to the partial block in `buf`; returns the blocks it completed.
+fn fill_blocks(buf: &mut BytesMut, mut data: &[u8]) -> Vec<Bytes> {
+    let mut full = vec![];
+    while !data.is_empty() {
+        let take = (BLOCK_SIZE - buf.len()).min(data.len());
+        buf.extend_from_slice(&data[..take]);
+        data = &data[take..];
+        if buf.len() == BLOCK_SIZE {
+            full.push(std::mem::replace(buf, BytesMut::with_capacity(BLOCK_SIZE)).freeze());
+        }
+    }
+    full
+}
+
 /// What an ingested body turned into.
 pub struct Ingested {
     pub size: u64,
@@ -63,18 +77,11 @@ where
                 "checksum worker stopped",
             ));
         }
-        let mut rest = &chunk[..];
-        while !rest.is_empty() {
-            let take = (BLOCK_SIZE - buf.len()).min(rest.len());
-            buf.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            if buf.len() == BLOCK_SIZE {
-                let full = std::mem::replace(&mut buf, BytesMut::with_capacity(BLOCK_SIZE)).freeze();
-                pending.push_back(spawn(full));
-                if pending.len() >= WRITES_IN_FLIGHT {
-                    if let Some(r) = pending.next().await {
-                        hashes.push(r??);
-                    }
+        for full in fill_blocks(&mut buf, &chunk) {
+            pending.push_back(spawn(full));
+            if pending.len() >= WRITES_IN_FLIGHT {
+                if let Some(r) = pending.next().await {
+                    hashes.push(r??);
                 }
             }
         }
@@ -177,16 +184,9 @@ where
         if received > len {
             return Err(ApiError::bad_request("Body longer than the range"));
         }
-        let mut rest = &chunk[..];
-        while !rest.is_empty() {
-            let take = (BLOCK_SIZE - buf.len()).min(rest.len());
-            buf.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            if buf.len() == BLOCK_SIZE {
-                let full = std::mem::replace(&mut buf, BytesMut::with_capacity(BLOCK_SIZE)).freeze();
-                out.push(put(full).await?);
-                block_index += 1;
-            }
+        for full in fill_blocks(&mut buf, &chunk) {
+            out.push(put(full).await?);
+            block_index += 1;
         }
     }
     if received != len {

@@ -435,6 +435,28 @@ fn set_path_permissions(c: &Connection, pid: i64, sharing: Option<&Sharing>, pub
     Ok(())
 }
 
+/// The current object matching one condition on `v` (versions), `p` (paths) or `k` (containers).
+fn current_where(c: &Connection, cond: &str, param: &str) -> Result<Option<ObjectInfo>> {
+    let hit: Option<(String, String, String, Row)> = c
+        .query_row(
+            &format!(
+                "SELECT k.account, k.name, p.name, {ROW_COLS} FROM paths p
+                 JOIN versions v ON v.id = p.latest JOIN containers k ON k.id = p.container
+                 WHERE {cond}"
+            ),
+            [param],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, row_from(r, 3)?)),
+        )
+        .optional()?;
+    match hit {
+        Some((acc, cont, name, row)) => {
+            let ctx = path_ctx(c, &acc, &cont)?;
+            Ok(Some(info_of(c, &ctx, &name, &row, true)?))
+        }
+        None => Ok(None),
+    }
+}
+
 /// Current names under `prefix` (a range scan), in byte order.
 fn names_under(c: &Connection, container: i64, prefix: &str) -> Result<Vec<(i64, String)>> {
     let upper = format!("{prefix}\u{10FFFF}\u{10FFFF}");
@@ -1079,49 +1101,11 @@ impl Store for SqliteStore {
     }
 
     fn object_by_uuid(&self, uuid: &str) -> Result<Option<ObjectInfo>> {
-        self.with_read(|c| {
-            let hit: Option<(String, String, String, Row)> = c
-                .query_row(
-                    &format!(
-                        "SELECT k.account, k.name, p.name, {ROW_COLS} FROM versions v
-                         JOIN paths p ON p.latest = v.id JOIN containers k ON k.id = p.container
-                         WHERE v.uuid = ?1"
-                    ),
-                    [uuid],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, row_from(r, 3)?)),
-                )
-                .optional()?;
-            match hit {
-                Some((acc, cont, name, row)) => {
-                    let ctx = path_ctx(c, &acc, &cont)?;
-                    Ok(Some(info_of(c, &ctx, &name, &row, true)?))
-                }
-                None => Ok(None),
-            }
-        })
+        self.with_read(|c| current_where(c, "v.uuid = ?1", uuid))
     }
 
     fn object_by_public_id(&self, public_id: &str) -> Result<Option<ObjectInfo>> {
-        self.with_read(|c| {
-            let hit: Option<(String, String, String, Row)> = c
-                .query_row(
-                    &format!(
-                        "SELECT k.account, k.name, p.name, {ROW_COLS} FROM paths p
-                         JOIN versions v ON v.id = p.latest JOIN containers k ON k.id = p.container
-                         WHERE p.public_id = ?1"
-                    ),
-                    [public_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, row_from(r, 3)?)),
-                )
-                .optional()?;
-            match hit {
-                Some((acc, cont, name, row)) => {
-                    let ctx = path_ctx(c, &acc, &cont)?;
-                    Ok(Some(info_of(c, &ctx, &name, &row, true)?))
-                }
-                None => Ok(None),
-            }
-        })
+        self.with_read(|c| current_where(c, "p.public_id = ?1", public_id))
     }
 
     fn list_images(&self) -> Result<Vec<ObjectInfo>> {
