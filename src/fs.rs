@@ -182,7 +182,7 @@ impl WriteHandle {
 
 enum Handle {
     Read(ReadHandle),
-    Write(WriteHandle),
+    Write(Box<WriteHandle>),
     Dir(Vec<(String, Attr)>),
 }
 
@@ -711,7 +711,7 @@ impl<S: Storage> Fs<S> {
             }
             (None, _) => WriteState::empty(&container, vec![], crate::api::pithos::OCTET_STREAM.to_string()),
         };
-        Ok(self.add_handle(Handle::Write(WriteHandle::new(ino, state))))
+        Ok(self.add_handle(Handle::Write(Box::new(WriteHandle::new(ino, state)))))
     }
 
     fn update_node(&self, ino: Ino, st: &ObjectStat) {
@@ -773,7 +773,7 @@ impl<S: Storage> Fs<S> {
             ino
         };
         let state = WriteState::empty(&container, vec![], crate::api::pithos::OCTET_STREAM.to_string());
-        let fh = self.add_handle(Handle::Write(WriteHandle::new(ino, state)));
+        let fh = self.add_handle(Handle::Write(Box::new(WriteHandle::new(ino, state))));
         Ok((self.attr_of(ino, &self.node(ino)?), fh))
     }
 
