@@ -29,7 +29,7 @@ const BS: u64 = BLOCK_SIZE as u64;
 /// Listing page size (the server's maximum).
 const PAGE: usize = 10_000;
 /// Largest prefetch window, in blocks.
-const MAX_WINDOW: u64 = 16;
+const MAX_WINDOW: u64 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -83,7 +83,7 @@ impl Default for FsOptions {
             read_only: false,
             container: None,
             staging_dir: std::env::temp_dir(),
-            cache_blocks: 32,
+            cache_blocks: 16,
             max_dirty_blocks: 8,
             max_staging_bytes: 64 << 30,
             uploads_in_flight: 4,

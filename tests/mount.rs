@@ -621,7 +621,7 @@ fn fsx_10k_operations() {
     report(
         "fsx",
         &format!(
-            "fsx: {} passed, {} failed (10000 operations, seed 4242)",
+            "fsx: 10000 operations, seed 4242\nfsx: {} passed, {} failed",
             ok as u32, !ok as u32
         ),
     );

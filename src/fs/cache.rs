@@ -53,7 +53,11 @@ impl BlockCache {
         let res = fut.await;
         self.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&h);
         let data = res?;
-        let got = crate::api::hashing::block_hash(&data);
+        // Hashing 4 MiB takes milliseconds: not on an async worker.
+        let d = data.clone();
+        let got = tokio::task::spawn_blocking(move || crate::api::hashing::block_hash(&d))
+            .await
+            .map_err(|e| FsError::new(libc::EIO, format!("hash task failed: {e}")))?;
         if got != h {
             return Err(FsError::new(libc::EIO, format!("block {h} arrived with hash {got}")));
         }
