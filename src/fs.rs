@@ -30,6 +30,8 @@ const BS: u64 = BLOCK_SIZE as u64;
 const PAGE: usize = 10_000;
 /// Largest prefetch window, in blocks.
 const MAX_WINDOW: u64 = 8;
+/// How far from the furthest read a read may land and still count as sequential.
+const NEAR: u64 = 8 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -155,7 +157,18 @@ struct ReadHandle {
     size: u64,
     hashes: Arc<Vec<BlockHash>>,
     /// Sequential-read detection for prefetch.
-    next_offset: Mutex<(u64, u64)>,
+    seq: Mutex<ReadSeq>,
+}
+
+/// Where a reader is, for prefetch.
+#[derive(Default)]
+struct ReadSeq {
+    /// The furthest byte read so far.
+    last_end: u64,
+    /// Blocks to keep fetched ahead.
+    window: u64,
+    /// Blocks below this index have been asked for.
+    prefetched: u64,
 }
 
 struct WriteHandle {
@@ -686,7 +699,11 @@ impl<S: Storage> Fs<S> {
                 version: st.version,
                 size,
                 hashes: Arc::new(hashes),
-                next_offset: Mutex::new((0, 1)),
+                seq: Mutex::new(ReadSeq {
+                    last_end: 0,
+                    window: 1,
+                    prefetched: 1,
+                }),
             })));
         }
         let state = match (current, flags & libc::O_TRUNC != 0) {
@@ -793,29 +810,36 @@ impl<S: Storage> Fs<S> {
         let end = (offset + size as u64).min(r.size);
         let first = offset / BS;
         let last = (end - 1) / BS;
-        // Sequential reads grow the prefetch window; a seek resets it. Prefetch is started
-        // when a read enters a new block, not on every read.
-        let (window, entering) = {
-            let mut seq = r.next_offset.lock().unwrap_or_else(|p| p.into_inner());
-            let sequential = offset == seq.0;
-            let w = if sequential { seq.1 } else { 1 };
-            let entering = !sequential || offset / BS != seq.0.saturating_sub(1) / BS || offset == 0;
-            let w = if entering && sequential {
-                (w * 2).min(MAX_WINDOW)
-            } else {
-                w
-            };
-            *seq = (end, w);
-            (w, entering)
-        };
-        if entering {
+        // Sequential reads grow the prefetch window; a seek resets it. The kernel's readahead
+        // arrives on several threads, slightly out of order, so "sequential" means near the
+        // furthest read so far. Prefetch is issued only for blocks not yet asked for.
+        let (from, to) = {
+            let mut seq = r.seq.lock().unwrap_or_else(|p| p.into_inner());
+            let near = offset.abs_diff(seq.last_end) <= NEAR;
             let total = block_count(r.size);
-            for idx in (last + 1)..(last + 1 + window).min(total) {
-                let fut = self.fetch_block(r, idx);
-                tokio::spawn(async move {
-                    let _ = fut.await;
-                });
+            if !near {
+                seq.window = 1;
+                seq.last_end = end;
+                seq.prefetched = last + 1;
+                (0, 0)
+            } else {
+                seq.last_end = seq.last_end.max(end);
+                if last + seq.window >= seq.prefetched {
+                    seq.window = (seq.window * 2).min(MAX_WINDOW);
+                    let from = seq.prefetched.max(last + 1);
+                    let to = (last + 1 + seq.window).min(total);
+                    seq.prefetched = seq.prefetched.max(to);
+                    (from, to)
+                } else {
+                    (0, 0)
+                }
             }
+        };
+        for idx in from..to {
+            let fut = self.fetch_block(r, idx);
+            tokio::spawn(async move {
+                let _ = fut.await;
+            });
         }
         let mut out = vec![0u8; (end - offset) as usize];
         for idx in first..=last {
