@@ -33,13 +33,14 @@ fn fill_blocks(buf: &mut BytesMut, mut data: &[u8]) -> Vec<Bytes> {
 pub struct Ingested {
     pub size: u64,
     pub hashes: Vec<BlockHash>,
-    pub md5: String,
+    /// Computed only when asked for (whole-object PUTs, whose ETag Swift clients check).
+    pub md5: Option<String>,
 }
 
 /// Cuts a body into blocks as it arrives, stores each (several in flight), and computes its
 /// MD5. A body that ends early or errors fails the whole call; the blocks already written stay
 /// unreferenced.
-pub async fn ingest<S, E>(st: &AppState, mut body: S, max_size: u64) -> ApiResult<Ingested>
+pub async fn ingest<S, E>(st: &AppState, mut body: S, max_size: u64, want_md5: bool) -> ApiResult<Ingested>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
@@ -71,7 +72,7 @@ where
                 "Object too large",
             ));
         }
-        if md5_tx.send(chunk.clone()).await.is_err() {
+        if want_md5 && md5_tx.send(chunk.clone()).await.is_err() {
             return Err(ApiError::new(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                 "checksum worker stopped",
@@ -96,7 +97,7 @@ where
     Ok(Ingested {
         size,
         hashes,
-        md5: md5_task.await?,
+        md5: Some(md5_task.await?).filter(|_| want_md5),
     })
 }
 

@@ -367,16 +367,17 @@ async fn put(ctx: &Ctx, path: &ObjectPath, body: Body) -> ApiResult<Response> {
         if ctx.headers.get("content-length").is_none() && !chunked {
             return Err(ApiError::new(StatusCode::LENGTH_REQUIRED, "Missing Content-Length"));
         }
-        let ing = data::ingest(&ctx.st, body.into_data_stream(), MAX_OBJECT_SIZE).await?;
+        let ing = data::ingest(&ctx.st, body.into_data_stream(), MAX_OBJECT_SIZE, true).await?;
+        let md5 = ing.md5.clone().unwrap_or_default();
         if let Some(etag) = header(&ctx.headers, "etag")? {
-            if !etag.trim_matches('"').eq_ignore_ascii_case(&ing.md5) {
+            if !etag.trim_matches('"').eq_ignore_ascii_case(&md5) {
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "Object ETag does not match",
                 ));
             }
         }
-        (ing.size, ing.hashes, Some(ing.md5))
+        (ing.size, ing.hashes, Some(md5))
     };
     let obj = NewObject {
         size,
