@@ -323,8 +323,13 @@ fn serve_inner(
     token: String,
     ready: &mut Option<OwnedFd>,
 ) -> Result<(), MountError> {
+    // Every thread that allocates gets its own glibc arena by default; block buffers churned
+    // across hashing threads then keep RSS far above what is live. Two arenas suffice.
+    // SAFETY: mallopt only tunes the allocator.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(8)
         .build()
         .map_err(|e| MountError::Other(e.to_string()))?;
     let http = http_client();

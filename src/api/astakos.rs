@@ -11,6 +11,19 @@ pub const OBJECT_STORE_PATH: &str = "/object-store/v1";
 pub const IMAGE_PATH: &str = "/image/v1.0";
 pub const UI_PATH: &str = "/ui";
 
+/// Swift auth v1 (spec/astakos.md §6): request headers (and the alternatives some clients
+/// send) and reply headers.
+pub mod swift {
+    pub const AUTH_USER: &str = "x-auth-user";
+    pub const AUTH_KEY: &str = "x-auth-key";
+    pub const STORAGE_USER: &str = "x-storage-user";
+    pub const STORAGE_PASS: &str = "x-storage-pass";
+    pub const STORAGE_URL: &str = "x-storage-url";
+    pub const AUTH_TOKEN: &str = "x-auth-token";
+    pub const STORAGE_TOKEN: &str = "x-storage-token";
+    pub const AUTH_TOKEN_EXPIRES: &str = "x-auth-token-expires";
+}
+
 /// `{"auth": {"token": {"id": ...}}}` or `{"auth": {"passwordCredentials": {...}}}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenRequest {

@@ -66,7 +66,7 @@ impl PithosClient {
             let rq = build(
                 self.http
                     .request(method.clone(), &url)
-                    .header("X-Auth-Token", &self.token),
+                    .header(crate::api::pithos::X_AUTH_TOKEN, &self.token),
             );
             match rq.send().await {
                 Ok(r) if ok.contains(&r.status().as_u16()) => return Ok(r),
@@ -386,8 +386,8 @@ impl Storage for PithosClient {
         let from = format!("/{}/{}", encode_path(src_container), encode_path(src));
         let r = self
             .send(Method::PUT, self.url(dst_container, dst), &[201], |b| {
-                b.header("X-Copy-From", &from)
-                    .header("X-Source-Version", version.to_string())
+                b.header(crate::api::pithos::X_COPY_FROM, &from)
+                    .header(crate::api::pithos::X_SOURCE_VERSION, version.to_string())
                     .header("Content-Length", "0")
             })
             .await?;
@@ -408,7 +408,7 @@ impl Storage for PithosClient {
             url.push_str("?delimiter=/");
         }
         self.send(Method::from_bytes(b"MOVE").expect("method"), url, &[201], |b| {
-            b.header("Destination", &dest)
+            b.header(crate::api::pithos::DESTINATION, &dest)
         })
         .await?;
         Ok(())

@@ -111,7 +111,7 @@ pub async fn authenticate(http: &reqwest::Client, identity_url: &str, token: &st
     let url = format!("{base}/tokens");
     let r = http
         .post(&url)
-        .header("X-Auth-Token", token)
+        .header(crate::api::pithos::X_AUTH_TOKEN, token)
         .json(&TokenRequest::with_token(token))
         .send()
         .await

@@ -87,13 +87,14 @@ pub async fn user_catalogs(State(st): State<AppState>, headers: HeaderMap, body:
 
 /// Swift auth v1: `X-Auth-User` (name, uuid or `account:user`) and `X-Auth-Key` (the token).
 pub async fn swift_auth(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let user = match header(&headers, "x-auth-user")? {
+    use crate::api::astakos::swift::*;
+    let user = match header(&headers, AUTH_USER)? {
         Some(u) => Some(u),
-        None => header(&headers, "x-storage-user")?,
+        None => header(&headers, STORAGE_USER)?,
     };
-    let key = match header(&headers, "x-auth-key")? {
+    let key = match header(&headers, AUTH_KEY)? {
         Some(k) => Some(k),
-        None => header(&headers, "x-storage-pass")?,
+        None => header(&headers, STORAGE_PASS)?,
     };
     let (Some(user), Some(key)) = (user, key) else {
         return Err(ApiError::unauthorized("X-Auth-User and X-Auth-Key are required"));
@@ -102,16 +103,14 @@ pub async fn swift_auth(State(st): State<AppState>, headers: HeaderMap) -> ApiRe
         Some((a, u)) => vec![a.to_string(), u.to_string()],
         None => vec![user.clone()],
     };
-    let found = st.run(move |s| s.authenticate(&key)).await?;
+    let k = key.clone();
+    let found = st.run(move |s| s.authenticate(&k)).await?;
     let Some(found) = found else {
         return Err(ApiError::unauthorized("Invalid credentials"));
     };
     if !names.iter().all(|n| *n == found.name || *n == found.uuid) {
         return Err(ApiError::unauthorized("Invalid credentials"));
     }
-    let token = header(&headers, "x-auth-key")?
-        .or(header(&headers, "x-storage-pass")?)
-        .unwrap_or_default();
     let url = format!(
         "{}{}/{}",
         base_url(&headers),
@@ -121,9 +120,9 @@ pub async fn swift_auth(State(st): State<AppState>, headers: HeaderMap) -> ApiRe
     let mut r = StatusCode::OK.into_response();
     let h = r.headers_mut();
     let v = |s: &str| HeaderValue::from_str(s).map_err(|_| ApiError::bad_request("Invalid header value"));
-    h.insert("x-storage-url", v(&url)?);
-    h.insert("x-auth-token", v(&token)?);
-    h.insert("x-storage-token", v(&token)?);
-    h.insert("x-auth-token-expires", HeaderValue::from_static("86400"));
+    h.insert(STORAGE_URL, v(&url)?);
+    h.insert(AUTH_TOKEN, v(&key)?);
+    h.insert(STORAGE_TOKEN, v(&key)?);
+    h.insert(AUTH_TOKEN_EXPIRES, HeaderValue::from_static("86400"));
     Ok(r)
 }
