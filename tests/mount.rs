@@ -15,15 +15,14 @@ use std::time::Duration;
 struct Mount {
     dir: PathBuf,
     log: PathBuf,
+    /// Removed (after the unmount in Drop) with everything a test left beside the mount.
+    _root: tempfile::TempDir,
 }
 
 impl Mount {
     fn new(server: &Server, user: &TestUser, extra: &str) -> Mount {
-        let root = tempfile::Builder::new()
-            .prefix("mnt-")
-            .tempdir_in(test_root())
-            .unwrap()
-            .keep();
+        let tmp = tempfile::Builder::new().prefix("mnt-").tempdir_in(test_root()).unwrap();
+        let root = tmp.path().to_path_buf();
         let dir = root.join("m");
         std::fs::create_dir_all(&dir).unwrap();
         let token = root.join("token");
@@ -47,7 +46,7 @@ impl Mount {
             "mount failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Mount { dir, log }
+        Mount { dir, log, _root: tmp }
     }
 
     fn path(&self, p: &str) -> PathBuf {
