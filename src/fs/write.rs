@@ -187,7 +187,12 @@ impl WriteState {
     /// Makes block `idx` dirty (loading its content) and returns it.
     async fn dirty<S: Storage>(&mut self, sh: &Shared<S>, idx: usize) -> FsResult<&mut Vec<u8>> {
         if !matches!(self.slots[idx], Slot::Dirty(_)) {
-            let data = self.block_bytes(sh, idx).await?;
+            // A dirty buffer shorter than its block reads as zero-padded, so a block of zeros
+            // starts empty: writers fill it once instead of zeroing it first.
+            let data = match self.slots[idx] {
+                Slot::Clean(h) if h.is_empty_block() => Vec::with_capacity(BLOCK_SIZE),
+                _ => self.block_bytes(sh, idx).await?,
+            };
             self.slots[idx] = Slot::Dirty(data);
             self.spill_if_needed(sh, idx)?;
         }
@@ -309,10 +314,12 @@ impl WriteState {
             let hi = (end.min(bstart + BS) - bstart) as usize;
             let src = &data[(bstart + lo as u64 - offset) as usize..(bstart + hi as u64 - offset) as usize];
             let buf = self.dirty(sh, idx).await?;
-            if buf.len() < hi {
-                buf.resize(hi, 0);
+            if buf.len() < lo {
+                buf.resize(lo, 0);
             }
-            buf[lo..hi].copy_from_slice(src);
+            let overlap = hi.min(buf.len());
+            buf[lo..overlap].copy_from_slice(&src[..overlap - lo]);
+            buf.extend_from_slice(&src[overlap - lo..]);
             // A write that reaches the end of a full block is what sequential writers do: send it.
             if hi == BLOCK_SIZE {
                 self.finalize(sh, idx).await?;
