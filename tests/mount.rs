@@ -413,6 +413,16 @@ fn bad_token_unreachable_server_bad_option_and_busy_mountpoint_fail_the_mount() 
     assert!(std::fs::read_dir(m.path("pithos")).is_ok());
 }
 
+/// `cp SRC DST` in the background, its stderr captured.
+fn spawn_cp(src: &Path, dst: &Path) -> std::process::Child {
+    Command::new("cp")
+        .arg(src)
+        .arg(dst)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn server_killed_mid_copy_fails_with_eio_or_completes_never_torn() {
     let tmp = tempfile::tempdir_in(test_root()).unwrap();
@@ -428,12 +438,7 @@ fn server_killed_mid_copy_fails_with_eio_or_completes_never_torn() {
 
     // 1. The server dies and stays down: the copy fails (EIO), nothing torn is stored.
     let dst = m.path("pithos/one.img");
-    let cp = std::process::Command::new("cp")
-        .arg(&src)
-        .arg(&dst)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let cp = spawn_cp(&src, &dst);
     std::thread::sleep(Duration::from_millis(300));
     s.kill9();
     let out = cp.wait_with_output().unwrap();
@@ -453,12 +458,7 @@ fn server_killed_mid_copy_fails_with_eio_or_completes_never_torn() {
 
     // 2. The server comes back within the retry window: the copy completes, intact.
     let dst = m.path("pithos/two.img");
-    let cp = std::process::Command::new("cp")
-        .arg(&src)
-        .arg(&dst)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let cp = spawn_cp(&src, &dst);
     std::thread::sleep(Duration::from_millis(300));
     s.kill9();
     std::thread::sleep(Duration::from_millis(500));

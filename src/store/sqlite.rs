@@ -67,10 +67,12 @@ struct Row {
     md5: Option<String>,
     mtime: i64,
     modified_by: String,
+    /// A deletion marker, not readable data.
+    deleted: bool,
 }
 
 const ROW_COLS: &str =
-    "v.id, v.path, v.uuid, v.size, v.content_type, v.hashes, v.merkle, v.md5, v.mtime, v.modified_by";
+    "v.id, v.path, v.uuid, v.size, v.content_type, v.hashes, v.merkle, v.md5, v.mtime, v.modified_by, v.deleted";
 
 fn row_from(r: &rusqlite::Row, at: usize) -> rusqlite::Result<Row> {
     Ok(Row {
@@ -84,6 +86,7 @@ fn row_from(r: &rusqlite::Row, at: usize) -> rusqlite::Result<Row> {
         md5: r.get(at + 7)?,
         mtime: r.get(at + 8)?,
         modified_by: r.get(at + 9)?,
+        deleted: r.get::<_, i64>(at + 10)? != 0,
     })
 }
 
@@ -978,7 +981,7 @@ impl Store for SqliteStore {
                             .ok_or(StoreError::VersionNotFound)?
                             .0;
                         let row = load_row(tx, v as i64)?;
-                        if row.path != spid {
+                        if row.path != spid || row.deleted {
                             return Err(StoreError::VersionNotFound);
                         }
                         (spid, row)
@@ -986,9 +989,6 @@ impl Store for SqliteStore {
                     _ => current(tx, &sctx, sname)?.ok_or(StoreError::ObjectNotFound)?,
                 };
                 let sinfo = info_of(tx, &sctx, sname, &srow, true)?;
-                if sinfo.content_type.is_empty() {
-                    return Err(StoreError::VersionNotFound);
-                }
                 let (dpid, _) = ensure_path(tx, dctx.container.id, dname)?;
                 let dcur = match current(tx, &dctx, dname)? {
                     Some((_, row)) => Some(info_of(tx, &dctx, dname, &row, true)?),
