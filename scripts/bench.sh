@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Benchmark of the mount (not a test). Against one `imgfs serve` on loopback:
-#   - a SIZE file (default 1 GiB) copied into and out of the mount, beside curl -T / curl GET
-#     of the same file to the same server and dd to the same local disk;
+#   - a SIZE file (default 1 GiB) copied into the mount beside curl -T to the same server and
+#     dd to the same local disk; read out with cat (to /dev/null, beside curl to /dev/null) and
+#     with cp (to the local disk, beside curl -o to the local disk);
 #   - a re-copy of the unchanged file (dedup): time and new blocks stored (should be 0);
 #   - an edit of 3 blocks in the middle (dd conv=notrunc): new blocks stored (should be <= 3);
 #   - ls -l of a directory of 10k objects;
 #   - peak RSS of the mount process (/usr/bin/time -v on `imgfs mount -f`).
 # Each timing is the median of RUNS (default 3) runs; every first copy uses new content.
-#   scripts/bench.sh [SIZE_MiB]
+#   [MOUNT_OPTS=verify_reads] scripts/bench.sh [SIZE_MiB]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-1024}
@@ -35,7 +36,7 @@ URL="http://$ADDR/object-store/v1/$UUID/pithos"
 MNT="$WORK/mnt"
 
 /usr/bin/time -v -o "$WORK/mount.time" "$BIN" mount "http://$ADDR/identity/v2.0" "$MNT" -f \
-  -o "token_file=$WORK/token,log_file=$WORK/mount.log" &
+  -o "token_file=$WORK/token,log_file=$WORK/mount.log${MOUNT_OPTS:+,$MOUNT_OPTS}" &
 MPID=$!
 for _ in $(seq 100); do mountpoint -q "$MNT" && break; sleep 0.1; done
 mountpoint -q "$MNT" || { echo "mount failed" >&2; cat "$WORK/mount.log" >&2; exit 1; }
@@ -65,8 +66,13 @@ for run in $(seq "$RUNS"); do
   add curl_put "$(curl -s -o /dev/null -w '%{time_total}' -T "$FILE" -H "X-Auth-Token: $TOKEN" "$URL/curl$run")"
   drop
   add curl_get "$(curl -s -o /dev/null -w '%{time_total}' -H "X-Auth-Token: $TOKEN" "$URL/curl$run")"
+  drop
+  add curl_file "$(curl -s -o "$WORK/curl.out" -w '%{time_total}' -H "X-Auth-Token: $TOKEN" "$URL/curl$run")"
+  rm -f "$WORK/curl.out"
   vary "$((run + 100))"; drop
   add cp_in "$(secs cp "$FILE" "$MNT/pithos/img$run")"
+  drop
+  add cat_out "$(secs cat "$MNT/pithos/img$run")"
   drop
   add cp_out "$(secs cp "$MNT/pithos/img$run" "$WORK/out.bin")"
   cmp -s "$FILE" "$WORK/out.bin" || { echo "cp out of the mount returned different bytes" >&2; exit 1; }
@@ -104,17 +110,19 @@ RSS_KB=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$WORK/mount.time"
 
 CURL_PUT=$(median ${T[curl_put]}); CURL_GET=$(median ${T[curl_get]}); CP_IN=$(median ${T[cp_in]})
 CP_OUT=$(median ${T[cp_out]}); RECOPY=$(median ${T[recopy]}); DD=$(median ${T[dd]})
+CAT_OUT=$(median ${T[cat_out]}); CURL_FILE=$(median ${T[curl_file]})
 printf "\n%s MiB, medians of %s runs\n" "$SIZE_MIB" "$RUNS"
 printf "%-38s %8s %8s\n" "what" "s" "MB/s"
-for k in dd curl_put cp_in curl_get cp_out recopy; do
+for k in dd curl_put cp_in curl_get cat_out curl_file cp_out recopy; do
   m=$(median ${T[$k]}); printf "%-38s %8s %8s\n" "$k" "$m" "$(mbps "$m")"
 done
 printf "%-38s %8s\n" "edit of 3 blocks (s)" "$(median ${T[edit]})"
-python3 - "$CP_IN" "$CURL_PUT" "$CP_OUT" "$CURL_GET" "$RECOPY" "$DD" <<'PY'
+python3 - "$CP_IN" "$CURL_PUT" "$CP_OUT" "$CURL_GET" "$RECOPY" "$DD" "$CAT_OUT" "$CURL_FILE" <<'PY'
 import sys
-cp_in, curl_put, cp_out, curl_get, recopy, dd = map(float, sys.argv[1:])
+cp_in, curl_put, cp_out, curl_get, recopy, dd, cat_out, curl_file = map(float, sys.argv[1:])
 print("cp in / curl PUT      %.2f  (target >= 0.8)" % (curl_put / cp_in))
-print("cp out / curl GET     %.2f  (target >= 0.8)" % (curl_get / cp_out))
+print("cat / curl GET        %.2f  (target >= 0.8; both to /dev/null)" % (curl_get / cat_out))
+print("cp out / curl -o file %.2f  (both write the local disk)" % (curl_file / cp_out))
 print("re-copy speedup       %.2f  (target >= 3)" % (cp_in / recopy))
 print("cp in / dd conv=fsync %.2f" % (dd / cp_in))
 PY

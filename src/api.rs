@@ -5,6 +5,7 @@
 pub mod astakos;
 pub mod fault;
 pub mod hashing;
+pub mod metafile;
 pub mod pithos;
 pub mod plankton;
 pub mod timefmt;

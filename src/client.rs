@@ -4,9 +4,12 @@
 //! unit tests run it against an in-memory fake.
 
 pub mod pithos;
+pub mod plankton;
 pub mod session;
 
 use crate::api::hashing::BlockHash;
+use crate::api::metafile::Registration;
+use crate::api::plankton::Image;
 use bytes::Bytes;
 use std::future::Future;
 
@@ -158,4 +161,17 @@ pub trait Storage: Send + Sync + 'static {
         dst: &str,
         recursive: bool,
     ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The image-registry operations the filesystem needs to keep an object's registration in
+/// step with its `.meta` file. Images are the account's own objects, named by container and
+/// path; the image id is the object's UUID.
+pub trait Registry: Send + Sync + 'static {
+    /// The registration of `container/name`, or `None` if it is not an image.
+    fn image_of(&self, container: &str, name: &str) -> impl Future<Output = Result<Option<Image>>> + Send;
+    /// Registers (or re-registers, replacing everything) `container/name` as `reg` says;
+    /// without a name in `reg`, the object's path names the image.
+    fn register(&self, container: &str, name: &str, reg: &Registration) -> impl Future<Output = Result<Image>> + Send;
+    /// Unregisters an image (the object stays); an id that is no image is not an error.
+    fn unregister(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
 }

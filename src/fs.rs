@@ -6,13 +6,14 @@
 pub mod cache;
 pub mod error;
 pub mod fuse;
+pub mod images;
 pub mod write;
 
 use crate::api::hashing::{block_count, block_len, BlockHash, BLOCK_SIZE};
-use crate::client::{Listed, ObjectStat, Storage};
+use crate::client::{Listed, ObjectStat, Registry, Storage};
 use cache::BlockCache;
 pub use error::{FsError, FsResult};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,6 +56,11 @@ pub struct Attr {
 /// Receives directory entries; `add` returns true when the buffer is full.
 pub trait DirSink {
     fn add(&mut self, ino: Ino, offset: u64, name: &str, attr: &Attr) -> bool;
+    /// Whether the kernel keeps an entry (an inode reference) for each name added, as with
+    /// readdirplus.
+    fn gives_entries(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +78,12 @@ pub struct FsOptions {
     pub max_dirty_blocks: usize,
     pub max_staging_bytes: u64,
     pub uploads_in_flight: usize,
+    /// Blocks hashed at once. One core is left to the writer's FUSE round trips, which are the
+    /// other half of a sequential write's cost.
+    pub hash_threads: usize,
+    /// Check fetched blocks against their hashes here too (the server already checks what it
+    /// reads from disk); costs a sha256 pass per block read.
+    pub verify_reads: bool,
 }
 
 impl Default for FsOptions {
@@ -89,6 +101,8 @@ impl Default for FsOptions {
             max_dirty_blocks: 8,
             max_staging_bytes: 64 << 30,
             uploads_in_flight: 4,
+            hash_threads: std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
+            verify_reads: false,
         }
     }
 }
@@ -107,6 +121,7 @@ pub struct Shared<S> {
     pub cache: Arc<BlockCache>,
     pub opts: Arc<FsOptions>,
     pub uploads: Arc<tokio::sync::Semaphore>,
+    pub hashers: Arc<tokio::sync::Semaphore>,
     /// Hashes this mount uploaded recently (the server has them).
     pub sent: Arc<Mutex<lru::LruCache<BlockHash, ()>>>,
     pub stats: Arc<Stats>,
@@ -119,6 +134,7 @@ impl<S> Clone for Shared<S> {
             cache: self.cache.clone(),
             opts: self.opts.clone(),
             uploads: self.uploads.clone(),
+            hashers: self.hashers.clone(),
             sent: self.sent.clone(),
             stats: self.stats.clone(),
         }
@@ -138,6 +154,8 @@ struct Node {
     fetched: Option<Instant>,
     /// Removed from its directory while open; kept until the last handle closes.
     unlinked: bool,
+    /// Entries the kernel holds (each entry reply counts one; `forget` gives them back).
+    lookups: u64,
 }
 
 /// Where an inode is on the server.
@@ -201,6 +219,8 @@ enum Handle {
 
 pub struct Fs<S: Storage> {
     sh: Shared<S>,
+    /// Why the last commit of each metafile failed, by `(container, path)`.
+    meta_errors: Mutex<HashMap<(String, String), String>>,
     nodes: Mutex<Nodes>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
@@ -211,7 +231,12 @@ struct Nodes {
     by_ino: HashMap<Ino, Node>,
     by_name: HashMap<(Ino, String), Ino>,
     next: Ino,
+    /// Table size at which nodes the kernel does not hold are swept out.
+    sweep_at: usize,
 }
+
+/// Nodes kept at least, before sweeping those the kernel has forgotten or never seen.
+const SWEEP_MIN: usize = 16 << 10;
 
 fn to_systime(micros: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_micros(micros.max(0) as u64)
@@ -231,10 +256,11 @@ fn check_name(name: &str) -> FsResult<()> {
     Ok(())
 }
 
-impl<S: Storage> Fs<S> {
+impl<S: Storage + Registry> Fs<S> {
     pub fn new(storage: S, opts: FsOptions) -> Fs<S> {
         let mut nodes = Nodes {
             next: ROOT + 1,
+            sweep_at: SWEEP_MIN,
             ..Default::default()
         };
         nodes.by_ino.insert(
@@ -248,12 +274,14 @@ impl<S: Storage> Fs<S> {
                 version: 0,
                 fetched: Some(Instant::now()),
                 unlinked: false,
+                lookups: 0,
             },
         );
         let sh = Shared {
             storage: Arc::new(storage),
             cache: Arc::new(BlockCache::new(opts.cache_blocks)),
             uploads: Arc::new(tokio::sync::Semaphore::new(opts.uploads_in_flight.max(1))),
+            hashers: Arc::new(tokio::sync::Semaphore::new(opts.hash_threads.max(1))),
             sent: Arc::new(Mutex::new(lru::LruCache::new(
                 NonZeroUsize::new(4096).expect("non-zero"),
             ))),
@@ -265,11 +293,17 @@ impl<S: Storage> Fs<S> {
             nodes: Mutex::new(nodes),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            meta_errors: Mutex::new(HashMap::new()),
         }
     }
 
     pub fn stats(&self) -> &Stats {
         &self.sh.stats
+    }
+
+    /// Inodes in the table (they are dropped once the kernel forgets them).
+    pub fn inode_count(&self) -> usize {
+        self.nodes().by_ino.len()
     }
 
     pub fn storage(&self) -> &S {
@@ -356,6 +390,9 @@ impl<S: Storage> Fs<S> {
     /// Records what the server said about `parent/name` and returns its inode.
     fn remember(&self, parent: Ino, name: &str, kind: Kind, size: u64, mtime: i64, version: u64) -> Ino {
         let mut nodes = self.nodes();
+        if nodes.by_ino.len() >= nodes.sweep_at {
+            self.sweep(&mut nodes);
+        }
         let key = (parent, name.to_string());
         let ino = match nodes.by_name.get(&key) {
             Some(&ino) if nodes.by_ino.get(&ino).is_some_and(|n| n.kind == kind) => ino,
@@ -366,6 +403,7 @@ impl<S: Storage> Fs<S> {
                 ino
             }
         };
+        let lookups = nodes.by_ino.get(&ino).map_or(0, |n| n.lookups);
         nodes.by_ino.insert(
             ino,
             Node {
@@ -377,9 +415,120 @@ impl<S: Storage> Fs<S> {
                 version,
                 fetched: Some(Instant::now()),
                 unlinked: false,
+                lookups,
             },
         );
         ino
+    }
+
+    /// Listings remember every entry, most of which the kernel never looks up: drop the nodes
+    /// it holds no entry for, keeping what only this mount knows (uncommitted files, open
+    /// files) and the parents of what is kept.
+    fn sweep(&self, nodes: &mut Nodes) {
+        let open: HashSet<Ino> = {
+            let handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+            if handles.values().any(|h| matches!(h.as_ref(), Handle::Dir(_))) {
+                // A directory being read may still hand out inodes from its snapshot.
+                return;
+            }
+            handles
+                .values()
+                .filter_map(|h| match h.as_ref() {
+                    Handle::Write(w) => Some(w.ino),
+                    Handle::Read(r) => Some(r.ino),
+                    Handle::Dir(_) => None,
+                })
+                .collect()
+        };
+        let mut keep: HashSet<Ino> = HashSet::new();
+        for (&ino, n) in &nodes.by_ino {
+            if ino == ROOT || n.lookups > 0 || n.fetched.is_none() || open.contains(&ino) {
+                let mut cur = ino;
+                while keep.insert(cur) && cur != ROOT {
+                    match nodes.by_ino.get(&cur) {
+                        Some(n) => cur = n.parent,
+                        None => break,
+                    }
+                }
+            }
+        }
+        let before = nodes.by_ino.len();
+        nodes.by_ino.retain(|ino, _| keep.contains(ino));
+        nodes.by_name.retain(|_, ino| keep.contains(ino));
+        nodes.sweep_at = (2 * nodes.by_ino.len()).max(SWEEP_MIN);
+        tracing::debug!(before, after = nodes.by_ino.len(), "swept the inode table");
+    }
+
+    /// A listed entry about to be handed to the kernel: counted on the node now known by
+    /// that name (made anew from the listing if it was forgotten since), whose attributes it
+    /// returns.
+    fn announce(&self, parent: Ino, name: &str, listed: &Attr) -> Attr {
+        let mut nodes = self.nodes();
+        let key = (parent, name.to_string());
+        let ino = match nodes.by_name.get(&key) {
+            Some(&ino) if nodes.by_ino.get(&ino).is_some_and(|n| n.kind == listed.kind) => ino,
+            _ => {
+                let ino = nodes.next;
+                nodes.next += 1;
+                nodes.by_name.insert(key, ino);
+                let mtime = listed
+                    .mtime
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as i64);
+                nodes.by_ino.insert(
+                    ino,
+                    Node {
+                        parent,
+                        name: name.to_string(),
+                        kind: listed.kind,
+                        size: listed.size,
+                        mtime,
+                        version: 0,
+                        fetched: Some(Instant::now()),
+                        unlinked: false,
+                        lookups: 0,
+                    },
+                );
+                ino
+            }
+        };
+        let n = nodes.by_ino.get_mut(&ino).expect("found or inserted above");
+        n.lookups += 1;
+        let n = n.clone();
+        drop(nodes);
+        self.attr_of(ino, &n)
+    }
+
+    /// The kernel now holds one more entry for `ino`.
+    fn count_lookup(&self, ino: Ino) {
+        if let Some(n) = self.nodes().by_ino.get_mut(&ino) {
+            n.lookups += 1;
+        }
+    }
+
+    /// The kernel dropped `count` entries for `ino`; with none left and nothing open, the
+    /// inode goes (a later lookup makes a new one). Parents of known nodes stay: paths are
+    /// built from them.
+    pub fn forget(&self, ino: Ino, count: u64) {
+        if ino == ROOT {
+            return;
+        }
+        let open = self.has_handles(ino);
+        let mut nodes = self.nodes();
+        let Some(n) = nodes.by_ino.get_mut(&ino) else { return };
+        n.lookups = n.lookups.saturating_sub(count);
+        if n.lookups > 0 || open || n.fetched.is_none() {
+            return;
+        }
+        let key = (n.parent, n.name.clone());
+        let is_dir = n.kind == Kind::Dir;
+        if is_dir && nodes.by_ino.values().any(|c| c.parent == ino) {
+            return;
+        }
+        nodes.by_ino.remove(&ino);
+        if nodes.by_name.get(&key) == Some(&ino) {
+            nodes.by_name.remove(&key);
+        }
     }
 
     /// Drops a name; its inode lives on (unlinked) while handles are open on it.
@@ -442,7 +591,14 @@ impl<S: Storage> Fs<S> {
             .any(|h| matches!(h.as_ref(), Handle::Write(w) if w.ino == ino))
     }
 
+    /// What the kernel asks: the entry `parent/name`, counted as held by the kernel.
     pub async fn lookup(&self, parent: Ino, name: &str) -> FsResult<Attr> {
+        let attr = self.resolve(parent, name).await?;
+        self.count_lookup(attr.ino);
+        Ok(attr)
+    }
+
+    async fn resolve(&self, parent: Ino, name: &str) -> FsResult<Attr> {
         if name.len() > NAME_MAX {
             return Err(FsError::quiet(libc::ENAMETOOLONG, "name too long"));
         }
@@ -619,6 +775,14 @@ impl<S: Storage> Fs<S> {
                 0 => sink.add(ino, 1, ".", &dot),
                 1 => sink.add(me.parent, 2, "..", &dotdot),
                 n => match entries.get((n - 2) as usize) {
+                    Some((name, attr)) if sink.gives_entries() => {
+                        let attr = self.announce(ino, name, attr);
+                        let full = sink.add(attr.ino, n + 1, name, &attr);
+                        if full {
+                            self.forget(attr.ino, 1);
+                        }
+                        full
+                    }
                     Some((name, attr)) => sink.add(attr.ino, n + 1, name, attr),
                     None => return Ok(()),
                 },
@@ -758,12 +922,13 @@ impl<S: Storage> Fs<S> {
                 "only directories (containers) can be made at the top",
             ));
         }
-        match self.lookup(parent, name).await {
+        match self.resolve(parent, name).await {
             Ok(a) if flags & libc::O_EXCL != 0 => {
                 return Err(FsError::quiet(libc::EEXIST, format!("{} exists", a.ino)))
             }
             Ok(a) => {
                 let fh = self.open(a.ino, flags | libc::O_TRUNC).await?;
+                self.count_lookup(a.ino);
                 return Ok((self.getattr(a.ino).await?, fh));
             }
             Err(e) if e.errno == libc::ENOENT => {}
@@ -785,6 +950,7 @@ impl<S: Storage> Fs<S> {
                     version: 0,
                     fetched: None,
                     unlinked: false,
+                    lookups: 1,
                 },
             );
             ino
@@ -794,18 +960,22 @@ impl<S: Storage> Fs<S> {
         Ok((self.attr_of(ino, &self.node(ino)?), fh))
     }
 
-    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<bytes::Bytes> {
         let h = self.handle(fh)?;
         match h.as_ref() {
-            Handle::Write(w) => w.state.lock().await.read(&self.sh, offset, size).await,
+            Handle::Write(w) => {
+                let mut state = w.state.lock().await;
+                self.checkpoint_if_needed(w, &mut state, offset, size as u64).await?;
+                Ok(state.read(&self.sh, offset, size).await?.into())
+            }
             Handle::Dir(_) => Err(FsError::new(libc::EISDIR, "is a directory")),
             Handle::Read(r) => self.read_pinned(r, offset, size).await,
         }
     }
 
-    async fn read_pinned(&self, r: &ReadHandle, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    async fn read_pinned(&self, r: &ReadHandle, offset: u64, size: u32) -> FsResult<bytes::Bytes> {
         if offset >= r.size || size == 0 {
-            return Ok(vec![]);
+            return Ok(bytes::Bytes::new());
         }
         let end = (offset + size as u64).min(r.size);
         let first = offset / BS;
@@ -841,6 +1011,14 @@ impl<S: Storage> Fs<S> {
                 let _ = fut.await;
             });
         }
+        if first == last {
+            // The usual read lies inside one block: answer with a view of the cached block.
+            let data = self.fetch_block(r, first).await?;
+            let (lo, hi) = ((offset - first * BS) as usize, (end - first * BS) as usize);
+            if hi <= data.len() {
+                return Ok(data.slice(lo..hi));
+            }
+        }
         let mut out = vec![0u8; (end - offset) as usize];
         for idx in first..=last {
             // Cached blocks are stored without their trailing zeros: copy what is there, the
@@ -855,7 +1033,7 @@ impl<S: Storage> Fs<S> {
                 out[dst..dst + (avail_hi - lo) as usize].copy_from_slice(&data[lo as usize..avail_hi as usize]);
             }
         }
-        Ok(out)
+        Ok(out.into())
     }
 
     /// A block of a pinned version, through the cache.
@@ -866,6 +1044,7 @@ impl<S: Storage> Fs<S> {
     ) -> impl std::future::Future<Output = FsResult<bytes::Bytes>> + Send + 'static {
         let h = r.hashes[idx as usize];
         let cache = self.sh.cache.clone();
+        let verify = self.sh.opts.verify_reads;
         let storage = self.sh.storage.clone();
         let (container, name, version) = (r.container.clone(), r.name.clone(), r.version);
         let len = block_len(r.size, idx) as u64;
@@ -876,7 +1055,7 @@ impl<S: Storage> Fs<S> {
                     .await
                     .map_err(FsError::from)
             });
-            cache.get_or_fetch(h, fetch).await
+            cache.get_or_fetch(h, verify, fetch).await
         }
     }
 
@@ -886,9 +1065,33 @@ impl<S: Storage> Fs<S> {
             return Err(FsError::new(libc::EBADF, "not open for writing"));
         };
         let mut state = w.state.lock().await;
+        self.checkpoint_if_needed(w, &mut state, offset, data.len() as u64)
+            .await?;
         state.write(&self.sh, offset, data).await?;
         w.size.store(state.size, Ordering::SeqCst);
         Ok(data.len() as u32)
+    }
+
+    /// A block this handle uploaded is in no version yet, so once the cache has dropped it,
+    /// only a commit makes it readable again (from the server). Rare: a writer that rereads
+    /// or rewrites part of what it wrote well before. The commit shows an intermediate
+    /// version, as an fsync would.
+    async fn checkpoint_if_needed(
+        &self,
+        w: &WriteHandle,
+        state: &mut WriteState,
+        offset: u64,
+        len: u64,
+    ) -> FsResult<()> {
+        if w.orphaned.load(Ordering::SeqCst) || !state.needs_checkpoint(&self.sh, offset, len) {
+            return Ok(());
+        }
+        tracing::info!(
+            ino = w.ino,
+            offset,
+            "committing early: a block written before is needed again and no longer cached"
+        );
+        self.commit_locked(w, state, false).await
     }
 
     /// Commits a write handle's content if it changed (flush, fsync, release).
@@ -899,15 +1102,33 @@ impl<S: Storage> Fs<S> {
         if !state.changed || w.orphaned.load(Ordering::SeqCst) {
             return Ok(());
         }
+        self.commit_locked(w, &mut state, true).await
+    }
+
+    /// Commits a writer's content; a final commit (not a checkpoint) then brings the image
+    /// registry in step.
+    async fn commit_locked(&self, w: &WriteHandle, state: &mut WriteState, last: bool) -> FsResult<()> {
         let (container, name) = self.object_loc(w.ino)?;
+        let metafile = if last && crate::api::metafile::image_name(&name).is_some() {
+            let bytes = if state.size as usize > crate::api::metafile::MAX_BYTES {
+                vec![]
+            } else {
+                state.read(&self.sh, 0, state.size as u32).await?
+            };
+            Some((state.size, bytes))
+        } else {
+            None
+        };
         let version = state.commit(&self.sh, &container, &name).await?;
         let size = state.size;
-        drop(state);
         if let Some(node) = self.nodes().by_ino.get_mut(&w.ino) {
             node.size = size;
             node.version = version;
             node.mtime = now_micros();
             node.fetched = Some(Instant::now());
+        }
+        if last {
+            self.registry_after_commit(&container, &name, metafile).await?;
         }
         Ok(())
     }
@@ -993,6 +1214,10 @@ impl<S: Storage> Fs<S> {
         if let Some(h) = handle {
             if let Handle::Write(w) = h.as_ref() {
                 let mut state = w.state.lock().await;
+                if size < state.size {
+                    self.checkpoint_if_needed(w, &mut state, size.saturating_sub(1), 1)
+                        .await?;
+                }
                 state.resize(&self.sh, size).await?;
                 w.size.store(state.size, Ordering::SeqCst);
                 drop(state);
@@ -1018,7 +1243,7 @@ impl<S: Storage> Fs<S> {
         if self.sh.opts.read_only {
             return Err(FsError::new(libc::EROFS, "read-only mount"));
         }
-        if self.lookup(parent, name).await.is_ok() {
+        if self.resolve(parent, name).await.is_ok() {
             return Err(FsError::quiet(libc::EEXIST, format!("{name} exists")));
         }
         match self.child_loc(parent, name)? {
@@ -1032,6 +1257,7 @@ impl<S: Storage> Fs<S> {
             Loc::Account => return Err(FsError::new(libc::EINVAL, "bad name")),
         }
         let ino = self.remember(parent, name, Kind::Dir, 0, now_micros(), 0);
+        self.count_lookup(ino);
         Ok(self.attr_of(ino, &self.node(ino)?))
     }
 
@@ -1039,7 +1265,7 @@ impl<S: Storage> Fs<S> {
         if self.sh.opts.read_only {
             return Err(FsError::new(libc::EROFS, "read-only mount"));
         }
-        let attr = self.lookup(parent, name).await?;
+        let attr = self.resolve(parent, name).await?;
         if attr.kind != Kind::Dir {
             return Err(FsError::new(libc::ENOTDIR, "not a directory"));
         }
@@ -1069,13 +1295,14 @@ impl<S: Storage> Fs<S> {
         if self.sh.opts.read_only {
             return Err(FsError::new(libc::EROFS, "read-only mount"));
         }
-        let attr = self.lookup(parent, name).await?;
+        let attr = self.resolve(parent, name).await?;
         if attr.kind == Kind::Dir {
             return Err(FsError::new(libc::EISDIR, "is a directory"));
         }
         let local = self.node(attr.ino)?.fetched.is_none();
         if !local {
             let (container, path) = self.object_loc(attr.ino)?;
+            self.registry_before_unlink(&container, &path).await?;
             self.sh.storage.delete(&container, &path).await?;
         }
         self.orphan_writers(attr.ino);
@@ -1090,7 +1317,7 @@ impl<S: Storage> Fs<S> {
         if self.sh.opts.read_only {
             return Err(FsError::new(libc::EROFS, "read-only mount"));
         }
-        let attr = self.lookup(parent, name).await?;
+        let attr = self.resolve(parent, name).await?;
         let (sc, sp) = match self.child_loc(parent, name)? {
             Loc::Object { container, path } if !path.is_empty() => (container, path),
             _ => return Err(FsError::new(libc::EPERM, "containers cannot be renamed")),
@@ -1099,7 +1326,7 @@ impl<S: Storage> Fs<S> {
             Loc::Object { container, path } if !path.is_empty() => (container, path),
             _ => return Err(FsError::new(libc::EPERM, "cannot rename onto a container")),
         };
-        if let Ok(existing) = self.lookup(newparent, newname).await {
+        if let Ok(existing) = self.resolve(newparent, newname).await {
             match (attr.kind, existing.kind) {
                 (Kind::Dir, Kind::File) => return Err(FsError::new(libc::ENOTDIR, "target is not a directory")),
                 (Kind::File, Kind::Dir) => return Err(FsError::new(libc::EISDIR, "target is a directory")),
@@ -1130,21 +1357,28 @@ impl<S: Storage> Fs<S> {
                 .rename(&sc, &sp, &dc, &dp, attr.kind == Kind::Dir)
                 .await?;
         }
+        // An editor's save renames its new file onto `N.meta`: that is a commit of it.
+        let registers = attr.kind == Kind::File && !local && crate::api::metafile::image_name(&dp).is_some();
         let replaced = self.nodes().by_name.get(&(newparent, newname.to_string())).copied();
         if let Some(old) = replaced.filter(|o| *o != attr.ino) {
             self.orphan_writers(old);
         }
-        let mut nodes = self.nodes();
-        if let Some(old) = nodes.by_name.remove(&(newparent, newname.to_string())) {
-            if old != attr.ino {
-                nodes.by_ino.remove(&old);
+        {
+            let mut nodes = self.nodes();
+            if let Some(old) = nodes.by_name.remove(&(newparent, newname.to_string())) {
+                if old != attr.ino {
+                    nodes.by_ino.remove(&old);
+                }
+            }
+            nodes.by_name.remove(&(parent, name.to_string()));
+            nodes.by_name.insert((newparent, newname.to_string()), attr.ino);
+            if let Some(n) = nodes.by_ino.get_mut(&attr.ino) {
+                n.parent = newparent;
+                n.name = newname.to_string();
             }
         }
-        nodes.by_name.remove(&(parent, name.to_string()));
-        nodes.by_name.insert((newparent, newname.to_string()), attr.ino);
-        if let Some(n) = nodes.by_ino.get_mut(&attr.ino) {
-            n.parent = newparent;
-            n.name = newname.to_string();
+        if registers {
+            self.registry_after_commit(&dc, &dp, None).await?;
         }
         Ok(())
     }

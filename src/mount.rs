@@ -109,6 +109,7 @@ pub fn parse_options(args: &MountArgs) -> Result<MountConfig, MountError> {
             "file_mode" => c.fs.file_mode = mode("file_mode")?,
             "dir_mode" => c.fs.dir_mode = mode("dir_mode")?,
             "allow_other" => c.allow_other = true,
+            "verify_reads" => c.fs.verify_reads = true,
             "attr_timeout" => {
                 let s: f64 = v
                     .and_then(|v| v.parse().ok())
@@ -334,7 +335,8 @@ fn serve_inner(
         .map_err(|e| MountError::Other(e.to_string()))?;
     let http = http_client();
     let account = rt.block_on(authenticate(&http, &identity_url, &token))?;
-    let storage = PithosClient::new(http, &account.object_store, &account.uuid, &token);
+    let storage =
+        PithosClient::new(http, &account.object_store, &account.uuid, &token).with_images(account.image.clone());
     if let Some(c) = &cfg.fs.container {
         let exists = rt
             .block_on(storage.container_exists(c))
@@ -425,6 +427,8 @@ mod tests {
         assert_eq!(c.fs.attr_ttl, Duration::from_millis(2500));
         assert_eq!(c.fs.container.as_deref(), Some("images"));
         assert_eq!(c.token_file.as_deref(), Some("/t"));
+        assert!(!c.fs.verify_reads);
+        assert!(parse_options(&args("verify_reads")).unwrap().fs.verify_reads);
         assert!(matches!(parse_options(&args("colour=blue")), Err(MountError::UnknownOption(o)) if o == "colour=blue"));
         assert!(matches!(
             parse_options(&args("uid=x")),

@@ -8,66 +8,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-struct Kamaki {
-    home: tempfile::TempDir,
-    py: String,
-    dir: String,
-}
-
-impl Kamaki {
-    fn new(server: &Server, user: &TestUser) -> Kamaki {
-        let dir = std::env::var("IMGFS_KAMAKI")
-            .expect("IMGFS_KAMAKI is not set: run the tests through scripts/test.sh, which installs kamaki 0.16");
-        let py = std::env::var("IMGFS_PY27").expect("IMGFS_PY27 is not set: run the tests through scripts/test.sh");
-        let k = Kamaki {
-            home: tempfile::tempdir_in(test_root()).unwrap(),
-            py,
-            dir,
-        };
-        let url = format!("{}/identity/v2.0", server.url());
-        k.ok(&["config", "set", "cloud.imgfs.url", &url]);
-        k.ok(&["config", "set", "cloud.imgfs.token", &user.token]);
-        k.ok(&["config", "set", "default_cloud", "imgfs"]);
-        k
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(&self.py)
-            .arg(format!("{}/bin/kamaki", self.dir))
-            .args(args)
-            .env("HOME", self.home.path())
-            .env("PYTHONPATH", &self.dir)
-            .current_dir(self.home.path())
-            .output()
-            .unwrap()
-    }
-
-    /// Runs a command that must succeed; returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "kamaki {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
-    }
-
-    /// Runs a command that must fail; returns everything it printed.
-    fn fails(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(!o.status.success(), "kamaki {args:?} should have failed");
-        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.home.path().join(name)
-    }
-}
+use std::path::Path;
 
 fn write(p: &Path, data: &[u8]) -> String {
     std::fs::write(p, data).unwrap();

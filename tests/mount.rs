@@ -12,82 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-struct Mount {
-    dir: PathBuf,
-    log: PathBuf,
-    /// Removed (after the unmount in Drop) with everything a test left beside the mount.
-    _root: tempfile::TempDir,
-}
-
-impl Mount {
-    fn new(server: &Server, user: &TestUser, extra: &str) -> Mount {
-        let tmp = tempfile::Builder::new().prefix("mnt-").tempdir_in(test_root()).unwrap();
-        let root = tmp.path().to_path_buf();
-        let dir = root.join("m");
-        std::fs::create_dir_all(&dir).unwrap();
-        let token = root.join("token");
-        std::fs::write(&token, &user.token).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let log = root.join("mount.log");
-        let mut opts = format!("token_file={},log_file={}", token.display(), log.display());
-        if !extra.is_empty() {
-            opts.push(',');
-            opts.push_str(extra);
-        }
-        let out = Command::new(BIN)
-            .args(["mount", &format!("{}/identity/v2.0", server.url())])
-            .arg(&dir)
-            .args(["-o", &opts])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mount failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Mount { dir, log, _root: tmp }
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.join(p)
-    }
-
-    fn unmount(&self) {
-        let out = Command::new("fusermount3").arg("-u").arg(&self.dir).output().unwrap();
-        assert!(
-            out.status.success(),
-            "unmount: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("fusermount3").arg("-uz").arg(&self.dir).output();
-    }
-}
-
-fn sh(cmd: &str) -> String {
-    let out = Command::new("bash").args(["-c", cmd]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn sha_file(p: &Path) -> String {
-    sha256_hex(&std::fs::read(p).unwrap())
-}
-
 fn setup() -> (Server, TestUser, Api, Mount) {
     let s = Server::start();
     let u = s.add_user("alice");
@@ -279,7 +203,8 @@ fn concurrent_readers_and_remount() {
     });
     std::fs::write(m.path("pithos/w.txt"), b"persist").unwrap();
     m.unmount();
-    let m2 = Mount::new(&s, &u, "");
+    // The second mount also checks every block it reads against its hash.
+    let m2 = Mount::new(&s, &u, "verify_reads");
     assert_eq!(std::fs::read(m2.path("pithos/w.txt")).unwrap(), b"persist");
     assert_eq!(sha_file(&m2.path("pithos/r.img")), want);
 }
@@ -287,38 +212,17 @@ fn concurrent_readers_and_remount() {
 #[test]
 fn kamaki_and_the_mount_see_the_same_bytes() {
     let (s, u, _api, m) = setup();
-    let Ok(kdir) = std::env::var("IMGFS_KAMAKI") else {
-        panic!("IMGFS_KAMAKI is not set: run the tests through scripts/test.sh")
-    };
-    let py = std::env::var("IMGFS_PY27").expect("IMGFS_PY27");
-    let home = tempfile::tempdir_in(test_root()).unwrap();
-    let k = |args: &[&str]| {
-        let o = Command::new(&py)
-            .arg(format!("{kdir}/bin/kamaki"))
-            .args(args)
-            .env("HOME", home.path())
-            .env("PYTHONPATH", &kdir)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "kamaki {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    k(&["config", "set", "cloud.t.url", &format!("{}/identity/v2.0", s.url())]);
-    k(&["config", "set", "cloud.t.token", &u.token]);
-    k(&["config", "set", "default_cloud", "t"]);
+    let k = Kamaki::new(&s, &u);
     // mount → kamaki
     let data = pattern((9 << 20) + 77, 4);
     std::fs::write(m.path("pithos/from-mount.img"), &data).unwrap();
-    let dl = home.path().join("dl.img");
-    k(&["file", "download", "/pithos/from-mount.img", dl.to_str().unwrap()]);
+    let dl = k.path("dl.img");
+    k.ok(&["file", "download", "/pithos/from-mount.img", dl.to_str().unwrap()]);
     assert_eq!(sha_file(&dl), sha256_hex(&data));
     // kamaki → mount
-    let up = home.path().join("up.img");
+    let up = k.path("up.img");
     std::fs::write(&up, pattern((5 << 20) + 3, 5)).unwrap();
-    k(&["file", "upload", up.to_str().unwrap(), "/pithos/from-kamaki.img"]);
+    k.ok(&["file", "upload", up.to_str().unwrap(), "/pithos/from-kamaki.img"]);
     assert_eq!(sha_file(&m.path("pithos/from-kamaki.img")), sha_file(&up));
 }
 

@@ -63,7 +63,7 @@ pub fn parse_bool(s: &str) -> bool {
 }
 
 /// An image as the registry reports it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Image {
     pub id: String,
     pub name: String,
@@ -139,6 +139,39 @@ impl Image {
             ));
         }
         h
+    }
+
+    /// The image of a HEAD/POST/PUT reply's headers (the inverse of [`Image::headers`]);
+    /// `None` without an id.
+    pub fn from_headers<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>) -> Option<Image> {
+        let mut img = Image::default();
+        let decode = |v: &str| crate::api::pithos::decode_header_value(v).unwrap_or_else(|| v.to_string());
+        for (name, value) in headers {
+            let lower = name.to_ascii_lowercase();
+            let Some(field) = lower.strip_prefix(IMAGE_META) else {
+                continue;
+            };
+            if let Some(key) = field.strip_prefix("property-") {
+                img.properties.insert(normalize_key(&decode(key)), decode(value));
+                continue;
+            }
+            match field {
+                "id" => img.id = value.to_string(),
+                "name" => img.name = decode(value),
+                "location" => img.location = value.to_string(),
+                "owner" => img.owner = value.to_string(),
+                "size" => img.size = value.trim().parse().unwrap_or(0),
+                "checksum" => img.checksum = value.to_string(),
+                "disk-format" => img.disk_format = value.to_string(),
+                "container-format" => img.container_format = value.to_string(),
+                "status" => img.status = value.to_string(),
+                "is-public" => img.is_public = parse_bool(value),
+                "created-at" => img.created_at = crate::api::timefmt::parse_image_date(value).unwrap_or(0),
+                "updated-at" => img.updated_at = crate::api::timefmt::parse_image_date(value).unwrap_or(0),
+                _ => {}
+            }
+        }
+        (!img.id.is_empty()).then_some(img)
     }
 
     pub fn short(&self) -> ImageShort {
@@ -289,6 +322,26 @@ impl MetaHeaders {
     }
 }
 
+/// A public image with one property, for tests.
+#[cfg(test)]
+pub(crate) fn sample_image() -> Image {
+    Image {
+        id: "i".into(),
+        name: "My Image".into(),
+        location: "pithos://a/c/p".into(),
+        owner: "a".into(),
+        size: 1,
+        checksum: "c".into(),
+        disk_format: "diskdump".into(),
+        container_format: "bare".into(),
+        status: "AVAILABLE".into(),
+        is_public: true,
+        created_at: 0,
+        updated_at: 0,
+        properties: [("root_partition".to_string(), "1".to_string())].into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,22 +384,10 @@ mod tests {
 
     #[test]
     fn reply_headers_have_all_fields() {
-        let img = Image {
-            id: "i".into(),
-            name: "My Image".into(),
-            location: "pithos://a/c/p".into(),
-            owner: "a".into(),
-            size: 1,
-            checksum: "c".into(),
-            disk_format: "diskdump".into(),
-            container_format: "bare".into(),
-            status: "AVAILABLE".into(),
-            is_public: true,
-            created_at: 0,
-            updated_at: 0,
-            properties: [("root_partition".to_string(), "1".to_string())].into(),
-        };
+        let img = sample_image();
         let h = img.headers();
+        let back = Image::from_headers(h.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap();
+        assert_eq!(back, img);
         assert_eq!(h.len(), 16);
         assert!(h.contains(&("x-image-meta-name".into(), "My%20Image".into())));
         assert!(h.contains(&("x-image-meta-is-public".into(), "True".into())));

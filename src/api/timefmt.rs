@@ -43,6 +43,12 @@ pub fn image_date(t: Micros) -> String {
     to_datetime(t).format(IMAGE).unwrap_or_default()
 }
 
+/// Parses Plankton's `2026-11-29 01:09:21` (UTC).
+pub fn parse_image_date(s: &str) -> Option<Micros> {
+    let t = time::PrimitiveDateTime::parse(s.trim(), IMAGE).ok()?.assume_utc();
+    Some(t.unix_timestamp() * 1_000_000)
+}
+
 /// `"1322813441.565891"`
 pub fn unix_string(t: Micros) -> String {
     format!("{}.{:06}", t.div_euclid(1_000_000), t.rem_euclid(1_000_000))

@@ -16,10 +16,13 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 #[derive(Clone)]
 pub struct PithosClient {
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
     /// `<object-store>/<account>`
-    base: String,
-    token: String,
+    pub(super) base: String,
+    pub(super) token: String,
+    pub(super) account: String,
+    /// The image registry's endpoint, when the cloud has one.
+    pub(super) images: Option<String>,
 }
 
 /// A reqwest client with the rustls `ring` provider.
@@ -39,10 +42,18 @@ impl PithosClient {
             http,
             base: format!("{}/{}", object_store.trim_end_matches('/'), encode_path(account)),
             token: token.into(),
+            account: account.into(),
+            images: None,
         }
     }
 
-    fn url(&self, container: &str, name: &str) -> String {
+    /// Also speak to the image registry at `url` (see [`crate::client::Registry`]).
+    pub fn with_images(mut self, url: Option<String>) -> PithosClient {
+        self.images = url.map(|u| u.trim_end_matches('/').to_string());
+        self
+    }
+
+    pub(super) fn url(&self, container: &str, name: &str) -> String {
         match (container.is_empty(), name.is_empty()) {
             (true, _) => self.base.clone(),
             (false, true) => format!("{}/{}", self.base, encode_path(container)),
@@ -52,7 +63,7 @@ impl PithosClient {
 
     /// Sends a request, retrying 5xx and connection errors with exponential backoff. Returns
     /// the response for any other status; `ok` statuses pass, others become `Status` errors.
-    async fn send(
+    pub(super) async fn send(
         &self,
         method: Method,
         url: String,

@@ -1,7 +1,8 @@
 //! The only file that knows fuser: each callback converts its arguments, runs one core method
 //! on the runtime, and replies or hands the error to [`fail`]. No decisions live here.
 
-use crate::client::Storage;
+use crate::client::{Registry, Storage};
+use crate::fs::images::ERROR_XATTR;
 use crate::fs::{Attr, DirSink, Fs, FsError, Ino, Kind};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
@@ -17,7 +18,7 @@ pub struct FuseFs<S: Storage> {
     rt: tokio::runtime::Handle,
 }
 
-impl<S: Storage> FuseFs<S> {
+impl<S: Storage + Registry> FuseFs<S> {
     pub fn new(fs: Arc<Fs<S>>, rt: tokio::runtime::Handle) -> FuseFs<S> {
         FuseFs { fs, rt }
     }
@@ -82,9 +83,12 @@ impl DirSink for Plus<'_> {
         self.0
             .add(INodeNo(ino), offset, name, &self.1, &file_attr(attr), Generation(0))
     }
+    fn gives_entries(&self) -> bool {
+        true
+    }
 }
 
-impl<S: Storage> Filesystem for FuseFs<S> {
+impl<S: Storage + Registry> Filesystem for FuseFs<S> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
@@ -100,6 +104,10 @@ impl<S: Storage> Filesystem for FuseFs<S> {
             let _ = config.add_capabilities(f);
         }
         Ok(())
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -351,8 +359,15 @@ impl<S: Storage> Filesystem for FuseFs<S> {
     // Extended attributes come with the image registry (issue 4). Until then: no user.*
     // attributes, and system.*/security.* are "not supported" (ENOSYS would turn xattrs off
     // for the whole mount).
-    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, _size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let n = name.to_string_lossy();
+        if n == ERROR_XATTR {
+            match self.fs.metafile_error(ino.0) {
+                Ok(Some(text)) => return xattr_reply(reply, text.as_bytes(), size),
+                Ok(None) => {}
+                Err(e) => return reply.error(fail("getxattr", ino.0, req, &e)),
+            }
+        }
         let e = if n.starts_with("user.") {
             FsError::quiet(libc::ENODATA, format!("no attribute {n}"))
         } else {
@@ -361,12 +376,13 @@ impl<S: Storage> Filesystem for FuseFs<S> {
         reply.error(fail("getxattr", ino.0, req, &e));
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if size == 0 {
-            reply.size(0);
-        } else {
-            reply.data(&[]);
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let mut names = Vec::new();
+        if matches!(self.fs.metafile_error(ino.0), Ok(Some(_))) {
+            names.extend_from_slice(ERROR_XATTR.as_bytes());
+            names.push(0);
         }
+        xattr_reply(reply, &names, size)
     }
 
     fn setxattr(
@@ -417,5 +433,16 @@ impl<S: Storage> Filesystem for FuseFs<S> {
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
         reply.ok();
+    }
+}
+
+/// Answers a size probe (`size` 0) with the length, else the bytes if they fit.
+fn xattr_reply(reply: ReplyXattr, data: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(data.len() as u32);
+    } else if data.len() > size as usize {
+        reply.error(Errno::from_i32(libc::ERANGE));
+    } else {
+        reply.data(data);
     }
 }

@@ -27,6 +27,65 @@ struct Mem {
     fail_uploads: AtomicUsize,
     /// Slow uploads down, to see what a writer holds meanwhile.
     upload_delay_ms: AtomicU64,
+    /// Flip a byte in everything read, as a faulty disk or network would.
+    corrupt_reads: std::sync::atomic::AtomicBool,
+    /// `(container, name)` → the registration.
+    images: Mutex<BTreeMap<(String, String), crate::api::plankton::Image>>,
+    /// Refuse unregistering (as the registry does for non-owners).
+    refuse_unregister: std::sync::atomic::AtomicBool,
+}
+
+impl crate::client::Registry for Arc<Mem> {
+    async fn image_of(&self, c: &str, name: &str) -> crate::client::Result<Option<crate::api::plankton::Image>> {
+        Ok(self
+            .images
+            .lock()
+            .unwrap()
+            .get(&(c.to_string(), name.to_string()))
+            .cloned())
+    }
+    async fn register(
+        &self,
+        c: &str,
+        name: &str,
+        reg: &crate::api::metafile::Registration,
+    ) -> crate::client::Result<crate::api::plankton::Image> {
+        if !self
+            .objects
+            .lock()
+            .unwrap()
+            .contains_key(&(c.to_string(), name.to_string()))
+        {
+            return Err(err(404));
+        }
+        let img = crate::api::plankton::Image {
+            id: format!("id-{name}"),
+            name: reg.name.clone().unwrap_or_else(|| name.to_string()),
+            location: format!("pithos://acc/{c}/{name}"),
+            owner: "acc".into(),
+            size: 0,
+            checksum: String::new(),
+            disk_format: reg.disk_format.clone().unwrap_or_else(|| "diskdump".into()),
+            container_format: reg.container_format.clone().unwrap_or_else(|| "bare".into()),
+            status: "AVAILABLE".into(),
+            is_public: reg.is_public,
+            created_at: 0,
+            updated_at: 0,
+            properties: reg.properties.clone(),
+        };
+        self.images
+            .lock()
+            .unwrap()
+            .insert((c.to_string(), name.to_string()), img.clone());
+        Ok(img)
+    }
+    async fn unregister(&self, id: &str) -> crate::client::Result<()> {
+        if self.refuse_unregister.load(Ordering::SeqCst) {
+            return Err(err(403));
+        }
+        self.images.lock().unwrap().retain(|_, i| i.id != id);
+        Ok(())
+    }
 }
 
 fn err(status: u16) -> ClientError {
@@ -58,11 +117,13 @@ impl Storage for Arc<Mem> {
     async fn container_exists(&self, name: &str) -> crate::client::Result<bool> {
         Ok(name == "c")
     }
-    async fn list(&self, c: &str, prefix: &str, _: &str, _: usize) -> crate::client::Result<Vec<Listed>> {
+    async fn list(&self, c: &str, prefix: &str, marker: &str, limit: usize) -> crate::client::Result<Vec<Listed>> {
         let objs = self.objects.lock().unwrap();
         Ok(objs
             .iter()
             .filter(|((oc, n), _)| oc == c && n.starts_with(prefix) && !n[prefix.len()..].contains('/'))
+            .filter(|((_, n), _)| n.as_str() > marker)
+            .take(limit)
             .map(|((_, n), (size, _, v, ct))| {
                 Listed::Object(ObjectStat {
                     name: n.clone(),
@@ -119,7 +180,11 @@ impl Storage for Arc<Mem> {
             b.resize(block_len(size, i as u64), 0);
             out.extend_from_slice(&b);
         }
-        Ok(Bytes::from(out[start as usize..(start + len) as usize].to_vec()))
+        let mut out = out[start as usize..(start + len) as usize].to_vec();
+        if self.corrupt_reads.load(Ordering::SeqCst) && !out.is_empty() {
+            out[0] ^= 1;
+        }
+        Ok(Bytes::from(out))
     }
     async fn put_hashmap(
         &self,
@@ -282,7 +347,7 @@ async fn in_place_write_uploads_only_the_touched_block() {
     fs.write(fh, at as u64, b"patched").await.unwrap();
     bytes[at..at + 7].copy_from_slice(b"patched");
     // read-back through the same handle sees the patch
-    assert_eq!(fs.read(fh, at as u64, 7).await.unwrap(), b"patched");
+    assert_eq!(fs.read(fh, at as u64, 7).await.unwrap(), &b"patched"[..]);
     fs.release(fh).await.unwrap();
     assert_eq!(mem.uploads.load(Ordering::SeqCst) - before, 1);
     assert_eq!(content(&mem, "img"), bytes);
@@ -408,6 +473,201 @@ async fn read_path_pins_a_version_and_uses_the_cache() {
     // errors map to errno
     assert_eq!(fs.lookup(dir, "nope").await.unwrap_err().errno, libc::ENOENT);
     assert_eq!(fs.lookup(ROOT, "other").await.unwrap_err().errno, libc::ENOENT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reads_turns_corrupt_blocks_into_eio_and_caches_nothing_bad() {
+    let (mem, fs) = fs_with(FsOptions {
+        cache_blocks: 1,
+        verify_reads: true,
+        ..FsOptions::default()
+    });
+    let dir = container_ino(&fs).await;
+    let bytes = data(2 * BLOCK_SIZE, 9);
+    write_file(&fs, dir, "v", &bytes, 1 << 20).await;
+    let ino = fs.lookup(dir, "v").await.unwrap().ino;
+    mem.corrupt_reads.store(true, Ordering::SeqCst);
+    let fh = fs.open(ino, libc::O_RDONLY).await.unwrap();
+    // The cache holds one block: at least one of the two is fetched, corrupt.
+    let mut errs = 0;
+    for b in 0..2u64 {
+        if let Err(e) = fs.read(fh, b * BLOCK_SIZE as u64, 16).await {
+            assert_eq!(e.errno, libc::EIO);
+            errs += 1;
+        }
+    }
+    assert!(
+        errs >= 1,
+        "a corrupt block fetched with verify_reads must fail the read"
+    );
+    mem.corrupt_reads.store(false, Ordering::SeqCst);
+    for b in 0..2usize {
+        let got = fs.read(fh, (b * BLOCK_SIZE) as u64, 16).await.unwrap();
+        assert_eq!(
+            got,
+            bytes[b * BLOCK_SIZE..b * BLOCK_SIZE + 16],
+            "the failed fetch left nothing in the cache"
+        );
+    }
+    fs.release(fh).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rereading_an_evicted_uploaded_block_commits_early_instead_of_failing() {
+    let (mem, fs) = fs_with(FsOptions {
+        cache_blocks: 1,
+        ..FsOptions::default()
+    });
+    let dir = container_ino(&fs).await;
+    let mut bytes = data(4 * BLOCK_SIZE, 11);
+    let (_, fh) = fs.create(dir, "e", libc::O_RDWR).await.unwrap();
+    let uploads = |n: usize| {
+        let mem = mem.clone();
+        async move {
+            for _ in 0..500 {
+                if mem.uploads.load(Ordering::SeqCst) >= n {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            panic!("uploads did not finish");
+        }
+    };
+    for (i, c) in bytes[..3 * BLOCK_SIZE].chunks(1 << 20).enumerate() {
+        fs.write(fh, (i << 20) as u64, c).await.unwrap();
+    }
+    uploads(3).await;
+    // The next full block reaps the finished uploads: blocks 0..3 are then only on the server
+    // (in no version) and the one-block cache holds at most one of them.
+    fs.write(fh, 3 * BLOCK_SIZE as u64, &bytes[3 * BLOCK_SIZE..])
+        .await
+        .unwrap();
+    uploads(4).await;
+    assert_eq!(mem.puts.load(Ordering::SeqCst), 0);
+    let got = fs.read(fh, 100, 1000).await.unwrap();
+    assert_eq!(got, bytes[100..1100], "block 0 reads back through the writer");
+    // and a partial rewrite of block 0 lands
+    fs.write(fh, 5, b"again").await.unwrap();
+    bytes[5..10].copy_from_slice(b"again");
+    fs.release(fh).await.unwrap();
+    assert_eq!(content(&mem, "e"), bytes);
+    assert!(
+        mem.puts.load(Ordering::SeqCst) >= 2,
+        "an early commit, then the final one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgotten_and_never_seen_inodes_leave_the_table() {
+    struct Plus(usize);
+    impl DirSink for Plus {
+        fn add(&mut self, _: Ino, _: u64, _: &str, _: &Attr) -> bool {
+            self.0 += 1;
+            false
+        }
+        fn gives_entries(&self) -> bool {
+            true
+        }
+    }
+    let (mem, fs) = fs_with(FsOptions::default());
+    let dir = container_ino(&fs).await;
+    write_file(&fs, dir, "kept", b"kept", 4).await;
+    let first = fs.lookup(dir, "kept").await.unwrap().ino;
+    // create counted one entry, the lookup another: both must be forgotten before it goes
+    fs.forget(first, 1);
+    assert_eq!(fs.lookup(dir, "kept").await.unwrap().ino, first);
+    fs.forget(first, 2);
+    let again = fs.lookup(dir, "kept").await.unwrap().ino;
+    assert_ne!(
+        again, first,
+        "a forgotten inode is dropped, a new lookup makes a new one"
+    );
+    // A listing of 20k names remembers them all; past the threshold the ones the kernel was
+    // never given are swept, the one it holds stays.
+    {
+        let mut objs = mem.objects.lock().unwrap();
+        for i in 0..20_000 {
+            objs.insert(("c".into(), format!("n{i:05}")), (0, vec![], 1, "text/plain".into()));
+        }
+    }
+    let fh = fs.opendir(dir).await.unwrap();
+    fs.release_handle(fh);
+    assert!(fs.inode_count() < 20_000, "table swept: {} inodes", fs.inode_count());
+    assert_eq!(
+        fs.lookup(dir, "kept").await.unwrap().ino,
+        again,
+        "held inodes survive the sweep"
+    );
+    // readdirplus hands out entries: each counts, swept or not
+    let fh = fs.opendir(dir).await.unwrap();
+    let mut sink = Plus(0);
+    fs.readdir(dir, fh, 0, &mut sink).unwrap();
+    fs.release_handle(fh);
+    assert_eq!(sink.0, 20_003, "., .., kept and 20k names");
+    let ino = fs.lookup(dir, "n00001").await.unwrap().ino;
+    fs.forget(ino, 2);
+    assert_ne!(fs.lookup(dir, "n00001").await.unwrap().ino, ino);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metafiles_register_and_unregister() {
+    let (mem, fs) = fs_with(FsOptions::default());
+    let dir = container_ino(&fs).await;
+    let image = |mem: &Mem| {
+        mem.images
+            .lock()
+            .unwrap()
+            .get(&("c".into(), "disk.img".into()))
+            .cloned()
+    };
+    // the metafile first (cp -r order): stored, registered once the image is committed
+    write_file(
+        &fs,
+        dir,
+        "disk.img.meta",
+        br#"{"name": "Disk", "properties": {"OS": "linux"}}"#,
+        7,
+    )
+    .await;
+    assert!(image(&mem).is_none());
+    write_file(&fs, dir, "disk.img", b"bytes", 5).await;
+    let img = image(&mem).expect("registered when the image was committed");
+    assert_eq!(img.name, "Disk");
+    assert_eq!(img.properties["os"], "linux");
+    // re-registration replaces everything
+    write_file(&fs, dir, "disk.img.meta", br#"{"is-public": "True"}"#, 100).await;
+    let img = image(&mem).unwrap();
+    assert_eq!(
+        (img.name.as_str(), img.is_public, img.properties.len()),
+        ("disk.img", true, 0)
+    );
+    // a bad metafile: EINVAL at close, registry unchanged, bytes kept, reason readable
+    let (_, fh) = fs.create(dir, "disk.img.meta", libc::O_WRONLY).await.unwrap();
+    fs.write(fh, 0, br#"{"disk-format": "qcow9"}"#).await.unwrap();
+    assert_eq!(fs.release(fh).await.unwrap_err().errno, libc::EINVAL);
+    assert!(image(&mem).unwrap().is_public);
+    assert_eq!(content(&mem, "disk.img.meta"), br#"{"disk-format": "qcow9"}"#);
+    let meta_ino = fs.lookup(dir, "disk.img.meta").await.unwrap().ino;
+    let why = fs.metafile_error(meta_ino).unwrap().unwrap();
+    assert!(why.contains("qcow9"), "{why}");
+    assert_eq!(
+        fs.metafile_error(fs.lookup(dir, "disk.img").await.unwrap().ino)
+            .unwrap(),
+        None
+    );
+    // a good one clears the error
+    write_file(&fs, dir, "disk.img.meta", b"{}", 2).await;
+    assert_eq!(fs.metafile_error(meta_ino).unwrap().unwrap(), "");
+    // rm refused by the registry: EACCES, nothing deleted
+    mem.refuse_unregister.store(true, Ordering::SeqCst);
+    assert_eq!(fs.unlink(dir, "disk.img.meta").await.unwrap_err().errno, libc::EACCES);
+    assert!(image(&mem).is_some());
+    assert_eq!(content(&mem, "disk.img.meta"), b"{}");
+    mem.refuse_unregister.store(false, Ordering::SeqCst);
+    // rm N.meta unregisters, N stays
+    fs.unlink(dir, "disk.img.meta").await.unwrap();
+    assert!(image(&mem).is_none());
+    assert_eq!(content(&mem, "disk.img"), b"bytes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -117,6 +117,19 @@ impl WriteState {
                 .all(|(s, h)| matches!(s, Slot::Clean(x) if x == h))
     }
 
+    /// Whether some block of `offset..offset + len` was uploaded by this handle, is in no
+    /// version yet and is no longer cached: then only a commit makes it readable.
+    pub fn needs_checkpoint<S: Storage>(&self, sh: &Shared<S>, offset: u64, len: u64) -> bool {
+        if len == 0 || offset >= self.size {
+            return false;
+        }
+        let first = (offset / BS) as usize;
+        let last = (((offset + len).min(self.size) - 1) / BS) as usize;
+        self.slots[first..=last.min(self.slots.len() - 1)]
+            .iter()
+            .any(|s| matches!(s, Slot::Uploaded(h) if sh.cache.get(h).is_none()))
+    }
+
     fn dirty_count(&self) -> usize {
         self.slots.iter().filter(|s| matches!(s, Slot::Dirty(_))).count()
     }
@@ -142,7 +155,7 @@ impl WriteState {
                         Some(b) => b.to_vec(),
                         None => return Err(FsError::new(
                             libc::EIO,
-                            "a block written earlier through this handle is no longer cached; fsync before rereading",
+                            "a block written earlier through this handle is no longer cached (and was not committed)",
                         )),
                     }
                 }
@@ -168,7 +181,7 @@ impl WriteState {
                 .await
                 .map_err(FsError::from)
         });
-        Ok(sh.cache.get_or_fetch(h, fetch).await?.to_vec())
+        Ok(sh.cache.get_or_fetch(h, sh.opts.verify_reads, fetch).await?.to_vec())
     }
 
     fn read_spill(&mut self, at: u64) -> FsResult<Vec<u8>> {
@@ -536,9 +549,11 @@ async fn spawn_upload<S: Storage>(
     tokio::spawn(async move {
         let _permit = permit;
         let b = bytes.clone();
+        let hashing = sh.hashers.acquire().await.expect("semaphore never closed");
         let h = tokio::task::spawn_blocking(move || block_hash(&b))
             .await
             .map_err(|e| FsError::new(libc::EIO, format!("hash task failed: {e}")))?;
+        drop(hashing);
         if h.is_empty_block() || known.contains(&h) || sh.sent.lock().unwrap_or_else(|p| p.into_inner()).contains(&h) {
             sh.stats
                 .blocks_skipped

@@ -6,7 +6,7 @@ use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::Method;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_imgfs");
@@ -222,4 +222,141 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
+}
+
+/// A real mount of a user's account (`imgfs mount`, daemonized), unmounted on drop.
+pub struct Mount {
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    /// Removed (after the unmount in Drop) with everything a test left beside the mount.
+    _root: tempfile::TempDir,
+}
+
+impl Mount {
+    pub fn new(server: &Server, user: &TestUser, extra: &str) -> Mount {
+        let tmp = tempfile::Builder::new().prefix("mnt-").tempdir_in(test_root()).unwrap();
+        let root = tmp.path().to_path_buf();
+        let dir = root.join("m");
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = root.join("token");
+        std::fs::write(&token, &user.token).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let log = root.join("mount.log");
+        let mut opts = format!("token_file={},log_file={}", token.display(), log.display());
+        if !extra.is_empty() {
+            opts.push(',');
+            opts.push_str(extra);
+        }
+        let out = Command::new(BIN)
+            .args(["mount", &format!("{}/identity/v2.0", server.url())])
+            .arg(&dir)
+            .args(["-o", &opts])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Mount { dir, log, _root: tmp }
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.join(p)
+    }
+
+    pub fn unmount(&self) {
+        let out = Command::new("fusermount3").arg("-u").arg(&self.dir).output().unwrap();
+        assert!(
+            out.status.success(),
+            "unmount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3").arg("-uz").arg(&self.dir).output();
+    }
+}
+
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("bash").args(["-c", cmd]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn sha_file(p: &Path) -> String {
+    sha256_hex(&std::fs::read(p).unwrap())
+}
+
+/// kamaki 0.16 (installed by scripts/test.sh) configured for one user of a server, with its
+/// own HOME.
+pub struct Kamaki {
+    home: tempfile::TempDir,
+    py: String,
+    dir: String,
+}
+
+impl Kamaki {
+    pub fn new(server: &Server, user: &TestUser) -> Kamaki {
+        let dir = std::env::var("IMGFS_KAMAKI")
+            .expect("IMGFS_KAMAKI is not set: run the tests through scripts/test.sh, which installs kamaki 0.16");
+        let py = std::env::var("IMGFS_PY27").expect("IMGFS_PY27 is not set: run the tests through scripts/test.sh");
+        let k = Kamaki {
+            home: tempfile::tempdir_in(test_root()).unwrap(),
+            py,
+            dir,
+        };
+        let url = format!("{}/identity/v2.0", server.url());
+        k.ok(&["config", "set", "cloud.imgfs.url", &url]);
+        k.ok(&["config", "set", "cloud.imgfs.token", &user.token]);
+        k.ok(&["config", "set", "default_cloud", "imgfs"]);
+        k
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(&self.py)
+            .arg(format!("{}/bin/kamaki", self.dir))
+            .args(args)
+            .env("HOME", self.home.path())
+            .env("PYTHONPATH", &self.dir)
+            .current_dir(self.home.path())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "kamaki {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+    }
+
+    /// Runs a command that must fail; returns everything it printed.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(!o.status.success(), "kamaki {args:?} should have failed");
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.home.path().join(name)
+    }
 }

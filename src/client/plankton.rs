@@ -1,0 +1,97 @@
+//! The image registry (Plankton) over HTTP, on the same client and retries as the object
+//! store: registration follows `.meta` files.
+
+use super::pithos::PithosClient;
+use super::*;
+use crate::api::plankton::{self, py_bool, IMAGE_META};
+use reqwest::{Method, Response};
+
+fn image_headers(r: &Response) -> Option<Image> {
+    Image::from_headers(
+        r.headers()
+            .iter()
+            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))),
+    )
+}
+
+impl PithosClient {
+    fn images_url(&self, rest: &str) -> Result<String> {
+        match &self.images {
+            Some(base) => Ok(format!("{base}/{rest}")),
+            None => Err(ClientError::Protocol {
+                method: "-".into(),
+                path: rest.into(),
+                message: "the cloud's catalog has no image service".into(),
+            }),
+        }
+    }
+}
+
+impl Registry for PithosClient {
+    async fn image_of(&self, container: &str, name: &str) -> Result<Option<Image>> {
+        let uuid = match self.send(Method::HEAD, self.url(container, name), &[200], |b| b).await {
+            Ok(r) => r
+                .headers()
+                .get(crate::api::pithos::X_OBJECT_UUID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string(),
+            Err(ClientError::Status { status: 404, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if uuid.is_empty() {
+            return Ok(None);
+        }
+        let url = self.images_url(&format!("images/{}", encode(&uuid)))?;
+        match self.send(Method::HEAD, url, &[200], |b| b).await {
+            Ok(r) => Ok(image_headers(&r)),
+            Err(ClientError::Status { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn register(&self, container: &str, name: &str, reg: &Registration) -> Result<Image> {
+        let url = self.images_url("images/")?;
+        let image_name = reg.name.clone().unwrap_or_else(|| name.to_string());
+        let location = plankton::location(&self.account, container, name);
+        let mut headers: Vec<(String, String)> = vec![
+            (format!("{IMAGE_META}name"), encode(&image_name)),
+            (format!("{IMAGE_META}location"), location),
+            (format!("{IMAGE_META}is-public"), py_bool(reg.is_public).to_string()),
+        ];
+        if let Some(f) = &reg.disk_format {
+            headers.push((format!("{IMAGE_META}disk-format"), f.clone()));
+        }
+        if let Some(f) = &reg.container_format {
+            headers.push((format!("{IMAGE_META}container-format"), f.clone()));
+        }
+        for (k, v) in &reg.properties {
+            headers.push((format!("{IMAGE_META}property-{}", encode(k)), encode(v)));
+        }
+        let r = self
+            .send(Method::POST, url, &[200, 201], |mut b| {
+                for (k, v) in &headers {
+                    b = b.header(k, v);
+                }
+                b.header("content-length", "0")
+            })
+            .await?;
+        image_headers(&r).ok_or_else(|| ClientError::Protocol {
+            method: "POST".into(),
+            path: "images/".into(),
+            message: "no image id in the reply".into(),
+        })
+    }
+
+    async fn unregister(&self, id: &str) -> Result<()> {
+        let url = self.images_url(&format!("images/{}", encode(id)))?;
+        match self.send(Method::DELETE, url, &[200, 204], |b| b).await {
+            Ok(_) | Err(ClientError::Status { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn encode(s: &str) -> String {
+    crate::api::pithos::encode_path(s)
+}

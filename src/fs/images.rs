@@ -1,0 +1,143 @@
+//! `.meta` files keep the image registry in step (DESIGN.md §2 ".meta files"): committing
+//! `N.meta` registers `N` with exactly what the file says, committing `N` while `N.meta`
+//! exists re-registers it, removing `N.meta` (or `N`) unregisters. A bad metafile fails the
+//! committing call with EINVAL, keeps its bytes, and says why in `user.imgfs.error`.
+
+use super::error::{FsError, FsResult};
+use super::{Fs, Ino};
+use crate::api::metafile::{self, MetafileError, Registration};
+use crate::client::{ClientError, Registry, Storage};
+
+/// The extended attribute that tells why the last commit of a `.meta` file failed.
+pub const ERROR_XATTR: &str = "user.imgfs.error";
+
+impl<S: Storage + Registry> Fs<S> {
+    /// Called after `container/path` was committed (written, or renamed onto). `content` is
+    /// a metafile's `(size, bytes)` when the caller still holds them (the bytes are left out
+    /// past [`metafile::MAX_BYTES`]).
+    pub(super) async fn registry_after_commit(
+        &self,
+        container: &str,
+        path: &str,
+        content: Option<(u64, Vec<u8>)>,
+    ) -> FsResult<()> {
+        match metafile::image_name(path) {
+            Some(image) => {
+                let (size, bytes) = match content {
+                    Some(c) => c,
+                    None => match self.stored_metafile(container, path).await? {
+                        Some(c) => c,
+                        None => return Ok(()),
+                    },
+                };
+                self.register_from(container, image, path, size, &bytes).await
+            }
+            None => {
+                let meta = format!("{path}{}", metafile::SUFFIX);
+                let Some((size, bytes)) = self.stored_metafile(container, &meta).await? else {
+                    return Ok(());
+                };
+                // The image's content is committed whatever its metafile says; a bad
+                // metafile is reported on the metafile.
+                match self.register_from(container, path, &meta, size, &bytes).await {
+                    Err(e) if e.errno == libc::EINVAL => Ok(()),
+                    other => other,
+                }
+            }
+        }
+    }
+
+    /// A stored metafile's size and bytes (no bytes past [`metafile::MAX_BYTES`]).
+    async fn stored_metafile(&self, container: &str, meta: &str) -> FsResult<Option<(u64, Vec<u8>)>> {
+        let Some(st) = self.sh.storage.head(container, meta).await? else {
+            return Ok(None);
+        };
+        if st.size as usize > metafile::MAX_BYTES {
+            return Ok(Some((st.size, vec![])));
+        }
+        let bytes = self.sh.storage.read(container, meta, st.version, 0, st.size).await?;
+        Ok(Some((st.size, bytes.to_vec())))
+    }
+
+    /// Registers `container/image` from the metafile `meta`'s bytes, if the image exists.
+    async fn register_from(&self, container: &str, image: &str, meta: &str, size: u64, bytes: &[u8]) -> FsResult<()> {
+        if size as usize > metafile::MAX_BYTES {
+            let e = MetafileError::TooLarge(size as usize);
+            return Err(self.fail(container, meta, libc::EINVAL, e.to_string()));
+        }
+        let reg: Registration = match metafile::parse(bytes) {
+            Ok(r) => r,
+            Err(e) => return Err(self.fail(container, meta, libc::EINVAL, e.to_string())),
+        };
+        if self.sh.storage.head(container, image).await?.is_none() {
+            // `cp -r` may bring the metafile first: the image registers when it is committed.
+            tracing::info!(container, image, "metafile stored; the image registers when it exists");
+            self.clear_error(container, meta);
+            return Ok(());
+        }
+        match self.sh.storage.register(container, image, &reg).await {
+            Ok(img) => {
+                tracing::info!(container, image, id = %img.id, "registered");
+                self.clear_error(container, meta);
+                Ok(())
+            }
+            Err(e) => {
+                let errno = FsError::from(e.clone()).errno;
+                Err(self.fail(container, meta, errno, registry_reason(&e)))
+            }
+        }
+    }
+
+    /// Before `container/path` is deleted: removing `N.meta` or `N` unregisters `N`. A
+    /// refusal (not the owner) stops the delete.
+    pub(super) async fn registry_before_unlink(&self, container: &str, path: &str) -> FsResult<()> {
+        let image = metafile::image_name(path).unwrap_or(path);
+        let Some(img) = self.sh.storage.image_of(container, image).await? else {
+            return Ok(());
+        };
+        self.sh.storage.unregister(&img.id).await.map_err(|e| {
+            let err = FsError::from(e);
+            FsError::new(err.errno, format!("unregistering {container}/{image}: {}", err.message))
+        })?;
+        tracing::info!(container, image, id = %img.id, "unregistered");
+        Ok(())
+    }
+
+    /// `user.imgfs.error` of a metafile: the last commit's error, empty if none.
+    pub fn metafile_error(&self, ino: Ino) -> FsResult<Option<String>> {
+        let (container, path) = self.object_loc(ino)?;
+        if metafile::image_name(&path).is_none() {
+            return Ok(None);
+        }
+        let errors = self.meta_errors.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(Some(errors.get(&(container, path)).cloned().unwrap_or_default()))
+    }
+
+    fn fail(&self, container: &str, meta: &str, errno: i32, reason: String) -> FsError {
+        tracing::warn!(container, metafile = meta, "{reason}");
+        self.record_error(container, meta, reason.clone());
+        FsError::new(errno, format!("{container}/{meta}: {reason}"))
+    }
+
+    fn record_error(&self, container: &str, meta: &str, reason: String) {
+        self.meta_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((container.to_string(), meta.to_string()), reason);
+    }
+
+    fn clear_error(&self, container: &str, meta: &str) {
+        self.meta_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(container.to_string(), meta.to_string()));
+    }
+}
+
+/// The registry's own words where it gave some.
+fn registry_reason(e: &ClientError) -> String {
+    match e {
+        ClientError::Status { status, message, .. } => format!("the registry refused ({status}): {message}"),
+        other => other.to_string(),
+    }
+}

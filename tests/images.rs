@@ -1,0 +1,158 @@
+//! The image registry as files (DESIGN.md §2 ".meta files") on a real mount over a real
+//! `imgfs serve`, with kamaki 0.16 as the registry's independent witness: a committed
+//! `N.meta` registers N with exactly what it says, bad metafiles fail the close with EINVAL
+//! and keep their bytes, `rm N.meta` and `rm N` unregister.
+//!
+//! Runs through scripts/test.sh (root, /dev/fuse, kamaki installed).
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::Write;
+use std::os::fd::IntoRawFd;
+use std::path::Path;
+
+/// Writes a file and closes it, returning close's own result (std's drop ignores it).
+fn write_close(p: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(p)?;
+    f.write_all(data)?;
+    let fd = f.into_raw_fd();
+    if unsafe { libc::close(fd) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The account's own images, by name, from `GET /images/detail`.
+fn detail(api: &Api, name: &str) -> Option<Value> {
+    let list: Value = api.img("GET", "images/detail").send().unwrap().json().unwrap();
+    list.as_array().unwrap().iter().find(|i| i["name"] == name).cloned()
+}
+
+fn uuid(api: &Api, path: &str) -> String {
+    header(&api.head(path), "x-object-uuid")
+}
+
+fn getfattr(p: &Path, name: &str) -> String {
+    sh(&format!("getfattr --only-values -n {name} '{}'", p.display()))
+}
+
+#[test]
+fn meta_files_register_update_and_unregister() {
+    let s = Server::start();
+    let u = s.add_user("alice");
+    let api = Api::new(&s, &u);
+    let m = Mount::new(&s, &u, "");
+    let k = Kamaki::new(&s, &u);
+
+    // Register: an image file, then its metafile as a person types it.
+    std::fs::write(m.path("pithos/deb.img"), pattern(5 << 20, 1)).unwrap();
+    let id = uuid(&api, "pithos/deb.img");
+    write_close(
+        &m.path("pithos/deb.img.meta"),
+        br#"{"name": "Debian", "is-public": true, "properties": {"OSFAMILY": "linux", "users": "root"}}"#,
+    )
+    .unwrap();
+    let img = detail(&api, "Debian").expect("registered by the close");
+    assert_eq!(img["id"], id.as_str(), "the image id is the object's UUID");
+    assert_eq!(img["is_public"], true);
+    assert_eq!(img["properties"]["osfamily"], "linux");
+    let out = k.ok(&["image", "list"]);
+    assert!(out.contains(&format!("{id} Debian")), "{out}");
+    let out = k.ok(&["image", "info", &id]);
+    assert!(out.contains("users: root") && out.contains("osfamily: linux"), "{out}");
+
+    // Override: exactly what the file says, properties not in it removed, id kept.
+    write_close(&m.path("pithos/deb.img.meta"), br#"{"name": "Debian 2"}"#).unwrap();
+    let img = detail(&api, "Debian 2").expect("re-registered");
+    assert_eq!(img["id"], id.as_str());
+    assert_eq!(img["is_public"], false);
+    assert_eq!(img["properties"], serde_json::json!({}));
+    assert!(detail(&api, "Debian").is_none());
+
+    // A metafile kamaki itself wrote (string values, "True", dashes) registers through the
+    // mount too.
+    std::fs::write(m.path("pithos/k.img"), pattern(3000, 2)).unwrap();
+    k.ok(&[
+        "image",
+        "register",
+        "--name",
+        "From Kamaki",
+        "--location",
+        "/pithos/k.img",
+        "--public",
+        "-p",
+        "root_partition=1",
+    ]);
+    let kamaki_meta = std::fs::read(m.path("pithos/k.img.meta")).unwrap();
+    assert!(String::from_utf8_lossy(&kamaki_meta).contains("\"is-public\": \"True\""));
+    write_close(&m.path("pithos/deb.img.meta"), &kamaki_meta).unwrap();
+    let img = detail(&api, "From Kamaki").expect("registered from kamaki's metafile");
+    assert_eq!(img["id"], id.as_str(), "deb.img took the name, not k.img's id");
+    assert_eq!(img["is_public"], true);
+    assert_eq!(img["properties"]["root_partition"], "1");
+
+    // A program that writes a temp file and renames it over the metafile: an update.
+    write_close(&m.path("pithos/.deb.img.meta.tmp"), br#"{"name": "Renamed In"}"#).unwrap();
+    std::fs::rename(m.path("pithos/.deb.img.meta.tmp"), m.path("pithos/deb.img.meta")).unwrap();
+    let img = detail(&api, "Renamed In").expect("registered by the rename");
+    assert_eq!(img["id"], id.as_str());
+    assert!(!m.path("pithos/.deb.img.meta.tmp").exists());
+
+    // Bad metafiles: EINVAL at close, registry unchanged, bytes kept, reason in the xattr.
+    let bad: [(&str, &[u8], &str); 5] = [
+        ("invalid JSON", b"{\"name\": ", "invalid JSON"),
+        ("unknown format", br#"{"disk-format": "qcow9"}"#, "qcow9"),
+        ("wrong type", br#"{"properties": {"a": [1]}}"#, "must be a string"),
+        ("empty", b"", "empty"),
+        ("not UTF-8", b"{\"name\": \"\xff\"}", "UTF-8"),
+    ];
+    for (what, bytes, reason) in bad {
+        let e = write_close(&m.path("pithos/deb.img.meta"), bytes).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{what}: {e}");
+        assert!(detail(&api, "Renamed In").is_some(), "{what}: registry kept its state");
+        assert_eq!(api.get("pithos/deb.img.meta"), bytes, "{what}: bytes kept");
+        let why = getfattr(&m.path("pithos/deb.img.meta"), "user.imgfs.error");
+        assert!(why.contains(reason), "{what}: user.imgfs.error = {why:?}");
+    }
+    let big = vec![b' '; 10 << 20];
+    let e = write_close(&m.path("pithos/deb.img.meta"), &big).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    assert_eq!(
+        api.get("pithos/deb.img.meta").len(),
+        10 << 20,
+        "a 10 MiB metafile is kept too"
+    );
+    // A good file clears the error.
+    write_close(&m.path("pithos/deb.img.meta"), br#"{"name": "Debian 3"}"#).unwrap();
+    assert_eq!(getfattr(&m.path("pithos/deb.img.meta"), "user.imgfs.error"), "");
+    assert!(detail(&api, "Debian 3").is_some());
+
+    // `cp -r` of a folder where the metafile comes first: registered when the image lands.
+    let src = m.dir.parent().unwrap().join("batch");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("b.img.meta"), br#"{"name": "Batch", "is-public": "True"}"#).unwrap();
+    std::fs::write(src.join("b.img"), pattern(1 << 20, 3)).unwrap();
+    std::fs::create_dir(m.path("pithos/batch")).unwrap();
+    std::fs::copy(src.join("b.img.meta"), m.path("pithos/batch/b.img.meta")).unwrap();
+    assert!(detail(&api, "Batch").is_none(), "no image yet");
+    std::fs::copy(src.join("b.img"), m.path("pithos/batch/b.img")).unwrap();
+    let img = detail(&api, "Batch").expect("registered when the image was committed");
+    assert_eq!(img["is_public"], true);
+    assert_eq!(img["location"], format!("pithos://{}/pithos/batch/b.img", u.uuid));
+
+    // Rewriting the image keeps it registered with the new size.
+    std::fs::write(m.path("pithos/batch/b.img"), pattern(2 << 20, 4)).unwrap();
+    assert_eq!(detail(&api, "Batch").unwrap()["size"], 2 << 20);
+
+    // rm N.meta unregisters and keeps N; rm N unregisters.
+    std::fs::remove_file(m.path("pithos/deb.img.meta")).unwrap();
+    assert!(detail(&api, "Debian 3").is_none());
+    let out = k.ok(&["image", "list"]);
+    assert!(!out.contains(&id), "{out}");
+    assert_eq!(api.get("pithos/deb.img").len(), 5 << 20);
+    std::fs::remove_file(m.path("pithos/batch/b.img")).unwrap();
+    assert!(detail(&api, "Batch").is_none());
+    assert!(m.path("pithos/batch/b.img.meta").exists(), "rm N leaves N.meta");
+}
