@@ -174,4 +174,6 @@ pub trait Registry: Send + Sync + 'static {
     fn register(&self, container: &str, name: &str, reg: &Registration) -> impl Future<Output = Result<Image>> + Send;
     /// Unregisters an image (the object stays); an id that is no image is not an error.
     fn unregister(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// The account's own images, as `(container, path, image)`.
+    fn own_images(&self) -> impl Future<Output = Result<Vec<(String, String, Image)>>> + Send;
 }

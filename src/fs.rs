@@ -156,6 +156,9 @@ struct Node {
     unlinked: bool,
     /// Entries the kernel holds (each entry reply counts one; `forget` gives them back).
     lookups: u64,
+    /// For `N.meta` of a registered image: the registry's live state in kamaki's layout,
+    /// which is what reading the file gives (the stored bytes may be older).
+    generated: Option<bytes::Bytes>,
 }
 
 /// Where an inode is on the server.
@@ -213,6 +216,11 @@ impl WriteHandle {
 
 enum Handle {
     Read(ReadHandle),
+    /// A metafile's generated content, read as it was at open.
+    Generated {
+        ino: Ino,
+        data: bytes::Bytes,
+    },
     Write(Box<WriteHandle>),
     Dir(Vec<(String, Attr)>),
 }
@@ -275,6 +283,7 @@ impl<S: Storage + Registry> Fs<S> {
                 fetched: Some(Instant::now()),
                 unlinked: false,
                 lookups: 0,
+                generated: None,
             },
         );
         let sh = Shared {
@@ -336,7 +345,11 @@ impl<S: Storage + Registry> Fs<S> {
                 (Kind::File, true) => 0,
                 (Kind::File, false) => 1,
             },
-            size: if n.kind == Kind::Dir { 0 } else { n.size },
+            size: match (&n.generated, n.kind) {
+                (_, Kind::Dir) => 0,
+                (Some(g), _) => g.len() as u64,
+                (None, _) => n.size,
+            },
             mtime: to_systime(n.mtime),
             perm: if n.kind == Kind::Dir { o.dir_mode } else { o.file_mode },
             uid: o.uid,
@@ -403,7 +416,10 @@ impl<S: Storage + Registry> Fs<S> {
                 ino
             }
         };
-        let lookups = nodes.by_ino.get(&ino).map_or(0, |n| n.lookups);
+        let (lookups, generated) = nodes
+            .by_ino
+            .get(&ino)
+            .map_or((0, None), |n| (n.lookups, n.generated.clone()));
         nodes.by_ino.insert(
             ino,
             Node {
@@ -416,6 +432,7 @@ impl<S: Storage + Registry> Fs<S> {
                 fetched: Some(Instant::now()),
                 unlinked: false,
                 lookups,
+                generated,
             },
         );
         ino
@@ -436,6 +453,7 @@ impl<S: Storage + Registry> Fs<S> {
                 .filter_map(|h| match h.as_ref() {
                     Handle::Write(w) => Some(w.ino),
                     Handle::Read(r) => Some(r.ino),
+                    Handle::Generated { ino, .. } => Some(*ino),
                     Handle::Dir(_) => None,
                 })
                 .collect()
@@ -487,6 +505,7 @@ impl<S: Storage + Registry> Fs<S> {
                         fetched: Some(Instant::now()),
                         unlinked: false,
                         lookups: 0,
+                        generated: None,
                     },
                 );
                 ino
@@ -558,6 +577,7 @@ impl<S: Storage + Registry> Fs<S> {
         handles.values().any(|h| match h.as_ref() {
             Handle::Write(w) => w.ino == ino,
             Handle::Read(r) => r.ino == ino,
+            Handle::Generated { ino: g, .. } => *g == ino,
             Handle::Dir(_) => false,
         })
     }
@@ -631,9 +651,17 @@ impl<S: Storage + Registry> Fs<S> {
                 }
             }
             Loc::Object { container, path } => {
+                let live = self.live_metafile(&container, &path).await;
                 if let Some(st) = self.sh.storage.head(&container, &path).await? {
                     let kind = if st.is_dir() { Kind::Dir } else { Kind::File };
                     let ino = self.remember(parent, name, kind, st.size, st.mtime, st.version);
+                    self.set_generated(ino, live);
+                    return Ok(self.attr_of(ino, &self.node(ino)?));
+                }
+                if live.is_some() {
+                    // A registered image without a stored metafile still shows one.
+                    let ino = self.remember(parent, name, Kind::File, 0, now_micros(), 0);
+                    self.set_generated(ino, live);
                     return Ok(self.attr_of(ino, &self.node(ino)?));
                 }
                 if self.sh.storage.has_children(&container, &format!("{path}/")).await? {
@@ -651,6 +679,7 @@ impl<S: Storage + Registry> Fs<S> {
         let stale = !n.unlinked && n.fetched.is_some_and(|t| t.elapsed() >= self.sh.opts.attr_ttl);
         if ino != ROOT && stale && n.kind == Kind::File && !self.has_writer(ino) {
             if let Loc::Object { container, path } = self.loc(ino)? {
+                let live = self.live_metafile(&container, &path).await;
                 match self.sh.storage.head(&container, &path).await? {
                     Some(st) => {
                         let mut nodes = self.nodes();
@@ -659,6 +688,14 @@ impl<S: Storage + Registry> Fs<S> {
                             node.mtime = st.mtime;
                             node.version = st.version;
                             node.fetched = Some(Instant::now());
+                            node.generated = live;
+                        }
+                    }
+                    None if live.is_some() => {
+                        let mut nodes = self.nodes();
+                        if let Some(node) = nodes.by_ino.get_mut(&ino) {
+                            node.fetched = Some(Instant::now());
+                            node.generated = live;
                         }
                     }
                     None => return Err(FsError::quiet(libc::ENOENT, format!("{container}/{path} is gone"))),
@@ -737,6 +774,19 @@ impl<S: Storage + Registry> Fs<S> {
                     .map(|(n, _)| n.clone())
                     .collect();
                 out.retain(|(n, a)| a.kind == Kind::File || !files.contains(n));
+                for (meta, data) in self.live_metafiles_in(&container, &prefix).await {
+                    let existing = out.iter().position(|(n, _)| *n == meta);
+                    let child = match existing {
+                        Some(i) => out[i].1.ino,
+                        None => self.remember(ino, &meta, Kind::File, 0, now_micros(), 0),
+                    };
+                    self.set_generated(child, Some(data));
+                    let attr = self.attr_of(child, &self.node(child)?);
+                    match existing {
+                        Some(i) => out[i].1 = attr,
+                        None => out.push((meta, attr)),
+                    }
+                }
                 out.sort_by(|a, b| a.0.cmp(&b.0));
             }
         }
@@ -817,6 +867,7 @@ impl<S: Storage + Registry> Fs<S> {
         let ino = match h.as_deref() {
             Some(Handle::Write(w)) => w.ino,
             Some(Handle::Read(r)) => r.ino,
+            Some(Handle::Generated { ino, .. }) => *ino,
             _ => return,
         };
         if !self.has_handles(ino) {
@@ -847,6 +898,22 @@ impl<S: Storage + Registry> Fs<S> {
             return Err(FsError::new(libc::EROFS, "read-only mount"));
         }
         let (container, name) = self.object_loc(ino)?;
+        if let Some(data) = self.live_metafile_of(ino, &container, &name).await {
+            if !writing {
+                return Ok(self.add_handle(Handle::Generated { ino, data }));
+            }
+            if flags & libc::O_TRUNC == 0 {
+                // An in-place edit starts from what the reader would see.
+                let known = match self.sh.storage.head(&container, &name).await? {
+                    Some(st) => self.sh.storage.hashmap(&container, &name, st.version).await?.1,
+                    None => vec![],
+                };
+                let mut state = WriteState::empty(&container, known, crate::api::pithos::OCTET_STREAM.to_string());
+                state.write(&self.sh, 0, &data).await?;
+                state.changed = false;
+                return Ok(self.add_handle(Handle::Write(Box::new(WriteHandle::new(ino, state)))));
+            }
+        }
         let current = if n.fetched.is_none() {
             None
         } else {
@@ -951,6 +1018,7 @@ impl<S: Storage + Registry> Fs<S> {
                     fetched: None,
                     unlinked: false,
                     lookups: 1,
+                    generated: None,
                 },
             );
             ino
@@ -970,6 +1038,11 @@ impl<S: Storage + Registry> Fs<S> {
             }
             Handle::Dir(_) => Err(FsError::new(libc::EISDIR, "is a directory")),
             Handle::Read(r) => self.read_pinned(r, offset, size).await,
+            Handle::Generated { data, .. } => {
+                let start = (offset as usize).min(data.len());
+                let end = (start + size as usize).min(data.len());
+                Ok(data.slice(start..end))
+            }
         }
     }
 
@@ -1303,7 +1376,11 @@ impl<S: Storage + Registry> Fs<S> {
         if !local {
             let (container, path) = self.object_loc(attr.ino)?;
             self.registry_before_unlink(&container, &path).await?;
-            self.sh.storage.delete(&container, &path).await?;
+            match self.sh.storage.delete(&container, &path).await {
+                // A metafile shown only because its image is registered has no object.
+                Err(e) if e.status() == Some(404) && self.node(attr.ino)?.generated.is_some() => {}
+                other => other?,
+            }
         }
         self.orphan_writers(attr.ino);
         self.forget_name(parent, name);

@@ -100,6 +100,58 @@ fn meta_files_register_update_and_unregister() {
     assert_eq!(img["id"], id.as_str());
     assert!(!m.path("pithos/.deb.img.meta.tmp").exists());
 
+    // Reading the metafile gives the registry's live state, also after a change made
+    // elsewhere (kamaki), never the older stored bytes.
+    let live: Value = serde_json::from_slice(&std::fs::read(m.path("pithos/deb.img.meta")).unwrap()).unwrap();
+    assert_eq!(
+        (live["name"].as_str(), live["id"].as_str()),
+        (Some("Renamed In"), Some(id.as_str()))
+    );
+    k.ok(&[
+        "image",
+        "modify",
+        &id,
+        "--name",
+        "Changed Elsewhere",
+        "-p",
+        "via=kamaki",
+    ]);
+    let text = std::fs::read(m.path("pithos/deb.img.meta")).unwrap();
+    let live: Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(live["name"], "Changed Elsewhere");
+    assert_eq!(live["properties"]["via"], "kamaki");
+    assert_eq!(live["is-public"], "False");
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // past the attribute TTL
+    assert_eq!(
+        std::fs::metadata(m.path("pithos/deb.img.meta")).unwrap().len(),
+        text.len() as u64
+    );
+
+    // An image registered without a metafile still shows one; removing it unregisters.
+    std::fs::write(m.path("pithos/bare.img"), pattern(4096, 5)).unwrap();
+    let out = k.ok(&[
+        "image",
+        "register",
+        "--name",
+        "No Metafile",
+        "--location",
+        "/pithos/bare.img",
+        "--no-metafile-upload",
+    ]);
+    assert!(out.contains("No Metafile"), "{out}");
+    assert_eq!(api.img("GET", "images/detail").send().unwrap().status(), 200);
+    let listing: Vec<String> = std::fs::read_dir(m.path("pithos"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(listing.contains(&"bare.img.meta".to_string()), "{listing:?}");
+    let live: Value = serde_json::from_slice(&std::fs::read(m.path("pithos/bare.img.meta")).unwrap()).unwrap();
+    assert_eq!(live["name"], "No Metafile");
+    std::fs::remove_file(m.path("pithos/bare.img.meta")).unwrap();
+    assert!(detail(&api, "No Metafile").is_none());
+    assert!(!m.path("pithos/bare.img.meta").exists());
+    assert_eq!(api.get("pithos/bare.img").len(), 4096);
+
     // Bad metafiles: EINVAL at close, registry unchanged, bytes kept, reason in the xattr.
     let bad: [(&str, &[u8], &str); 5] = [
         ("invalid JSON", b"{\"name\": ", "invalid JSON"),
@@ -111,7 +163,10 @@ fn meta_files_register_update_and_unregister() {
     for (what, bytes, reason) in bad {
         let e = write_close(&m.path("pithos/deb.img.meta"), bytes).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{what}: {e}");
-        assert!(detail(&api, "Renamed In").is_some(), "{what}: registry kept its state");
+        assert!(
+            detail(&api, "Changed Elsewhere").is_some(),
+            "{what}: registry kept its state"
+        );
         assert_eq!(api.get("pithos/deb.img.meta"), bytes, "{what}: bytes kept");
         let why = getfattr(&m.path("pithos/deb.img.meta"), "user.imgfs.error");
         assert!(why.contains(reason), "{what}: user.imgfs.error = {why:?}");

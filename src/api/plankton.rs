@@ -241,6 +241,27 @@ pub struct ImageDetail {
     pub description: String,
 }
 
+impl From<ImageDetail> for Image {
+    fn from(d: ImageDetail) -> Image {
+        let date = |s: &str| crate::api::timefmt::parse_image_date(s).unwrap_or(0);
+        Image {
+            created_at: date(&d.created_at),
+            updated_at: date(&d.updated_at),
+            id: d.id,
+            name: d.name,
+            location: d.location,
+            owner: d.owner,
+            size: d.size,
+            checksum: d.checksum,
+            disk_format: d.disk_format,
+            container_format: d.container_format,
+            status: d.status,
+            is_public: d.is_public,
+            properties: d.properties,
+        }
+    }
+}
+
 /// `GET /images/ID/members`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Members {

@@ -83,6 +83,24 @@ impl Registry for PithosClient {
         })
     }
 
+    async fn own_images(&self) -> Result<Vec<(String, String, Image)>> {
+        let url = self.images_url("images/detail")?;
+        let r = self.send(Method::GET, url, &[200], |b| b).await?;
+        let list: Vec<plankton::ImageDetail> = r.json().await.map_err(|e| ClientError::Protocol {
+            method: "GET".into(),
+            path: "images/detail".into(),
+            message: e.to_string(),
+        })?;
+        Ok(list
+            .into_iter()
+            .filter(|d| d.owner == self.account)
+            .filter_map(|d| {
+                let (acc, container, path) = plankton::parse_location(&d.location)?;
+                (acc == self.account).then(|| (container, path, Image::from(d)))
+            })
+            .collect())
+    }
+
     async fn unregister(&self, id: &str) -> Result<()> {
         let url = self.images_url(&format!("images/{}", encode(id)))?;
         match self.send(Method::DELETE, url, &[200, 204], |b| b).await {

@@ -19,6 +19,14 @@ pub struct FuseFs<S: Storage> {
 }
 
 impl<S: Storage + Registry> FuseFs<S> {
+    fn open_flags(&self, ino: Ino) -> FopenFlags {
+        if self.fs.is_metafile(ino) {
+            FopenFlags::FOPEN_DIRECT_IO
+        } else {
+            FopenFlags::empty()
+        }
+    }
+
     pub fn new(fs: Arc<Fs<S>>, rt: tokio::runtime::Handle) -> FuseFs<S> {
         FuseFs { fs, rt }
     }
@@ -225,7 +233,7 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.rt.block_on(self.fs.open(ino.0, flags.0)) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => reply.opened(FileHandle(fh), self.open_flags(ino.0)),
             Err(e) => reply.error(fail("open", ino.0, req, &e)),
         }
     }
@@ -247,7 +255,7 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
                 &file_attr(&a),
                 Generation(0),
                 FileHandle(fh),
-                FopenFlags::empty(),
+                self.open_flags(a.ino),
             ),
             Err(e) => reply.error(fail("create", parent.0, req, &e)),
         }

@@ -7,6 +7,7 @@ use super::error::{FsError, FsResult};
 use super::{Fs, Ino};
 use crate::api::metafile::{self, MetafileError, Registration};
 use crate::client::{ClientError, Registry, Storage};
+use bytes::Bytes;
 
 /// The extended attribute that tells why the last commit of a `.meta` file failed.
 pub const ERROR_XATTR: &str = "user.imgfs.error";
@@ -101,6 +102,65 @@ impl<S: Storage + Registry> Fs<S> {
         })?;
         tracing::info!(container, image, id = %img.id, "unregistered");
         Ok(())
+    }
+
+    /// For a metafile path `N.meta`: the registry's live state of `N` in kamaki's layout, if
+    /// `N` is registered. A registry that cannot be asked leaves the stored bytes visible.
+    pub(super) async fn live_metafile(&self, container: &str, path: &str) -> Option<Bytes> {
+        let image = metafile::image_name(path)?;
+        match self.sh.storage.image_of(container, image).await {
+            Ok(img) => img.map(|i| Bytes::from(metafile::render(&i))),
+            Err(e) => {
+                tracing::warn!(
+                    container,
+                    image,
+                    "registry lookup failed, showing the stored metafile: {e}"
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) async fn live_metafile_of(&self, ino: Ino, container: &str, path: &str) -> Option<Bytes> {
+        let live = self.live_metafile(container, path).await;
+        self.set_generated(ino, live.clone());
+        live
+    }
+
+    /// Whether `ino` is named like a metafile. Such files are opened with direct I/O: their
+    /// content can be generated and change with the registry, so no page may be cached.
+    pub fn is_metafile(&self, ino: Ino) -> bool {
+        self.node(ino).is_ok_and(|n| metafile::image_name(&n.name).is_some())
+    }
+
+    pub(super) fn set_generated(&self, ino: Ino, live: Option<Bytes>) {
+        if let Some(n) = self.nodes().by_ino.get_mut(&ino) {
+            n.generated = live;
+        }
+    }
+
+    /// The metafiles of this account's images directly under `prefix` of `container`: name
+    /// (`N.meta`) and live content. One registry request per listing.
+    pub(super) async fn live_metafiles_in(&self, container: &str, prefix: &str) -> Vec<(String, Bytes)> {
+        let images = match self.sh.storage.own_images().await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(
+                    container,
+                    prefix,
+                    "listing images failed, metafiles show as stored: {e}"
+                );
+                return vec![];
+            }
+        };
+        images
+            .into_iter()
+            .filter(|(c, p, _)| c == container && p.starts_with(prefix) && !p[prefix.len()..].contains('/'))
+            .map(|(_, p, img)| {
+                let name = format!("{}{}", &p[prefix.len()..], metafile::SUFFIX);
+                (name, Bytes::from(metafile::render(&img)))
+            })
+            .collect()
     }
 
     /// `user.imgfs.error` of a metafile: the last commit's error, empty if none.

@@ -79,6 +79,15 @@ impl crate::client::Registry for Arc<Mem> {
             .insert((c.to_string(), name.to_string()), img.clone());
         Ok(img)
     }
+    async fn own_images(&self) -> crate::client::Result<Vec<(String, String, crate::api::plankton::Image)>> {
+        Ok(self
+            .images
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|((c, n), i)| (c.clone(), n.clone(), i.clone()))
+            .collect())
+    }
     async fn unregister(&self, id: &str) -> crate::client::Result<()> {
         if self.refuse_unregister.load(Ordering::SeqCst) {
             return Err(err(403));
