@@ -11,9 +11,10 @@ ROOT=$PWD
 TOOLS="$ROOT/target/test-tools"
 mkdir -p "$TOOLS"
 
-# System packages: curl for the scripts; fuse3 and attr for the filesystem tests.
+# System packages: curl for the scripts; fuse3 and attr for the filesystem tests; vim for
+# the editor tests on metafiles.
 need=()
-for pkg in curl fuse3 attr python3-venv; do
+for pkg in curl fuse3 attr python3-venv vim; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

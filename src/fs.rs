@@ -903,14 +903,19 @@ impl<S: Storage + Registry> Fs<S> {
                 return Ok(self.add_handle(Handle::Generated { ino, data }));
             }
             if flags & libc::O_TRUNC == 0 {
-                // An in-place edit starts from what the reader would see.
-                let known = match self.sh.storage.head(&container, &name).await? {
-                    Some(st) => self.sh.storage.hashmap(&container, &name, st.version).await?.1,
-                    None => vec![],
+                // An in-place edit of a stored metafile starts from what a reader sees. Without
+                // a stored one (vim renamed it away to write anew), the writer starts empty.
+                let state = match self.sh.storage.head(&container, &name).await? {
+                    Some(st) => {
+                        let known = self.sh.storage.hashmap(&container, &name, st.version).await?.1;
+                        let mut state =
+                            WriteState::empty(&container, known, crate::api::pithos::OCTET_STREAM.to_string());
+                        state.write(&self.sh, 0, &data).await?;
+                        state.changed = false;
+                        state
+                    }
+                    None => WriteState::empty(&container, vec![], crate::api::pithos::OCTET_STREAM.to_string()),
                 };
-                let mut state = WriteState::empty(&container, known, crate::api::pithos::OCTET_STREAM.to_string());
-                state.write(&self.sh, 0, &data).await?;
-                state.changed = false;
                 return Ok(self.add_handle(Handle::Write(Box::new(WriteHandle::new(ino, state)))));
             }
         }
@@ -1456,6 +1461,12 @@ impl<S: Storage + Registry> Fs<S> {
         }
         if registers {
             self.registry_after_commit(&dc, &dp, None).await?;
+        }
+        if attr.kind == Kind::File && !local && crate::api::metafile::image_name(&sp).is_none() {
+            self.move_metafile_along(&sc, &sp, &dc, &dp).await?;
+            let meta = |n: &str| format!("{n}{}", crate::api::metafile::SUFFIX);
+            self.forget_name(parent, &meta(name));
+            self.forget_name(newparent, &meta(newname));
         }
         Ok(())
     }

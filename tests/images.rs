@@ -201,6 +201,21 @@ fn meta_files_register_update_and_unregister() {
     std::fs::write(m.path("pithos/batch/b.img"), pattern(2 << 20, 4)).unwrap();
     assert_eq!(detail(&api, "Batch").unwrap()["size"], 2 << 20);
 
+    // mv N M: the metafile follows, the image keeps its id, its location follows.
+    std::fs::rename(m.path("pithos/deb.img"), m.path("pithos/moved.img")).unwrap();
+    assert!(!m.path("pithos/deb.img.meta").exists());
+    let img = detail(&api, "Debian 3").expect("still registered after mv");
+    assert_eq!(img["id"], id.as_str());
+    assert_eq!(img["location"], format!("pithos://{}/pithos/moved.img", u.uuid));
+    let live: Value = serde_json::from_slice(&std::fs::read(m.path("pithos/moved.img.meta")).unwrap()).unwrap();
+    assert_eq!(live["name"], "Debian 3");
+    assert_eq!(
+        api.get("pithos/moved.img.meta"),
+        br#"{"name": "Debian 3"}"#,
+        "the stored metafile moved"
+    );
+    std::fs::rename(m.path("pithos/moved.img"), m.path("pithos/deb.img")).unwrap();
+
     // rm N.meta unregisters and keeps N; rm N unregisters.
     std::fs::remove_file(m.path("pithos/deb.img.meta")).unwrap();
     assert!(detail(&api, "Debian 3").is_none());
@@ -210,4 +225,85 @@ fn meta_files_register_update_and_unregister() {
     std::fs::remove_file(m.path("pithos/batch/b.img")).unwrap();
     assert!(detail(&api, "Batch").is_none());
     assert!(m.path("pithos/batch/b.img.meta").exists(), "rm N leaves N.meta");
+}
+
+/// Polls `HEAD /images/ID` until stopped; returns how many answers were not 200.
+fn watch_registration(api: &Api, id: &str, stop: &std::sync::atomic::AtomicBool) -> usize {
+    let mut missing = 0;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        if api.img("HEAD", &format!("images/{id}")).send().unwrap().status() != 200 {
+            missing += 1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    missing
+}
+
+/// Runs an editor command on the mount while watching the image's registration; returns
+/// how often the image was seen unregistered.
+fn edit(api: &Api, id: &str, cmd: &str) -> usize {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        let watcher = sc.spawn(|| watch_registration(api, id, &stop));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        sh(cmd);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        watcher.join().unwrap()
+    })
+}
+
+/// Object names in the container (through the API, not the mount).
+fn objects(api: &Api) -> Vec<String> {
+    let text = String::from_utf8(api.get("pithos")).unwrap();
+    text.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn editors_update_the_registration_in_place() {
+    let s = Server::start();
+    let u = s.add_user("alice");
+    let api = Api::new(&s, &u);
+    let m = Mount::new(&s, &u, "");
+    std::fs::write(m.path("pithos/ed.img"), pattern(1 << 20, 9)).unwrap();
+    let id = uuid(&api, "pithos/ed.img");
+    std::fs::write(
+        m.path("pithos/ed.img.meta"),
+        br#"{"name": "Debian", "properties": {"os": "linux"}}"#,
+    )
+    .unwrap();
+    assert!(detail(&api, "Debian").is_some());
+    let meta = m.path("pithos/ed.img.meta");
+    let before = objects(&api);
+
+    let steps = [
+        ("sed -i", format!(r#"sed -i 's/"Debian"/"Debian sed"/' '{}'"#, meta.display()), "Debian sed"),
+        (
+            "vim, backupcopy=auto",
+            format!(
+                "vim -u DEFAULTS -es -c 'set backupskip= backupcopy=auto writebackup' -c '%s/Debian sed/Dv/' -c 'wq' '{}'",
+                meta.display()
+            ),
+            "Dv",
+        ),
+        (
+            "vim, backupcopy=yes",
+            format!(
+                "vim -u DEFAULTS -es -c 'set backupskip= backupcopy=yes writebackup' -c '%s/Dv/Debian vim yes/' -c 'wq' '{}'",
+                meta.display()
+            ),
+            "Debian vim yes",
+        ),
+    ];
+    for (what, cmd, name) in steps {
+        let unregistered = edit(&api, &id, &cmd);
+        assert_eq!(
+            unregistered, 0,
+            "{what}: the image was seen unregistered during the save"
+        );
+        let img = detail(&api, name).unwrap_or_else(|| panic!("{what}: registry has the edit"));
+        assert_eq!(img["id"], id.as_str(), "{what}: same image");
+        assert_eq!(img["properties"]["os"], "linux", "{what}: the rest of the file kept");
+        assert_eq!(objects(&api), before, "{what}: no swap, backup or temp objects left");
+    }
 }

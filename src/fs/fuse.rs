@@ -34,6 +34,16 @@ impl<S: Storage + Registry> FuseFs<S> {
     fn ttl(&self) -> Duration {
         self.fs.attr_ttl()
     }
+
+    /// Metafiles are never cached by the kernel: their content and size follow the registry,
+    /// and they move with their image.
+    fn ttl_of(&self, ino: Ino) -> Duration {
+        if self.fs.is_metafile(ino) {
+            Duration::ZERO
+        } else {
+            self.ttl()
+        }
+    }
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -88,8 +98,13 @@ impl DirSink for Plain<'_> {
 struct Plus<'a>(&'a mut ReplyDirectoryPlus, Duration);
 impl DirSink for Plus<'_> {
     fn add(&mut self, ino: Ino, offset: u64, name: &str, attr: &Attr) -> bool {
+        let ttl = if crate::api::metafile::image_name(name).is_some() {
+            Duration::ZERO
+        } else {
+            self.1
+        };
         self.0
-            .add(INodeNo(ino), offset, name, &self.1, &file_attr(attr), Generation(0))
+            .add(INodeNo(ino), offset, name, &ttl, &file_attr(attr), Generation(0))
     }
     fn gives_entries(&self) -> bool {
         true
@@ -121,14 +136,14 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let r = name_str(name).and_then(|n| self.rt.block_on(self.fs.lookup(parent.0, n)));
         match r {
-            Ok(a) => reply.entry(&self.ttl(), &file_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&self.ttl_of(a.ino), &file_attr(&a), Generation(0)),
             Err(e) => reply.error(fail("lookup", parent.0, req, &e)),
         }
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.rt.block_on(self.fs.getattr(ino.0)) {
-            Ok(a) => reply.attr(&self.ttl(), &file_attr(&a)),
+            Ok(a) => reply.attr(&self.ttl_of(a.ino), &file_attr(&a)),
             Err(e) => reply.error(fail("getattr", ino.0, req, &e)),
         }
     }
@@ -157,7 +172,7 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
             None => self.rt.block_on(self.fs.getattr(ino.0)),
         };
         match r {
-            Ok(a) => reply.attr(&self.ttl(), &file_attr(&a)),
+            Ok(a) => reply.attr(&self.ttl_of(a.ino), &file_attr(&a)),
             Err(e) => reply.error(fail("setattr", ino.0, req, &e)),
         }
     }
@@ -251,7 +266,7 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
         let r = name_str(name).and_then(|n| self.rt.block_on(self.fs.create(parent.0, n, flags)));
         match r {
             Ok((a, fh)) => reply.created(
-                &self.ttl(),
+                &self.ttl_of(a.ino),
                 &file_attr(&a),
                 Generation(0),
                 FileHandle(fh),

@@ -163,6 +163,18 @@ impl<S: Storage + Registry> Fs<S> {
             .collect()
     }
 
+    /// `mv N M` takes `N.meta` along to `M.meta` (the image keeps its id: the server moved
+    /// the object, and its registration with it).
+    pub(super) async fn move_metafile_along(&self, sc: &str, sp: &str, dc: &str, dp: &str) -> FsResult<()> {
+        let (from, to) = (format!("{sp}{}", metafile::SUFFIX), format!("{dp}{}", metafile::SUFFIX));
+        if self.sh.storage.head(sc, &from).await?.is_none() {
+            return Ok(());
+        }
+        self.sh.storage.rename(sc, &from, dc, &to, false).await?;
+        tracing::info!(from = %format!("{sc}/{from}"), to = %format!("{dc}/{to}"), "metafile moved with its image");
+        Ok(())
+    }
+
     /// `user.imgfs.error` of a metafile: the last commit's error, empty if none.
     pub fn metafile_error(&self, ino: Ino) -> FsResult<Option<String>> {
         let (container, path) = self.object_loc(ino)?;

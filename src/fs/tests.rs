@@ -667,6 +667,17 @@ async fn metafiles_register_and_unregister() {
     // a good one clears the error
     write_file(&fs, dir, "disk.img.meta", b"{}", 2).await;
     assert_eq!(fs.metafile_error(meta_ino).unwrap().unwrap(), "");
+    // Renamed away (an editor's backup), the registered image still shows a generated
+    // metafile; a writer opening it without O_TRUNC starts empty, not from that view.
+    fs.rename(dir, "disk.img.meta", dir, "disk.img.meta~").await.unwrap();
+    assert!(image(&mem).is_some(), "a backup rename is no unregister");
+    let ino = fs.lookup(dir, "disk.img.meta").await.unwrap().ino;
+    let fh = fs.open(ino, libc::O_WRONLY).await.unwrap();
+    fs.write(fh, 0, b"{}").await.unwrap();
+    fs.release(fh).await.unwrap();
+    assert_eq!(content(&mem, "disk.img.meta"), b"{}");
+    fs.unlink(dir, "disk.img.meta~").await.unwrap();
+    assert!(image(&mem).is_some(), "removing the backup is no unregister");
     // rm refused by the registry: EACCES, nothing deleted
     mem.refuse_unregister.store(true, Ordering::SeqCst);
     assert_eq!(fs.unlink(dir, "disk.img.meta").await.unwrap_err().errno, libc::EACCES);
