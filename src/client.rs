@@ -174,6 +174,9 @@ pub trait Registry: Send + Sync + 'static {
     fn register(&self, container: &str, name: &str, reg: &Registration) -> impl Future<Output = Result<Image>> + Send;
     /// Unregisters an image (the object stays); an id that is no image is not an error.
     fn unregister(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Replaces an image's settable metadata with `img`'s (name, formats, status, public
+    /// flag, the whole property set), as kamaki's `image modify` does.
+    fn update(&self, img: &Image) -> impl Future<Output = Result<Image>> + Send;
     /// The account's own images, as `(container, path, image)`.
     fn own_images(&self) -> impl Future<Output = Result<Vec<(String, String, Image)>>> + Send;
 }

@@ -307,3 +307,90 @@ fn editors_update_the_registration_in_place() {
         assert_eq!(objects(&api), before, "{what}: no swap, backup or temp objects left");
     }
 }
+
+/// `setfattr` that must fail; returns what it printed.
+fn setfattr_fails(args: &str) -> String {
+    let out = std::process::Command::new("bash")
+        .args(["-c", &format!("setfattr {args}")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "setfattr {args} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn xattrs_read_and_change_the_registration() {
+    let s = Server::start();
+    let u = s.add_user("alice");
+    let api = Api::new(&s, &u);
+    let m = Mount::new(&s, &u, "");
+    let k = Kamaki::new(&s, &u);
+    let img = m.path("pithos/x.img");
+    std::fs::write(&img, pattern(1 << 20, 10)).unwrap();
+    let id = uuid(&api, "pithos/x.img");
+    std::fs::write(
+        m.path("pithos/x.img.meta"),
+        br#"{"name": "X", "properties": {"os": "linux"}}"#,
+    )
+    .unwrap();
+
+    // Read: the live registry values, on N and on N.meta.
+    let all = sh(&format!("getfattr -d -m user.image '{}'", img.display()));
+    assert!(all.contains(&format!("user.image.id=\"{id}\"")), "{all}");
+    assert!(
+        all.contains("user.image.name=\"X\"") && all.contains("user.image.properties.os=\"linux\""),
+        "{all}"
+    );
+    assert_eq!(getfattr(&m.path("pithos/x.img.meta"), "user.image.name"), "X");
+    assert_eq!(getfattr(&img, "user.image.is-public"), "false");
+
+    // Rename and publish, set and delete properties: the registry follows, kamaki sees it,
+    // and the stored metafile is rewritten to agree.
+    let set = |n: &str, v: &str| sh(&format!("setfattr -n {n} -v '{v}' '{}'", img.display()));
+    set("user.image.name", "X Renamed");
+    set("user.image.is-public", "true");
+    set("user.image.properties.users", "root");
+    sh(&format!("setfattr -x user.image.properties.os '{}'", img.display()));
+    let d = detail(&api, "X Renamed").expect("renamed by setfattr");
+    assert_eq!(d["id"], id.as_str());
+    assert_eq!(d["is_public"], true);
+    assert_eq!(d["properties"], serde_json::json!({"users": "root"}));
+    let out = k.ok(&["image", "info", &id]);
+    assert!(
+        out.contains("name: X Renamed") && out.contains("users: root") && !out.contains("os: linux"),
+        "{out}"
+    );
+    let stored: Value = serde_json::from_slice(&api.get("pithos/x.img.meta")).unwrap();
+    assert_eq!(stored["name"], "X Renamed");
+    assert_eq!(stored["is-public"], "True");
+
+    // Bad values and read-only attributes are refused, the registry unchanged.
+    assert!(setfattr_fails(&format!("-n user.image.id -v other '{}'", img.display())).contains("not permitted"));
+    assert!(
+        setfattr_fails(&format!("-n user.image.disk-format -v qcow9 '{}'", img.display())).contains("Invalid argument")
+    );
+    assert!(
+        setfattr_fails(&format!("-n user.image.is-public -v maybe '{}'", img.display())).contains("Invalid argument")
+    );
+    assert!(setfattr_fails(&format!("-x user.image.name '{}'", img.display())).contains("not permitted"));
+    assert_eq!(detail(&api, "X Renamed").unwrap()["is_public"], true);
+
+    // Setting a name on an unregistered file registers it, without a metafile; its
+    // metafile then shows up generated.
+    let plain = m.path("pithos/plain.img");
+    std::fs::write(&plain, pattern(4096, 11)).unwrap();
+    let none = std::process::Command::new("getfattr")
+        .args(["-n", "user.image.name"])
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&none.stderr).contains("No such attribute"));
+    sh(&format!("setfattr -n user.image.name -v Fresh '{}'", plain.display()));
+    assert_eq!(
+        detail(&api, "Fresh").unwrap()["id"],
+        uuid(&api, "pithos/plain.img").as_str()
+    );
+    assert_eq!(api.head("pithos/plain.img.meta").status(), 404, "no metafile stored");
+    let live: Value = serde_json::from_slice(&std::fs::read(m.path("pithos/plain.img.meta")).unwrap()).unwrap();
+    assert_eq!(live["name"], "Fresh");
+}

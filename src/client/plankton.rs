@@ -83,6 +83,33 @@ impl Registry for PithosClient {
         })
     }
 
+    async fn update(&self, img: &Image) -> Result<Image> {
+        let url = self.images_url(&format!("images/{}", encode(&img.id)))?;
+        let mut headers: Vec<(String, String)> = vec![
+            (format!("{IMAGE_META}name"), encode(&img.name)),
+            (format!("{IMAGE_META}disk-format"), img.disk_format.clone()),
+            (format!("{IMAGE_META}container-format"), img.container_format.clone()),
+            (format!("{IMAGE_META}status"), img.status.clone()),
+            (format!("{IMAGE_META}is-public"), py_bool(img.is_public).to_string()),
+        ];
+        for (k, v) in &img.properties {
+            headers.push((format!("{IMAGE_META}property-{}", encode(k)), encode(v)));
+        }
+        let r = self
+            .send(Method::PUT, url, &[200], |mut b| {
+                for (k, v) in &headers {
+                    b = b.header(k, v);
+                }
+                b.header("content-length", "0")
+            })
+            .await?;
+        image_headers(&r).ok_or_else(|| ClientError::Protocol {
+            method: "PUT".into(),
+            path: format!("images/{}", img.id),
+            message: "no image id in the reply".into(),
+        })
+    }
+
     async fn own_images(&self) -> Result<Vec<(String, String, Image)>> {
         let url = self.images_url("images/detail")?;
         let r = self.send(Method::GET, url, &[200], |b| b).await?;

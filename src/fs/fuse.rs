@@ -2,7 +2,6 @@
 //! on the runtime, and replies or hands the error to [`fail`]. No decisions live here.
 
 use crate::client::{Registry, Storage};
-use crate::fs::images::ERROR_XATTR;
 use crate::fs::{Attr, DirSink, Fs, FsError, Ino, Kind};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
@@ -379,33 +378,25 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
         }
     }
 
-    // Extended attributes come with the image registry (issue 4). Until then: no user.*
-    // attributes, and system.*/security.* are "not supported" (ENOSYS would turn xattrs off
-    // for the whole mount).
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let n = name.to_string_lossy();
-        if n == ERROR_XATTR {
-            match self.fs.metafile_error(ino.0) {
-                Ok(Some(text)) => return xattr_reply(reply, text.as_bytes(), size),
-                Ok(None) => {}
-                Err(e) => return reply.error(fail("getxattr", ino.0, req, &e)),
-            }
+        match name_str(name).and_then(|n| self.rt.block_on(self.fs.getxattr(ino.0, n))) {
+            Ok(v) => xattr_reply(reply, &v, size),
+            Err(e) => reply.error(fail("getxattr", ino.0, req, &e)),
         }
-        let e = if n.starts_with("user.") {
-            FsError::quiet(libc::ENODATA, format!("no attribute {n}"))
-        } else {
-            FsError::quiet(libc::EOPNOTSUPP, format!("attribute namespace of {n} is not supported"))
-        };
-        reply.error(fail("getxattr", ino.0, req, &e));
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let mut names = Vec::new();
-        if matches!(self.fs.metafile_error(ino.0), Ok(Some(_))) {
-            names.extend_from_slice(ERROR_XATTR.as_bytes());
-            names.push(0);
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.rt.block_on(self.fs.listxattr(ino.0)) {
+            Ok(names) => {
+                let mut out = Vec::new();
+                for n in names {
+                    out.extend_from_slice(n.as_bytes());
+                    out.push(0);
+                }
+                xattr_reply(reply, &out, size)
+            }
+            Err(e) => reply.error(fail("listxattr", ino.0, req, &e)),
         }
-        xattr_reply(reply, &names, size)
     }
 
     fn setxattr(
@@ -413,21 +404,22 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
         req: &Request,
         ino: INodeNo,
         name: &OsStr,
-        _value: &[u8],
+        value: &[u8],
         _flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let e = FsError::new(
-            libc::EOPNOTSUPP,
-            format!("setting {} is not supported yet", name.to_string_lossy()),
-        );
-        reply.error(fail("setxattr", ino.0, req, &e));
+        match name_str(name).and_then(|n| self.rt.block_on(self.fs.setxattr(ino.0, n, value))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("setxattr", ino.0, req, &e)),
+        }
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let e = FsError::quiet(libc::ENODATA, format!("no attribute {}", name.to_string_lossy()));
-        reply.error(fail("removexattr", ino.0, req, &e));
+        match name_str(name).and_then(|n| self.rt.block_on(self.fs.removexattr(ino.0, n))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("removexattr", ino.0, req, &e)),
+        }
     }
 
     fn copy_file_range(

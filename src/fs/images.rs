@@ -4,13 +4,17 @@
 //! committing call with EINVAL, keeps its bytes, and says why in `user.imgfs.error`.
 
 use super::error::{FsError, FsResult};
-use super::{Fs, Ino};
+use super::{Fs, Ino, Kind};
 use crate::api::metafile::{self, MetafileError, Registration};
+use crate::api::plankton::{self, Image};
 use crate::client::{ClientError, Registry, Storage};
 use bytes::Bytes;
 
 /// The extended attribute that tells why the last commit of a `.meta` file failed.
 pub const ERROR_XATTR: &str = "user.imgfs.error";
+/// Image fields as extended attributes: `user.image.name`, `user.image.properties.KEY`, ...
+pub const IMAGE_XATTR: &str = "user.image.";
+const PROPERTY_XATTR: &str = "user.image.properties.";
 
 impl<S: Storage + Registry> Fs<S> {
     /// Called after `container/path` was committed (written, or renamed onto). `content` is
@@ -173,6 +177,211 @@ impl<S: Storage + Registry> Fs<S> {
         self.sh.storage.rename(sc, &from, dc, &to, false).await?;
         tracing::info!(from = %format!("{sc}/{from}"), to = %format!("{dc}/{to}"), "metafile moved with its image");
         Ok(())
+    }
+
+    /// An extended attribute's value. `system.*` and `security.*` are not supported (an
+    /// answer of ENOSYS would switch xattrs off for the whole mount).
+    pub async fn getxattr(&self, ino: Ino, name: &str) -> FsResult<Vec<u8>> {
+        if !name.starts_with("user.") {
+            return Err(FsError::quiet(
+                libc::EOPNOTSUPP,
+                format!("attribute namespace of {name} is not supported"),
+            ));
+        }
+        if name == ERROR_XATTR {
+            if let Some(text) = self.metafile_error(ino)? {
+                return Ok(text.into_bytes());
+            }
+        }
+        if name.starts_with(IMAGE_XATTR) {
+            if let Some((_, v)) = self.image_xattrs(ino).await?.into_iter().find(|(k, _)| k == name) {
+                return Ok(v.into_bytes());
+            }
+        }
+        Err(FsError::quiet(libc::ENODATA, format!("no attribute {name}")))
+    }
+
+    pub async fn listxattr(&self, ino: Ino) -> FsResult<Vec<String>> {
+        let mut names: Vec<String> = self.image_xattrs(ino).await?.into_iter().map(|(k, _)| k).collect();
+        if self.metafile_error(ino)?.is_some() {
+            names.push(ERROR_XATTR.to_string());
+        }
+        Ok(names)
+    }
+
+    pub async fn setxattr(&self, ino: Ino, name: &str, value: &[u8]) -> FsResult<()> {
+        match name {
+            n if n.starts_with(IMAGE_XATTR) => self.set_image_xattr(ino, n, Some(value)).await,
+            ERROR_XATTR => Err(FsError::new(libc::EPERM, format!("{name} is read-only"))),
+            n if n.starts_with("user.") => Err(FsError::new(libc::EOPNOTSUPP, format!("setting {n} is not supported"))),
+            n => Err(FsError::quiet(
+                libc::EOPNOTSUPP,
+                format!("attribute namespace of {n} is not supported"),
+            )),
+        }
+    }
+
+    pub async fn removexattr(&self, ino: Ino, name: &str) -> FsResult<()> {
+        match name {
+            n if n.starts_with(IMAGE_XATTR) => self.set_image_xattr(ino, n, None).await,
+            n => Err(FsError::quiet(libc::ENODATA, format!("no removable attribute {n}"))),
+        }
+    }
+
+    /// The registered image of file `ino` (`N` or `N.meta`), with where `N` is.
+    async fn image_of_ino(&self, ino: Ino) -> FsResult<(String, String, Option<Image>)> {
+        let (container, path) = self.object_loc(ino)?;
+        let image = metafile::image_name(&path).unwrap_or(&path).to_string();
+        let img = self.sh.storage.image_of(&container, &image).await?;
+        Ok((container, image, img))
+    }
+
+    /// The `user.image.*` attributes of a registered `N` (and of `N.meta`), DESIGN.md's
+    /// table; none for anything else.
+    pub async fn image_xattrs(&self, ino: Ino) -> FsResult<Vec<(String, String)>> {
+        if self.node(ino)?.kind != Kind::File {
+            return Ok(vec![]);
+        }
+        let Some(img) = self.image_of_ino(ino).await?.2 else {
+            return Ok(vec![]);
+        };
+        let date = crate::api::timefmt::image_date;
+        let mut out: Vec<(String, String)> = [
+            ("id", img.id.clone()),
+            ("owner", img.owner.clone()),
+            ("location", img.location.clone()),
+            ("size", img.size.to_string()),
+            ("checksum", img.checksum.clone()),
+            ("created-at", date(img.created_at)),
+            ("updated-at", date(img.updated_at)),
+            ("name", img.name.clone()),
+            ("disk-format", img.disk_format.clone()),
+            ("container-format", img.container_format.clone()),
+            ("is-public", img.is_public.to_string()),
+            ("status", img.status.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("{IMAGE_XATTR}{k}"), v))
+        .collect();
+        for (k, v) in &img.properties {
+            out.push((format!("{PROPERTY_XATTR}{k}"), v.clone()));
+        }
+        Ok(out)
+    }
+
+    /// Sets (`Some`) or removes (`None`) a `user.image.*` attribute: the registry changes as
+    /// with kamaki's `image modify`. Setting `user.image.name` on an unregistered file
+    /// registers it (without a metafile).
+    pub async fn set_image_xattr(&self, ino: Ino, name: &str, value: Option<&[u8]>) -> FsResult<()> {
+        if self.sh.opts.read_only {
+            return Err(FsError::new(libc::EROFS, "read-only mount"));
+        }
+        let field = name
+            .strip_prefix(IMAGE_XATTR)
+            .ok_or_else(|| FsError::new(libc::EOPNOTSUPP, format!("{name} is not an image attribute")))?;
+        let text = match value {
+            Some(v) => Some(
+                std::str::from_utf8(v)
+                    .map_err(|_| FsError::new(libc::EINVAL, format!("{name}: the value is not UTF-8")))?
+                    .trim_end_matches('\n')
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let (container, image, img) = self.image_of_ino(ino).await?;
+        let Some(mut img) = img else {
+            return match (field, text) {
+                ("name", Some(n)) if !n.trim().is_empty() => {
+                    let reg = Registration {
+                        name: Some(n),
+                        ..Registration::default()
+                    };
+                    let img = self.sh.storage.register(&container, &image, &reg).await?;
+                    tracing::info!(container, image, id = %img.id, "registered by setting user.image.name");
+                    Ok(())
+                }
+                _ => Err(FsError::new(
+                    libc::ENODATA,
+                    format!("{container}/{image} is not a registered image (set user.image.name to register it)"),
+                )),
+            };
+        };
+        let bad = |why: String| FsError::new(libc::EINVAL, format!("{name}: {why}"));
+        match (field, text) {
+            (f, None) if f.starts_with("properties.") => {
+                let key = plankton::normalize_key(&f["properties.".len()..]);
+                if img.properties.remove(&key).is_none() {
+                    return Err(FsError::quiet(libc::ENODATA, format!("no property {key}")));
+                }
+            }
+            (f, Some(v)) if f.starts_with("properties.") => {
+                let key = plankton::normalize_key(&f["properties.".len()..]);
+                if key.is_empty() || key.len() > plankton::MAX_KEY {
+                    return Err(bad(format!("a property key has 1 to {} characters", plankton::MAX_KEY)));
+                }
+                if v.len() > plankton::MAX_VALUE {
+                    return Err(bad(format!("a value has at most {} bytes", plankton::MAX_VALUE)));
+                }
+                img.properties.insert(key, v);
+                if img.properties.len() > metafile::MAX_PROPERTIES {
+                    return Err(bad(format!(
+                        "an image has at most {} properties",
+                        metafile::MAX_PROPERTIES
+                    )));
+                }
+            }
+            ("name", Some(v)) if !v.trim().is_empty() => img.name = v,
+            ("disk-format", Some(v)) if plankton::DISK_FORMATS.contains(&v.as_str()) => img.disk_format = v,
+            ("container-format", Some(v)) if plankton::CONTAINER_FORMATS.contains(&v.as_str()) => {
+                img.container_format = v
+            }
+            ("status", Some(v)) if !v.trim().is_empty() => img.status = v.to_uppercase(),
+            ("is-public", Some(v)) => {
+                img.is_public = match v.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" => true,
+                    "false" | "0" | "no" => false,
+                    _ => return Err(bad(format!("expected true or false, not {v:?}"))),
+                }
+            }
+            ("name" | "disk-format" | "container-format" | "status", Some(v)) => {
+                return Err(bad(format!("{v:?} is not a valid value")));
+            }
+            ("name" | "disk-format" | "container-format" | "status" | "is-public", None) => {
+                return Err(FsError::new(libc::EPERM, format!("{name} cannot be removed")));
+            }
+            _ => return Err(FsError::new(libc::EPERM, format!("{name} is read-only"))),
+        }
+        let img = self.sh.storage.update(&img).await?;
+        tracing::info!(container, image, id = %img.id, attribute = name, "image updated");
+        self.rewrite_stored_metafile(&container, &image, &img).await
+    }
+
+    /// After an attribute change, a stored `N.meta` is rewritten so file and registry agree.
+    async fn rewrite_stored_metafile(&self, container: &str, image: &str, img: &Image) -> FsResult<()> {
+        let meta = format!("{image}{}", metafile::SUFFIX);
+        if self.sh.storage.head(container, &meta).await?.is_none() {
+            return Ok(());
+        }
+        let bytes = Bytes::from(metafile::render(img));
+        let hash = self.sh.storage.upload_block(container, bytes.clone()).await?;
+        match self
+            .sh
+            .storage
+            .put_hashmap(
+                container,
+                &meta,
+                bytes.len() as u64,
+                &[hash],
+                crate::api::pithos::OCTET_STREAM,
+            )
+            .await?
+        {
+            crate::client::PutOutcome::Done { .. } => Ok(()),
+            crate::client::PutOutcome::Missing(_) => Err(FsError::new(
+                libc::EIO,
+                format!("the server lost the block of {container}/{meta} just sent"),
+            )),
+        }
     }
 
     /// `user.imgfs.error` of a metafile: the last commit's error, empty if none.

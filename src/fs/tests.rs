@@ -79,6 +79,12 @@ impl crate::client::Registry for Arc<Mem> {
             .insert((c.to_string(), name.to_string()), img.clone());
         Ok(img)
     }
+    async fn update(&self, img: &crate::api::plankton::Image) -> crate::client::Result<crate::api::plankton::Image> {
+        let mut images = self.images.lock().unwrap();
+        let slot = images.values_mut().find(|i| i.id == img.id).ok_or_else(|| err(404))?;
+        *slot = img.clone();
+        Ok(img.clone())
+    }
     async fn own_images(&self) -> crate::client::Result<Vec<(String, String, crate::api::plankton::Image)>> {
         Ok(self
             .images
