@@ -27,6 +27,35 @@ impl PithosClient {
     }
 }
 
+impl PithosClient {
+    /// Sends image headers (and every property) without a body; the reply's headers are the
+    /// image as the registry now has it.
+    async fn send_image(
+        &self,
+        method: Method,
+        url: String,
+        mut headers: Vec<(String, String)>,
+        properties: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Image> {
+        for (k, v) in properties {
+            headers.push((format!("{IMAGE_META}property-{}", encode(k)), encode(v)));
+        }
+        let r = self
+            .send(method.clone(), url.clone(), &[200, 201], |mut b| {
+                for (k, v) in &headers {
+                    b = b.header(k, v);
+                }
+                b.header("content-length", "0")
+            })
+            .await?;
+        image_headers(&r).ok_or_else(|| ClientError::Protocol {
+            method: method.to_string(),
+            path: url,
+            message: "no image id in the reply".into(),
+        })
+    }
+}
+
 impl Registry for PithosClient {
     async fn image_of(&self, container: &str, name: &str) -> Result<Option<Image>> {
         let uuid = match self.send(Method::HEAD, self.url(container, name), &[200], |b| b).await {
@@ -65,49 +94,19 @@ impl Registry for PithosClient {
         if let Some(f) = &reg.container_format {
             headers.push((format!("{IMAGE_META}container-format"), f.clone()));
         }
-        for (k, v) in &reg.properties {
-            headers.push((format!("{IMAGE_META}property-{}", encode(k)), encode(v)));
-        }
-        let r = self
-            .send(Method::POST, url, &[200, 201], |mut b| {
-                for (k, v) in &headers {
-                    b = b.header(k, v);
-                }
-                b.header("content-length", "0")
-            })
-            .await?;
-        image_headers(&r).ok_or_else(|| ClientError::Protocol {
-            method: "POST".into(),
-            path: "images/".into(),
-            message: "no image id in the reply".into(),
-        })
+        self.send_image(Method::POST, url, headers, &reg.properties).await
     }
 
     async fn update(&self, img: &Image) -> Result<Image> {
         let url = self.images_url(&format!("images/{}", encode(&img.id)))?;
-        let mut headers: Vec<(String, String)> = vec![
+        let headers: Vec<(String, String)> = vec![
             (format!("{IMAGE_META}name"), encode(&img.name)),
             (format!("{IMAGE_META}disk-format"), img.disk_format.clone()),
             (format!("{IMAGE_META}container-format"), img.container_format.clone()),
             (format!("{IMAGE_META}status"), img.status.clone()),
             (format!("{IMAGE_META}is-public"), py_bool(img.is_public).to_string()),
         ];
-        for (k, v) in &img.properties {
-            headers.push((format!("{IMAGE_META}property-{}", encode(k)), encode(v)));
-        }
-        let r = self
-            .send(Method::PUT, url, &[200], |mut b| {
-                for (k, v) in &headers {
-                    b = b.header(k, v);
-                }
-                b.header("content-length", "0")
-            })
-            .await?;
-        image_headers(&r).ok_or_else(|| ClientError::Protocol {
-            method: "PUT".into(),
-            path: format!("images/{}", img.id),
-            message: "no image id in the reply".into(),
-        })
+        self.send_image(Method::PUT, url, headers, &img.properties).await
     }
 
     async fn own_images(&self) -> Result<Vec<(String, String, Image)>> {
