@@ -416,10 +416,9 @@ impl<S: Storage + Registry> Fs<S> {
                 ino
             }
         };
-        let (lookups, generated) = nodes
-            .by_ino
-            .get(&ino)
-            .map_or((0, None), |n| (n.lookups, n.generated.clone()));
+        // What the server said replaces what was known, generated content included: the
+        // callers that know a metafile's live state set it afterwards.
+        let lookups = nodes.by_ino.get(&ino).map_or(0, |n| n.lookups);
         nodes.by_ino.insert(
             ino,
             Node {
@@ -432,7 +431,7 @@ impl<S: Storage + Registry> Fs<S> {
                 fetched: Some(Instant::now()),
                 unlinked: false,
                 lookups,
-                generated,
+                generated: None,
             },
         );
         ino
@@ -1206,7 +1205,16 @@ impl<S: Storage + Registry> Fs<S> {
             node.fetched = Some(Instant::now());
         }
         if last {
-            self.registry_after_commit(&container, &name, metafile).await?;
+            let is_metafile = metafile.is_some();
+            let res = self.registry_after_commit(&container, &name, metafile).await;
+            if is_metafile {
+                // What the file reads as (and its size) now comes from the registry: ask again.
+                if let Some(node) = self.nodes().by_ino.get_mut(&w.ino) {
+                    let now = Instant::now();
+                    node.fetched = Some(now.checked_sub(self.sh.opts.attr_ttl).unwrap_or(now));
+                }
+            }
+            res?;
         }
         Ok(())
     }

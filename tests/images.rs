@@ -126,6 +126,15 @@ fn meta_files_register_update_and_unregister() {
         std::fs::metadata(m.path("pithos/deb.img.meta")).unwrap().len(),
         text.len() as u64
     );
+    // Right after a commit of the metafile, its size is what it now reads as.
+    write_close(
+        &m.path("pithos/deb.img.meta"),
+        br#"{"name": "Changed Elsewhere", "properties": {"via": "kamaki", "longer": "now"}}"#,
+    )
+    .unwrap();
+    // (stat first: opening the file for the read refreshes what it knows)
+    let len = std::fs::metadata(m.path("pithos/deb.img.meta")).unwrap().len();
+    assert_eq!(len, std::fs::read(m.path("pithos/deb.img.meta")).unwrap().len() as u64);
 
     // An image registered without a metafile still shows one; removing it unregisters.
     std::fs::write(m.path("pithos/bare.img"), pattern(4096, 5)).unwrap();
