@@ -386,6 +386,9 @@ impl<S: Storage + Registry> Fs<S> {
 
     /// `user.imgfs.error` of a metafile: the last commit's error, empty if none.
     pub fn metafile_error(&self, ino: Ino) -> FsResult<Option<String>> {
+        if self.node(ino)?.kind != Kind::File {
+            return Ok(None);
+        }
         let (container, path) = self.object_loc(ino)?;
         if metafile::image_name(&path).is_none() {
             return Ok(None);
