@@ -80,6 +80,23 @@ pub struct Image {
     pub properties: BTreeMap<String, String>,
 }
 
+/// The `x-image-meta-*` headers of a register or update request, as kamaki 0.16 sends them:
+/// `name` and every property key and value percent-encoded, other fields as given (a
+/// location from [`location`] is already encoded).
+pub fn request_headers(fields: &[(&str, &str)], properties: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut h: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| {
+            let v = if *k == "name" { encode_value(v) } else { v.to_string() };
+            (format!("{IMAGE_META}{k}"), v)
+        })
+        .collect();
+    for (k, v) in properties {
+        h.push((format!("{IMAGE_META}property-{}", encode_value(k)), encode_value(v)));
+    }
+    h
+}
+
 /// `pithos://<owner>/<container>/<path>`, each part percent-encoded.
 pub fn location(owner: &str, container: &str, path: &str) -> String {
     use crate::api::pithos::encode_path;
@@ -389,6 +406,16 @@ mod tests {
         assert_eq!(m.field("is_public"), Some("True"));
         assert_eq!(m.properties["osfamily"], vec!["linux", "windows"]);
         assert_eq!(m.properties["root_partition"], vec!["1"]);
+    }
+
+    #[test]
+    fn request_headers_parse_back() {
+        let props = [("root_partition".to_string(), "1 2".to_string())].into();
+        let h = request_headers(&[("name", "My Image"), ("is-public", "True")], &props);
+        let m = MetaHeaders::parse(h.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap();
+        assert_eq!(m.field("name"), Some("My Image"));
+        assert_eq!(m.field("is_public"), Some("True"));
+        assert_eq!(m.properties["root_partition"], vec!["1 2"]);
     }
 
     #[test]

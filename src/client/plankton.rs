@@ -3,7 +3,7 @@
 
 use super::pithos::PithosClient;
 use super::*;
-use crate::api::plankton::{self, py_bool, IMAGE_META};
+use crate::api::plankton::{self, py_bool};
 use reqwest::{Method, Response};
 
 fn image_headers(r: &Response) -> Option<Image> {
@@ -28,18 +28,9 @@ impl PithosClient {
 }
 
 impl PithosClient {
-    /// Sends image headers (and every property) without a body; the reply's headers are the
-    /// image as the registry now has it.
-    async fn send_image(
-        &self,
-        method: Method,
-        url: String,
-        mut headers: Vec<(String, String)>,
-        properties: &std::collections::BTreeMap<String, String>,
-    ) -> Result<Image> {
-        for (k, v) in properties {
-            headers.push((format!("{IMAGE_META}property-{}", encode(k)), encode(v)));
-        }
+    /// Sends image headers without a body; the reply's headers are the image as the registry
+    /// now has it.
+    async fn send_image(&self, method: Method, url: String, headers: Vec<(String, String)>) -> Result<Image> {
         let r = self
             .send(method.clone(), url.clone(), &[200, 201], |mut b| {
                 for (k, v) in &headers {
@@ -87,30 +78,32 @@ impl Registry for PithosClient {
         let url = self.images_url("images/")?;
         let image_name = reg.name.clone().unwrap_or_else(|| name.to_string());
         let location = plankton::location(&self.account, container, name);
-        let mut headers: Vec<(String, String)> = vec![
-            (format!("{IMAGE_META}name"), encode(&image_name)),
-            (format!("{IMAGE_META}location"), location),
-            (format!("{IMAGE_META}is-public"), py_bool(reg.is_public).to_string()),
+        let mut fields = vec![
+            ("name", image_name.as_str()),
+            ("location", location.as_str()),
+            ("is-public", py_bool(reg.is_public)),
         ];
         if let Some(f) = &reg.disk_format {
-            headers.push((format!("{IMAGE_META}disk-format"), f.clone()));
+            fields.push(("disk-format", f));
         }
         if let Some(f) = &reg.container_format {
-            headers.push((format!("{IMAGE_META}container-format"), f.clone()));
+            fields.push(("container-format", f));
         }
-        self.send_image(Method::POST, url, headers, &reg.properties).await
+        self.send_image(Method::POST, url, plankton::request_headers(&fields, &reg.properties))
+            .await
     }
 
     async fn update(&self, img: &Image) -> Result<Image> {
         let url = self.images_url(&format!("images/{}", encode(&img.id)))?;
-        let headers: Vec<(String, String)> = vec![
-            (format!("{IMAGE_META}name"), encode(&img.name)),
-            (format!("{IMAGE_META}disk-format"), img.disk_format.clone()),
-            (format!("{IMAGE_META}container-format"), img.container_format.clone()),
-            (format!("{IMAGE_META}status"), img.status.clone()),
-            (format!("{IMAGE_META}is-public"), py_bool(img.is_public).to_string()),
+        let fields = [
+            ("name", img.name.as_str()),
+            ("disk-format", &img.disk_format),
+            ("container-format", &img.container_format),
+            ("status", &img.status),
+            ("is-public", py_bool(img.is_public)),
         ];
-        self.send_image(Method::PUT, url, headers, &img.properties).await
+        self.send_image(Method::PUT, url, plankton::request_headers(&fields, &img.properties))
+            .await
     }
 
     async fn own_images(&self) -> Result<Vec<(String, String, Image)>> {
