@@ -51,7 +51,7 @@ impl ClientError {
 pub type Result<T> = std::result::Result<T, ClientError>;
 
 /// What a listing or HEAD says about an object.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ObjectStat {
     pub name: String,
     pub size: u64,
@@ -66,6 +66,44 @@ impl ObjectStat {
     pub fn is_dir(&self) -> bool {
         crate::api::pithos::is_directory_type(&self.content_type)
     }
+}
+
+/// Everything a HEAD says about an object (or one version of it): what the `user.pithos.*`
+/// and `user.meta.*` attributes show.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ObjectInfo {
+    pub stat: ObjectStat,
+    pub uuid: String,
+    /// RFC 1123, as the server sent it.
+    pub version_timestamp: String,
+    pub modified_by: String,
+    /// `read=a,b; write=c`, empty when not shared.
+    pub sharing: String,
+    /// The public URL, empty when not published.
+    pub public: String,
+    /// User metadata, keys in lower case.
+    pub meta: Vec<(String, String)>,
+}
+
+/// A change to an object's metadata or permissions (POST `?update`): only what is given changes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ObjectUpdate {
+    /// User metadata keys to set (`Some`) or delete (`None`).
+    pub meta: Vec<(String, Option<String>)>,
+    pub sharing: Option<String>,
+    pub public: Option<bool>,
+}
+
+/// A container's policy and usage: what its directory's `user.pithos.*` attributes show.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ContainerInfo {
+    /// `auto` or `none`.
+    pub versioning: String,
+    /// Bytes, 0 = unlimited.
+    pub quota: u64,
+    pub block_size: u64,
+    pub object_count: u64,
+    pub bytes_used: u64,
 }
 
 /// One entry of a container listing with `delimiter=/`.
@@ -152,6 +190,30 @@ pub trait Storage: Send + Sync + 'static {
         dst_container: &str,
         dst: &str,
     ) -> impl Future<Output = Result<u64>> + Send;
+    /// What HEAD says about `name` (`version` None: the current one); `None` if it does not exist.
+    fn object_info(
+        &self,
+        container: &str,
+        name: &str,
+        version: Option<u64>,
+    ) -> impl Future<Output = Result<Option<ObjectInfo>>> + Send;
+    /// Changes user metadata, sharing or the public flag, leaving the rest as it is.
+    fn update_object(
+        &self,
+        container: &str,
+        name: &str,
+        update: &ObjectUpdate,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// The object's versions, oldest first, as `(version id, microseconds since the epoch)`.
+    fn versions(&self, container: &str, name: &str) -> impl Future<Output = Result<Vec<(u64, i64)>>> + Send;
+    fn container_info(&self, container: &str) -> impl Future<Output = Result<ContainerInfo>> + Send;
+    /// Changes a container's versioning policy (`auto`/`none`) or quota, whichever is given.
+    fn set_container_policy(
+        &self,
+        container: &str,
+        versioning: Option<&str>,
+        quota: Option<u64>,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Server-side move; `recursive` also moves everything under `src/`.
     fn rename(
         &self,
@@ -179,4 +241,6 @@ pub trait Registry: Send + Sync + 'static {
     fn update(&self, img: &Image) -> impl Future<Output = Result<Image>> + Send;
     /// The account's own images, as `(container, path, image)`.
     fn own_images(&self) -> impl Future<Output = Result<Vec<(String, String, Image)>>> + Send;
+    /// Every image the account can see: its own, public ones, ones shared with it.
+    fn visible_images(&self) -> impl Future<Output = Result<Vec<Image>>> + Send;
 }

@@ -7,7 +7,9 @@ pub mod cache;
 pub mod error;
 pub mod fuse;
 pub mod images;
+pub mod views;
 pub mod write;
+pub mod xattr;
 
 use crate::api::hashing::{block_count, block_len, BlockHash, BLOCK_SIZE};
 use crate::client::{Listed, ObjectStat, Registry, Storage};
@@ -159,6 +161,8 @@ struct Node {
     /// For `N.meta` of a registered image: the registry's live state in kamaki's layout,
     /// which is what reading the file gives (the stored bytes may be older).
     generated: Option<bytes::Bytes>,
+    /// Part of a read-only view (`.versions`, `.images`).
+    view: bool,
 }
 
 /// Where an inode is on the server.
@@ -168,7 +172,26 @@ enum Loc {
     Account,
     /// `path` is empty for the container itself, else an object name (a file or directory).
     Object { container: String, path: String },
+    /// `D/.versions`: one directory per file of `D` (`dir`, empty for the container).
+    VersionRoot { container: String, dir: String },
+    /// `D/.versions/N`: the versions of object `path`.
+    Versions { container: String, path: String },
+    /// `D/.versions/N/<id>`: one version of object `path`, read-only.
+    Version {
+        container: String,
+        path: String,
+        version: u64,
+    },
+    /// `/.images`: every image the account can see.
+    Images,
+    /// `/.images/<entry>`.
+    ImageEntry { name: String },
 }
+
+/// The hidden directory of versions in every directory (reachable by name, never listed).
+pub const VERSIONS_DIR: &str = ".versions";
+/// The read-only view of every visible image, at the mount root.
+pub const IMAGES_DIR: &str = ".images";
 
 struct ReadHandle {
     ino: Ino,
@@ -284,6 +307,7 @@ impl<S: Storage + Registry> Fs<S> {
                 unlinked: false,
                 lookups: 0,
                 generated: None,
+                view: false,
             },
         );
         let sh = Shared {
@@ -351,13 +375,20 @@ impl<S: Storage + Registry> Fs<S> {
                 (None, _) => n.size,
             },
             mtime: to_systime(n.mtime),
-            perm: if n.kind == Kind::Dir { o.dir_mode } else { o.file_mode },
+            // Views are read-only whatever the mount's modes say.
+            perm: match (n.kind, n.view) {
+                (Kind::Dir, false) => o.dir_mode,
+                (Kind::File, false) => o.file_mode,
+                (Kind::Dir, true) => o.dir_mode & 0o555,
+                (Kind::File, true) => o.file_mode & 0o444,
+            },
             uid: o.uid,
             gid: o.gid,
         }
     }
 
-    fn loc(&self, ino: Ino) -> FsResult<Loc> {
+    /// The names from the mount root down to `ino`.
+    fn names(&self, ino: Ino) -> FsResult<Vec<String>> {
         let nodes = self.nodes();
         let mut names = vec![];
         let mut cur = ino;
@@ -370,34 +401,67 @@ impl<S: Storage + Registry> Fs<S> {
             cur = n.parent;
         }
         names.reverse();
-        match &self.sh.opts.container {
-            Some(c) => Ok(Loc::Object {
-                container: c.clone(),
-                path: names.join("/"),
-            }),
-            None if names.is_empty() => Ok(Loc::Account),
-            None => Ok(Loc::Object {
-                container: names[0].clone(),
-                path: names[1..].join("/"),
-            }),
-        }
+        Ok(names)
+    }
+
+    fn loc(&self, ino: Ino) -> FsResult<Loc> {
+        self.locate(self.names(ino)?)
     }
 
     fn child_loc(&self, parent: Ino, name: &str) -> FsResult<Loc> {
-        Ok(match self.loc(parent)? {
-            Loc::Account => Loc::Object {
-                container: name.to_string(),
-                path: String::new(),
-            },
-            Loc::Object { container, path } if path.is_empty() => Loc::Object {
+        let mut names = self.names(parent)?;
+        names.push(name.to_string());
+        self.locate(names)
+    }
+
+    /// What a path from the mount root names: the account, a container, an object, or one of
+    /// the views (`.images` at the root, `.versions` in any directory of a container).
+    fn locate(&self, mut names: Vec<String>) -> FsResult<Loc> {
+        let deeper = || FsError::quiet(libc::ENOENT, "no such entry");
+        if names.first().is_some_and(|n| n == IMAGES_DIR) {
+            return match names.len() {
+                1 => Ok(Loc::Images),
+                2 => Ok(Loc::ImageEntry {
+                    name: names.pop().unwrap_or_default(),
+                }),
+                _ => Err(FsError::quiet(libc::ENOTDIR, "an image entry is a file")),
+            };
+        }
+        let (container, rest) = match &self.sh.opts.container {
+            Some(c) => (c.clone(), names),
+            None if names.is_empty() => return Ok(Loc::Account),
+            None => {
+                let rest = names.split_off(1);
+                (names.pop().unwrap_or_default(), rest)
+            }
+        };
+        let Some(at) = rest.iter().position(|n| n == VERSIONS_DIR) else {
+            return Ok(Loc::Object {
                 container,
-                path: name.to_string(),
-            },
-            Loc::Object { container, path } => Loc::Object {
+                path: rest.join("/"),
+            });
+        };
+        let dir = rest[..at].join("/");
+        let join = |n: &str| {
+            if dir.is_empty() {
+                n.to_string()
+            } else {
+                format!("{dir}/{n}")
+            }
+        };
+        match &rest[at + 1..] {
+            [] => Ok(Loc::VersionRoot { container, dir }),
+            [n] => Ok(Loc::Versions {
                 container,
-                path: format!("{path}/{name}"),
-            },
-        })
+                path: join(n),
+            }),
+            [n, id] => Ok(Loc::Version {
+                container,
+                path: join(n),
+                version: id.parse().map_err(|_| deeper())?,
+            }),
+            _ => Err(FsError::quiet(libc::ENOTDIR, "a version is a file")),
+        }
     }
 
     /// Records what the server said about `parent/name` and returns its inode.
@@ -432,6 +496,7 @@ impl<S: Storage + Registry> Fs<S> {
                 unlinked: false,
                 lookups,
                 generated: None,
+                view: false,
             },
         );
         ino
@@ -505,6 +570,7 @@ impl<S: Storage + Registry> Fs<S> {
                         unlinked: false,
                         lookups: 0,
                         generated: None,
+                        view: false,
                     },
                 );
                 ino
@@ -670,6 +736,13 @@ impl<S: Storage + Registry> Fs<S> {
                 self.forget_name(parent, name);
                 Err(FsError::quiet(libc::ENOENT, format!("no object {container}/{path}")))
             }
+            view => {
+                let found = self.resolve_view(parent, name, view).await;
+                if found.is_err() {
+                    self.forget_name(parent, name);
+                }
+                found
+            }
         }
     }
 
@@ -788,6 +861,7 @@ impl<S: Storage + Registry> Fs<S> {
                 }
                 out.sort_by(|a, b| a.0.cmp(&b.0));
             }
+            view => return self.list_view(ino, view).await,
         }
         // Files created here and not yet committed are listed too.
         let nodes = self.nodes();
@@ -893,6 +967,9 @@ impl<S: Storage + Registry> Fs<S> {
         }
         let acc = flags & libc::O_ACCMODE;
         let writing = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        if n.view {
+            return self.open_view(ino, self.loc(ino)?, writing).await;
+        }
         if writing && self.sh.opts.read_only {
             return Err(FsError::new(libc::EROFS, "read-only mount"));
         }
@@ -981,11 +1058,15 @@ impl<S: Storage + Registry> Fs<S> {
         if self.sh.opts.read_only {
             return Err(FsError::new(libc::EROFS, "read-only mount"));
         }
-        let Loc::Object { container, path } = self.child_loc(parent, name)? else {
-            return Err(FsError::new(
-                libc::EPERM,
-                "only directories (containers) can be made at the top",
-            ));
+        let (container, path) = match self.child_loc(parent, name)? {
+            Loc::Object { container, path } => (container, path),
+            Loc::Account => {
+                return Err(FsError::new(
+                    libc::EPERM,
+                    "only directories (containers) can be made at the top",
+                ))
+            }
+            _ => return Err(FsError::new(libc::EROFS, "versions and the image list are read-only")),
         };
         if path.is_empty() {
             return Err(FsError::new(
@@ -1023,6 +1104,7 @@ impl<S: Storage + Registry> Fs<S> {
                     unlinked: false,
                     lookups: 1,
                     generated: None,
+                    view: false,
                 },
             );
             ino
@@ -1205,18 +1287,29 @@ impl<S: Storage + Registry> Fs<S> {
             node.fetched = Some(Instant::now());
         }
         if last {
-            let is_metafile = metafile.is_some();
-            let res = self.registry_after_commit(&container, &name, metafile).await;
-            if is_metafile {
-                // What the file reads as (and its size) now comes from the registry: ask again.
-                if let Some(node) = self.nodes().by_ino.get_mut(&w.ino) {
-                    let now = Instant::now();
-                    node.fetched = Some(now.checked_sub(self.sh.opts.attr_ttl).unwrap_or(now));
-                }
-            }
-            res?;
+            self.registry_follows(w.ino, &container, &name, metafile).await?;
         }
         Ok(())
+    }
+
+    /// After a commit of `container/name` (written, or copied onto): the registry follows.
+    /// A metafile's attributes are asked again, since what it reads as (and its size) now
+    /// comes from the registry.
+    async fn registry_follows(
+        &self,
+        ino: Ino,
+        container: &str,
+        name: &str,
+        metafile: Option<(u64, Vec<u8>)>,
+    ) -> FsResult<()> {
+        let res = self.registry_after_commit(container, name, metafile).await;
+        if crate::api::metafile::image_name(name).is_some() {
+            if let Some(node) = self.nodes().by_ino.get_mut(&ino) {
+                let now = Instant::now();
+                node.fetched = Some(now.checked_sub(self.sh.opts.attr_ttl).unwrap_or(now));
+            }
+        }
+        res
     }
 
     pub async fn release(&self, fh: u64) -> FsResult<()> {
@@ -1278,6 +1371,10 @@ impl<S: Storage + Registry> Fs<S> {
             node.version = version;
             node.mtime = now_micros();
             node.fetched = Some(Instant::now());
+        }
+        // A copy is a commit: onto `N.meta` it registers, onto a registered `N` it re-registers.
+        if let Ok((dc, dn)) = self.object_loc(dst.ino) {
+            self.registry_follows(dst.ino, &dc, &dn, None).await?;
         }
         Ok(size)
     }
@@ -1341,6 +1438,7 @@ impl<S: Storage + Registry> Fs<S> {
                     .await?;
             }
             Loc::Account => return Err(FsError::new(libc::EINVAL, "bad name")),
+            _ => return Err(FsError::new(libc::EROFS, "versions and the image list are read-only")),
         }
         let ino = self.remember(parent, name, Kind::Dir, 0, now_micros(), 0);
         self.count_lookup(ino);
@@ -1372,6 +1470,7 @@ impl<S: Storage + Registry> Fs<S> {
                 }
             }
             Loc::Account => return Err(FsError::new(libc::EINVAL, "bad name")),
+            _ => return Err(FsError::new(libc::EROFS, "versions and the image list are read-only")),
         }
         self.forget_name(parent, name);
         Ok(())
@@ -1384,6 +1483,11 @@ impl<S: Storage + Registry> Fs<S> {
         let attr = self.resolve(parent, name).await?;
         if attr.kind == Kind::Dir {
             return Err(FsError::new(libc::EISDIR, "is a directory"));
+        }
+        if self.node(attr.ino)?.view {
+            self.unlink_view(self.loc(attr.ino)?).await?;
+            self.forget_name(parent, name);
+            return Ok(());
         }
         let local = self.node(attr.ino)?.fetched.is_none();
         if !local {
@@ -1408,13 +1512,18 @@ impl<S: Storage + Registry> Fs<S> {
             return Err(FsError::new(libc::EROFS, "read-only mount"));
         }
         let attr = self.resolve(parent, name).await?;
+        let read_only = || FsError::new(libc::EROFS, "versions and the image list are read-only");
         let (sc, sp) = match self.child_loc(parent, name)? {
             Loc::Object { container, path } if !path.is_empty() => (container, path),
-            _ => return Err(FsError::new(libc::EPERM, "containers cannot be renamed")),
+            Loc::Object { .. } | Loc::Account => return Err(FsError::new(libc::EPERM, "containers cannot be renamed")),
+            _ => return Err(read_only()),
         };
         let (dc, dp) = match self.child_loc(newparent, newname)? {
             Loc::Object { container, path } if !path.is_empty() => (container, path),
-            _ => return Err(FsError::new(libc::EPERM, "cannot rename onto a container")),
+            Loc::Object { .. } | Loc::Account => {
+                return Err(FsError::new(libc::EPERM, "cannot rename onto a container"))
+            }
+            _ => return Err(read_only()),
         };
         if let Ok(existing) = self.resolve(newparent, newname).await {
             match (attr.kind, existing.kind) {

@@ -384,15 +384,16 @@ fn xattrs_read_and_change_the_registration() {
     assert!(setfattr_fails(&format!("-x user.image.name '{}'", img.display())).contains("not permitted"));
     assert_eq!(detail(&api, "X Renamed").unwrap()["is_public"], true);
 
-    // Directories (a container, the account root) list no image attributes and no error.
-    for d in [m.path("pithos"), m.dir.clone()] {
-        assert_eq!(
-            sh(&format!("getfattr -d -m - '{}'", d.display())),
-            "",
-            "{}",
-            d.display()
-        );
-    }
+    // Directories list no image attributes and no error: the account root nothing, a
+    // container its policy and usage.
+    assert_eq!(sh(&format!("getfattr -d -m - '{}'", m.dir.display())), "");
+    let listed = sh(&format!("getfattr -d -m - '{}'", m.path("pithos").display()));
+    assert!(
+        listed.contains("user.pithos.versioning=\"auto\"")
+            && !listed.contains("user.image")
+            && !listed.contains("imgfs"),
+        "{listed}"
+    );
 
     // Setting a name on an unregistered file registers it, without a metafile; its
     // metafile then shows up generated.

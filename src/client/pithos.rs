@@ -5,7 +5,7 @@
 use super::*;
 use crate::api::fault::parse_fault;
 use crate::api::hashing::BlockHash;
-use crate::api::pithos::{encode_path, ContainerEntry, Hashmap, HashmapPut, ListingEntry};
+use crate::api::pithos::{self, encode_path, ContainerEntry, Hashmap, HashmapPut, ListingEntry};
 use crate::api::timefmt::parse_unix_string;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use std::time::Duration;
@@ -247,29 +247,7 @@ impl Storage for PithosClient {
     }
 
     async fn head(&self, container: &str, name: &str) -> Result<Option<ObjectStat>> {
-        match self.send(Method::HEAD, self.url(container, name), &[200], |b| b).await {
-            Ok(r) => {
-                let h = |n: &str| {
-                    r.headers()
-                        .get(n)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string()
-                };
-                Ok(Some(ObjectStat {
-                    name: name.to_string(),
-                    size: header_u64(&r, "content-length"),
-                    content_type: h("content-type"),
-                    version: header_u64(&r, crate::api::pithos::X_OBJECT_VERSION),
-                    mtime: crate::api::timefmt::parse_http_date(&h(crate::api::pithos::X_OBJECT_VERSION_TIMESTAMP))
-                        .or_else(|| crate::api::timefmt::parse_http_date(&h("last-modified")))
-                        .unwrap_or(0),
-                    hash: h(crate::api::pithos::X_OBJECT_HASH),
-                }))
-            }
-            Err(ClientError::Status { status: 404, .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(self.object_info(container, name, None).await?.map(|i| i.stat))
     }
 
     async fn hashmap(&self, container: &str, name: &str, version: u64) -> Result<(u64, Vec<BlockHash>)> {
@@ -421,6 +399,142 @@ impl Storage for PithosClient {
         self.send(Method::from_bytes(b"MOVE").expect("method"), url, &[201], |b| {
             b.header(crate::api::pithos::DESTINATION, &dest)
         })
+        .await?;
+        Ok(())
+    }
+
+    async fn object_info(&self, container: &str, name: &str, version: Option<u64>) -> Result<Option<ObjectInfo>> {
+        let mut url = self.url(container, name);
+        if let Some(v) = version {
+            url.push_str(&format!("?version={v}"));
+        }
+        let r = match self.send(Method::HEAD, url, &[200], |b| b).await {
+            Ok(r) => r,
+            Err(ClientError::Status { status: 404, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let h = |n: &str| {
+            r.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let decoded = |n: &str| {
+            let v = h(n);
+            crate::api::pithos::decode_header_value(&v).unwrap_or(v)
+        };
+        let version_timestamp = h(pithos::X_OBJECT_VERSION_TIMESTAMP);
+        let meta = r
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| {
+                let key = k.as_str().strip_prefix(pithos::OBJECT_META)?;
+                let v = v.to_str().ok()?;
+                Some((
+                    key.to_ascii_lowercase(),
+                    crate::api::pithos::decode_header_value(v).unwrap_or_else(|| v.to_string()),
+                ))
+            })
+            .collect();
+        Ok(Some(ObjectInfo {
+            stat: ObjectStat {
+                name: name.to_string(),
+                size: header_u64(&r, "content-length"),
+                content_type: h("content-type"),
+                version: header_u64(&r, pithos::X_OBJECT_VERSION),
+                mtime: crate::api::timefmt::parse_http_date(&version_timestamp)
+                    .or_else(|| crate::api::timefmt::parse_http_date(&h("last-modified")))
+                    .unwrap_or(0),
+                hash: h(pithos::X_OBJECT_HASH),
+            },
+            uuid: h(pithos::X_OBJECT_UUID),
+            version_timestamp,
+            modified_by: h(pithos::X_OBJECT_MODIFIED_BY),
+            sharing: decoded(pithos::X_OBJECT_SHARING),
+            public: h(pithos::X_OBJECT_PUBLIC),
+            meta,
+        }))
+    }
+
+    async fn update_object(&self, container: &str, name: &str, update: &ObjectUpdate) -> Result<()> {
+        // Only what is sent changes: `update` merges metadata, and an empty value deletes a key.
+        let mut headers = vec![];
+        for (k, v) in &update.meta {
+            let value = v
+                .as_deref()
+                .map(crate::api::pithos::encode_header_value)
+                .unwrap_or_default();
+            headers.push((format!("{}{}", pithos::OBJECT_META, k), value));
+        }
+        if let Some(s) = &update.sharing {
+            headers.push((pithos::X_OBJECT_SHARING.to_string(), s.clone()));
+        }
+        if let Some(p) = update.public {
+            headers.push((pithos::X_OBJECT_PUBLIC.to_string(), p.to_string()));
+        }
+        self.send(
+            Method::POST,
+            format!("{}?update", self.url(container, name)),
+            &[202],
+            |mut b| {
+                for (k, v) in &headers {
+                    b = b.header(k, v);
+                }
+                b.header("Content-Length", "0")
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn versions(&self, container: &str, name: &str) -> Result<Vec<(u64, i64)>> {
+        let r = self
+            .send(Method::GET, self.url(container, name), &[200], |b| {
+                b.query(&[("version", "list"), ("format", "json")])
+            })
+            .await?;
+        let list: pithos::VersionList = r.json().await.map_err(|e| protocol("GET", name, e))?;
+        Ok(list
+            .versions
+            .into_iter()
+            .map(|(id, ts)| (id, parse_unix_string(&ts).unwrap_or(0)))
+            .collect())
+    }
+
+    async fn container_info(&self, container: &str) -> Result<ContainerInfo> {
+        let r = self
+            .send(Method::HEAD, self.url(container, ""), &[200, 204], |b| b)
+            .await?;
+        Ok(ContainerInfo {
+            versioning: r
+                .headers()
+                .get(pithos::X_CONTAINER_POLICY_VERSIONING)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string(),
+            quota: header_u64(&r, pithos::X_CONTAINER_POLICY_QUOTA),
+            block_size: header_u64(&r, pithos::X_CONTAINER_BLOCK_SIZE),
+            object_count: header_u64(&r, pithos::X_CONTAINER_OBJECT_COUNT),
+            bytes_used: header_u64(&r, pithos::X_CONTAINER_BYTES_USED),
+        })
+    }
+
+    async fn set_container_policy(&self, container: &str, versioning: Option<&str>, quota: Option<u64>) -> Result<()> {
+        self.send(
+            Method::POST,
+            format!("{}?update", self.url(container, "")),
+            &[202],
+            |mut b| {
+                if let Some(v) = versioning {
+                    b = b.header(pithos::X_CONTAINER_POLICY_VERSIONING, v);
+                }
+                if let Some(q) = quota {
+                    b = b.header(pithos::X_CONTAINER_POLICY_QUOTA, q.to_string());
+                }
+                b.header("Content-Length", "0")
+            },
+        )
         .await?;
         Ok(())
     }

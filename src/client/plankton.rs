@@ -107,6 +107,19 @@ impl Registry for PithosClient {
     }
 
     async fn own_images(&self) -> Result<Vec<(String, String, Image)>> {
+        Ok(self
+            .visible_images()
+            .await?
+            .into_iter()
+            .filter(|i| i.owner == self.account)
+            .filter_map(|i| {
+                let (acc, container, path) = plankton::parse_location(&i.location)?;
+                (acc == self.account).then_some((container, path, i))
+            })
+            .collect())
+    }
+
+    async fn visible_images(&self) -> Result<Vec<Image>> {
         if self.images.is_none() {
             return Ok(vec![]);
         }
@@ -117,14 +130,7 @@ impl Registry for PithosClient {
             path: "images/detail".into(),
             message: e.to_string(),
         })?;
-        Ok(list
-            .into_iter()
-            .filter(|d| d.owner == self.account)
-            .filter_map(|d| {
-                let (acc, container, path) = plankton::parse_location(&d.location)?;
-                (acc == self.account).then(|| (container, path, Image::from(d)))
-            })
-            .collect())
+        Ok(list.into_iter().map(Image::from).collect())
     }
 
     async fn unregister(&self, id: &str) -> Result<()> {

@@ -19,7 +19,7 @@ pub struct FuseFs<S: Storage> {
 
 impl<S: Storage + Registry> FuseFs<S> {
     fn open_flags(&self, ino: Ino) -> FopenFlags {
-        if self.fs.is_metafile(ino) {
+        if self.fs.follows_registry(ino) {
             FopenFlags::FOPEN_DIRECT_IO
         } else {
             FopenFlags::empty()
@@ -37,7 +37,7 @@ impl<S: Storage + Registry> FuseFs<S> {
     /// Metafiles are never cached by the kernel: their content and size follow the registry,
     /// and they move with their image.
     fn ttl_of(&self, ino: Ino) -> Duration {
-        if self.fs.is_metafile(ino) {
+        if self.fs.follows_registry(ino) {
             Duration::ZERO
         } else {
             self.ttl()

@@ -4,7 +4,7 @@
 //! committing call with EINVAL, keeps its bytes, and says why in `user.imgfs.error`.
 
 use super::error::{FsError, FsResult};
-use super::{Fs, Ino, Kind};
+use super::{Fs, Ino, Kind, Loc};
 use crate::api::metafile::{self, MetafileError, Registration};
 use crate::api::plankton::{self, Image};
 use crate::client::{ClientError, Registry, Storage};
@@ -131,10 +131,20 @@ impl<S: Storage + Registry> Fs<S> {
         live
     }
 
-    /// Whether `ino` is named like a metafile. Such files are opened with direct I/O: their
-    /// content can be generated and change with the registry, so no page may be cached.
-    pub fn is_metafile(&self, ino: Ino) -> bool {
-        self.node(ino).is_ok_and(|n| metafile::image_name(&n.name).is_some())
+    /// Whether the content of `ino` can follow the registry: a file named like a metafile, or
+    /// an entry of `/.images`. Such files are opened with direct I/O and get no kernel TTL,
+    /// so no stale page or size is served.
+    pub fn follows_registry(&self, ino: Ino) -> bool {
+        let nodes = self.nodes();
+        let Some(n) = nodes.by_ino.get(&ino) else {
+            return false;
+        };
+        if n.view {
+            let parent = nodes.by_ino.get(&n.parent);
+            return n.kind == Kind::File
+                && parent.is_some_and(|p| p.name == super::IMAGES_DIR && p.parent == super::ROOT && p.view);
+        }
+        metafile::image_name(&n.name).is_some()
     }
 
     pub(super) fn set_generated(&self, ino: Ino, live: Option<Bytes>) {
@@ -179,70 +189,35 @@ impl<S: Storage + Registry> Fs<S> {
         Ok(())
     }
 
-    /// An extended attribute's value. `system.*` and `security.*` are not supported (an
-    /// answer of ENOSYS would switch xattrs off for the whole mount).
-    pub async fn getxattr(&self, ino: Ino, name: &str) -> FsResult<Vec<u8>> {
-        if !name.starts_with("user.") {
-            return Err(FsError::quiet(
-                libc::EOPNOTSUPP,
-                format!("attribute namespace of {name} is not supported"),
-            ));
-        }
-        if name == ERROR_XATTR {
-            if let Some(text) = self.metafile_error(ino)? {
-                return Ok(text.into_bytes());
-            }
-        }
-        if name.starts_with(IMAGE_XATTR) {
-            if let Some((_, v)) = self.image_xattrs(ino).await?.into_iter().find(|(k, _)| k == name) {
-                return Ok(v.into_bytes());
-            }
-        }
-        Err(FsError::quiet(libc::ENODATA, format!("no attribute {name}")))
-    }
-
-    pub async fn listxattr(&self, ino: Ino) -> FsResult<Vec<String>> {
-        let mut names: Vec<String> = self.image_xattrs(ino).await?.into_iter().map(|(k, _)| k).collect();
-        if self.metafile_error(ino)?.is_some() {
-            names.push(ERROR_XATTR.to_string());
-        }
-        Ok(names)
-    }
-
-    pub async fn setxattr(&self, ino: Ino, name: &str, value: &[u8]) -> FsResult<()> {
-        match name {
-            n if n.starts_with(IMAGE_XATTR) => self.set_image_xattr(ino, n, Some(value)).await,
-            ERROR_XATTR => Err(FsError::new(libc::EPERM, format!("{name} is read-only"))),
-            n if n.starts_with("user.") => Err(FsError::new(libc::EOPNOTSUPP, format!("setting {n} is not supported"))),
-            n => Err(FsError::quiet(
-                libc::EOPNOTSUPP,
-                format!("attribute namespace of {n} is not supported"),
-            )),
-        }
-    }
-
-    pub async fn removexattr(&self, ino: Ino, name: &str) -> FsResult<()> {
-        match name {
-            n if n.starts_with(IMAGE_XATTR) => self.set_image_xattr(ino, n, None).await,
-            n => Err(FsError::quiet(libc::ENODATA, format!("no removable attribute {n}"))),
-        }
-    }
-
-    /// The registered image of file `ino` (`N` or `N.meta`), with where `N` is.
-    async fn image_of_ino(&self, ino: Ino) -> FsResult<(String, String, Option<Image>)> {
-        let (container, path) = self.object_loc(ino)?;
-        let image = metafile::image_name(&path).unwrap_or(&path).to_string();
-        let img = self.sh.storage.image_of(&container, &image).await?;
-        Ok((container, image, img))
-    }
-
-    /// The `user.image.*` attributes of a registered `N` (and of `N.meta`), DESIGN.md's
-    /// table; none for anything else.
-    pub async fn image_xattrs(&self, ino: Ino) -> FsResult<Vec<(String, String)>> {
+    /// What the `user.image.*` attributes of `ino` are about: the image object `(container,
+    /// path)` where there is one (`N` for `N` and `N.meta`, the location of an entry of
+    /// `/.images`), and its registration. Neither for directories and versions.
+    async fn image_of_ino(&self, ino: Ino) -> FsResult<(Option<(String, String)>, Option<Image>)> {
         if self.node(ino)?.kind != Kind::File {
-            return Ok(vec![]);
+            return Ok((None, None));
         }
-        let Some(img) = self.image_of_ino(ino).await?.2 else {
+        match self.loc(ino)? {
+            Loc::Object { container, path } if !path.is_empty() => {
+                let image = metafile::image_name(&path).unwrap_or(&path).to_string();
+                let img = self.sh.storage.image_of(&container, &image).await?;
+                Ok((Some((container, image)), img))
+            }
+            Loc::ImageEntry { name } => {
+                let img = self.image_entry(&name).await?;
+                let place = img
+                    .as_ref()
+                    .and_then(|i| plankton::parse_location(&i.location))
+                    .map(|(_, c, p)| (c, p));
+                Ok((place, img))
+            }
+            _ => Ok((None, None)),
+        }
+    }
+
+    /// The `user.image.*` attributes of a registered `N` (and of `N.meta`, and of an entry of
+    /// `/.images`), DESIGN.md's table; none for anything else.
+    pub async fn image_xattrs(&self, ino: Ino) -> FsResult<Vec<(String, String)>> {
+        let Some(img) = self.image_of_ino(ino).await?.1 else {
             return Ok(vec![]);
         };
         let date = crate::api::timefmt::image_date;
@@ -288,7 +263,10 @@ impl<S: Storage + Registry> Fs<S> {
             ),
             None => None,
         };
-        let (container, image, img) = self.image_of_ino(ino).await?;
+        let (place, img) = self.image_of_ino(ino).await?;
+        let Some((container, image)) = place else {
+            return Err(FsError::new(libc::EPERM, format!("{name}: not an image file")));
+        };
         let Some(mut img) = img else {
             return match (field, text) {
                 ("name", Some(n)) if !n.trim().is_empty() => {
@@ -386,7 +364,8 @@ impl<S: Storage + Registry> Fs<S> {
 
     /// `user.imgfs.error` of a metafile: the last commit's error, empty if none.
     pub fn metafile_error(&self, ino: Ino) -> FsResult<Option<String>> {
-        if self.node(ino)?.kind != Kind::File {
+        let n = self.node(ino)?;
+        if n.kind != Kind::File || n.view {
             return Ok(None);
         }
         let (container, path) = self.object_loc(ino)?;

@@ -33,6 +33,10 @@ struct Mem {
     images: Mutex<BTreeMap<(String, String), crate::api::plankton::Image>>,
     /// Refuse unregistering (as the registry does for non-owners).
     refuse_unregister: std::sync::atomic::AtomicBool,
+    /// `(container, name)` → user metadata.
+    meta: Mutex<HashMap<(String, String), BTreeMap<String, String>>>,
+    /// Container → versioning policy.
+    policies: Mutex<HashMap<String, String>>,
 }
 
 impl crate::client::Registry for Arc<Mem> {
@@ -93,6 +97,9 @@ impl crate::client::Registry for Arc<Mem> {
             .iter()
             .map(|((c, n), i)| (c.clone(), n.clone(), i.clone()))
             .collect())
+    }
+    async fn visible_images(&self) -> crate::client::Result<Vec<crate::api::plankton::Image>> {
+        Ok(self.images.lock().unwrap().values().cloned().collect())
     }
     async fn unregister(&self, id: &str) -> crate::client::Result<()> {
         if self.refuse_unregister.load(Ordering::SeqCst) {
@@ -273,6 +280,75 @@ impl Storage for Arc<Mem> {
         let mut o = self.objects.lock().unwrap();
         let v = o.remove(&(sc.into(), s.into())).ok_or_else(|| err(404))?;
         o.insert((dc.into(), d.into()), v);
+        Ok(())
+    }
+    async fn object_info(
+        &self,
+        c: &str,
+        name: &str,
+        version: Option<u64>,
+    ) -> crate::client::Result<Option<crate::client::ObjectInfo>> {
+        let Some(mut stat) = self.head(c, name).await? else {
+            return Ok(None);
+        };
+        if let Some(v) = version {
+            if v != stat.version {
+                let Some((size, _)) = self.versions.lock().unwrap().get(&v).cloned() else {
+                    return Ok(None);
+                };
+                stat.size = size;
+                stat.version = v;
+            }
+        }
+        let key = (c.to_string(), name.to_string());
+        let meta = self.meta.lock().unwrap().get(&key).cloned().unwrap_or_default();
+        Ok(Some(crate::client::ObjectInfo {
+            uuid: format!("uuid-{name}"),
+            stat,
+            meta: meta.into_iter().collect(),
+            ..Default::default()
+        }))
+    }
+    async fn update_object(&self, c: &str, name: &str, u: &crate::client::ObjectUpdate) -> crate::client::Result<()> {
+        let key = (c.to_string(), name.to_string());
+        if !self.objects.lock().unwrap().contains_key(&key) {
+            return Err(err(404));
+        }
+        let mut all = self.meta.lock().unwrap();
+        let m = all.entry(key).or_default();
+        for (k, v) in &u.meta {
+            match v {
+                Some(v) => m.insert(k.to_lowercase(), v.clone()),
+                None => m.remove(&k.to_lowercase()),
+            };
+        }
+        Ok(())
+    }
+    async fn versions(&self, c: &str, name: &str) -> crate::client::Result<Vec<(u64, i64)>> {
+        let v = self.head(c, name).await?.ok_or_else(|| err(404))?.version;
+        Ok(vec![(v, 0)])
+    }
+    async fn container_info(&self, c: &str) -> crate::client::Result<crate::client::ContainerInfo> {
+        Ok(crate::client::ContainerInfo {
+            versioning: self
+                .policies
+                .lock()
+                .unwrap()
+                .get(c)
+                .cloned()
+                .unwrap_or_else(|| "auto".into()),
+            ..Default::default()
+        })
+    }
+    async fn set_container_policy(
+        &self,
+        c: &str,
+        versioning: Option<&str>,
+        _: Option<u64>,
+    ) -> crate::client::Result<()> {
+        if let Some(v) = versioning {
+            self.policies.lock().unwrap().insert(c.to_string(), v.to_string());
+        }
         Ok(())
     }
 }

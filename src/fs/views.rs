@@ -1,0 +1,241 @@
+//! The read-only views of DESIGN.md §2: `D/.versions/N/<id>` (every version of `N` as a file
+//! named by its id, with the version's time as mtime; restore one with `cp`) and `/.images/`
+//! (every image the account can see, one file per image holding its metafile, with its
+//! `user.image.*` attributes; `rm` of an entry unregisters it as `kamaki image unregister`
+//! does, with the registry's permissions).
+
+use super::error::{FsError, FsResult};
+use super::{Attr, Fs, Handle, Ino, Kind, Loc, ReadHandle, ReadSeq, NAME_MAX, PAGE};
+use crate::api::metafile;
+use crate::api::plankton::Image;
+use crate::client::{Listed, Registry, Storage};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+impl<S: Storage + Registry> Fs<S> {
+    /// Records a view entry (read-only) and returns its attributes.
+    fn remember_view(
+        &self,
+        parent: Ino,
+        name: &str,
+        kind: Kind,
+        size: u64,
+        mtime: i64,
+        version: u64,
+    ) -> FsResult<Attr> {
+        let ino = self.remember(parent, name, kind, size, mtime, version);
+        let mut nodes = self.nodes();
+        let n = nodes
+            .by_ino
+            .get_mut(&ino)
+            .ok_or_else(|| FsError::new(libc::ENOENT, "entry vanished"))?;
+        n.view = true;
+        Ok(self.attr_of(ino, n))
+    }
+
+    /// Looks up `parent/name` where it lands in a view (`loc` is where).
+    pub(super) async fn resolve_view(&self, parent: Ino, name: &str, loc: Loc) -> FsResult<Attr> {
+        let now = super::now_micros();
+        match loc {
+            Loc::Images | Loc::VersionRoot { .. } => self.remember_view(parent, name, Kind::Dir, 0, now, 0),
+            Loc::Versions { container, path } => {
+                let versions = match self.sh.storage.versions(&container, &path).await {
+                    Err(e) if e.status() == Some(404) => vec![],
+                    other => other?,
+                };
+                match versions.last() {
+                    Some(&(_, mtime)) => self.remember_view(parent, name, Kind::Dir, 0, mtime, 0),
+                    None => Err(FsError::quiet(
+                        libc::ENOENT,
+                        format!("no versions of {container}/{path}"),
+                    )),
+                }
+            }
+            Loc::Version {
+                container,
+                path,
+                version,
+            } => match self.sh.storage.object_info(&container, &path, Some(version)).await? {
+                Some(info) => self.remember_view(parent, name, Kind::File, info.stat.size, info.stat.mtime, version),
+                None => Err(FsError::quiet(
+                    libc::ENOENT,
+                    format!("no version {version} of {container}/{path}"),
+                )),
+            },
+            Loc::ImageEntry { name: entry } => match self.image_entry(&entry).await? {
+                Some(img) => {
+                    let len = metafile::render(&img).len() as u64;
+                    self.remember_view(parent, name, Kind::File, len, img.updated_at, 0)
+                }
+                None => Err(FsError::quiet(libc::ENOENT, format!("no image {entry}"))),
+            },
+            Loc::Account | Loc::Object { .. } => Err(FsError::new(libc::EINVAL, "not a view")),
+        }
+    }
+
+    /// The entries of a view directory.
+    pub(super) async fn list_view(&self, ino: Ino, loc: Loc) -> FsResult<Vec<(String, Attr)>> {
+        let mut out = vec![];
+        match loc {
+            Loc::Images => {
+                for (entry, img) in self.image_entries().await? {
+                    let len = metafile::render(&img).len() as u64;
+                    let attr = self.remember_view(ino, &entry, Kind::File, len, img.updated_at, 0)?;
+                    out.push((entry, attr));
+                }
+            }
+            Loc::VersionRoot { container, dir } => {
+                // One directory per file of `dir`.
+                let prefix = if dir.is_empty() {
+                    String::new()
+                } else {
+                    format!("{dir}/")
+                };
+                let mut marker = String::new();
+                loop {
+                    let page = self.sh.storage.list(&container, &prefix, &marker, PAGE).await?;
+                    let n = page.len();
+                    for e in page {
+                        let Listed::Object(o) = e else {
+                            if let Listed::Prefix(p) = e {
+                                marker = p;
+                            }
+                            continue;
+                        };
+                        marker = o.name.clone();
+                        let name = &o.name[prefix.len()..];
+                        if o.is_dir() || name.is_empty() || name.contains('/') {
+                            continue;
+                        }
+                        let attr = self.remember_view(ino, name, Kind::Dir, 0, o.mtime, 0)?;
+                        out.push((name.to_string(), attr));
+                    }
+                    if n < PAGE {
+                        break;
+                    }
+                }
+            }
+            Loc::Versions { container, path } => {
+                for (version, _) in self.sh.storage.versions(&container, &path).await? {
+                    // A version purged since the list was made is simply not shown.
+                    if let Some(info) = self.sh.storage.object_info(&container, &path, Some(version)).await? {
+                        let name = version.to_string();
+                        let attr =
+                            self.remember_view(ino, &name, Kind::File, info.stat.size, info.stat.mtime, version)?;
+                        out.push((name, attr));
+                    }
+                }
+            }
+            _ => return Err(FsError::new(libc::ENOTDIR, "not a directory")),
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Opens a view file for reading; views cannot be written.
+    pub(super) async fn open_view(&self, ino: Ino, loc: Loc, writing: bool) -> FsResult<u64> {
+        if writing {
+            return Err(FsError::new(libc::EROFS, "versions and the image list are read-only"));
+        }
+        match loc {
+            Loc::Version {
+                container,
+                path,
+                version,
+            } => {
+                let (size, hashes) = self.sh.storage.hashmap(&container, &path, version).await?;
+                Ok(self.add_handle(Handle::Read(ReadHandle {
+                    ino,
+                    container,
+                    name: path,
+                    version,
+                    size,
+                    hashes: Arc::new(hashes),
+                    seq: Mutex::new(ReadSeq {
+                        last_end: 0,
+                        window: 1,
+                        prefetched: 1,
+                    }),
+                })))
+            }
+            Loc::ImageEntry { name } => {
+                let img = self
+                    .image_entry(&name)
+                    .await?
+                    .ok_or_else(|| FsError::quiet(libc::ENOENT, format!("no image {name}")))?;
+                let data = Bytes::from(metafile::render(&img));
+                Ok(self.add_handle(Handle::Generated { ino, data }))
+            }
+            _ => Err(FsError::new(libc::EISDIR, "is a directory")),
+        }
+    }
+
+    /// `rm /.images/<entry>`: unregisters the image (the object and any metafile stay, as
+    /// with `kamaki image unregister`). Another user's image → EACCES from the registry.
+    pub(super) async fn unlink_view(&self, loc: Loc) -> FsResult<()> {
+        let Loc::ImageEntry { name } = loc else {
+            return Err(FsError::new(libc::EROFS, "versions are read-only"));
+        };
+        let img = self
+            .image_entry(&name)
+            .await?
+            .ok_or_else(|| FsError::quiet(libc::ENOENT, format!("no image {name}")))?;
+        self.sh.storage.unregister(&img.id).await.map_err(|e| {
+            let err = FsError::from(e);
+            FsError::new(
+                err.errno,
+                format!("unregistering image {} ({name}): {}", img.id, err.message),
+            )
+        })?;
+        tracing::info!(id = %img.id, entry = name, "unregistered from the image list");
+        Ok(())
+    }
+
+    /// The image an entry of `/.images` names.
+    pub(super) async fn image_entry(&self, entry: &str) -> FsResult<Option<Image>> {
+        Ok(self
+            .image_entries()
+            .await?
+            .into_iter()
+            .find(|(n, _)| n == entry)
+            .map(|(_, i)| i))
+    }
+
+    /// Every visible image under a file name: its name, made safe for a path component, and
+    /// followed by its id where two images share a name.
+    async fn image_entries(&self) -> FsResult<Vec<(String, Image)>> {
+        let images = self.sh.storage.visible_images().await?;
+        let safe = |img: &Image| {
+            let n: String = img
+                .name
+                .chars()
+                .map(|c| if c == '/' || c == '\0' { '_' } else { c })
+                .collect();
+            if n.is_empty() || n == "." || n == ".." {
+                img.id.clone()
+            } else {
+                n
+            }
+        };
+        let mut count: HashMap<String, usize> = HashMap::new();
+        for img in &images {
+            *count.entry(safe(img)).or_default() += 1;
+        }
+        Ok(images
+            .into_iter()
+            .map(|img| {
+                let base = safe(&img);
+                let mut name = if count[&base] > 1 {
+                    format!("{base} ({})", img.id)
+                } else {
+                    base
+                };
+                if name.len() > NAME_MAX {
+                    name = img.id.clone();
+                }
+                (name, img)
+            })
+            .collect())
+    }
+}
