@@ -11,10 +11,10 @@ ROOT=$PWD
 TOOLS="$ROOT/target/test-tools"
 mkdir -p "$TOOLS"
 
-# System packages: curl for the scripts; fuse3 and attr for the filesystem tests; vim for
-# the editor tests on metafiles.
+# System packages: curl for the scripts; fuse3 and attr for the filesystem tests; vim,
+# emacs, nano (driven through tmux) for the editor tests on metafiles.
 need=()
-for pkg in curl fuse3 attr python3-venv vim; do
+for pkg in curl fuse3 attr python3-venv vim emacs-nox nano tmux; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -86,6 +86,9 @@ pub struct FsOptions {
     /// Check fetched blocks against their hashes here too (the server already checks what it
     /// reads from disk); costs a sha256 pass per block read.
     pub verify_reads: bool,
+    /// After `N.meta` is renamed away, how long a new `N.meta` has to appear before `N` is
+    /// unregistered (an editor's save renames the old file to a backup, then writes anew).
+    pub meta_grace: Duration,
 }
 
 impl Default for FsOptions {
@@ -105,6 +108,7 @@ impl Default for FsOptions {
             uploads_in_flight: 4,
             hash_threads: std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
             verify_reads: false,
+            meta_grace: Duration::from_secs(3),
         }
     }
 }
@@ -252,6 +256,9 @@ pub struct Fs<S: Storage> {
     sh: Shared<S>,
     /// Why the last commit of each metafile failed, by `(container, path)`.
     meta_errors: Mutex<HashMap<(String, String), String>>,
+    /// Images whose `N.meta` was renamed away, by `(container, N)`: unregistered when the
+    /// grace period ends without a new `N.meta`. The value tells one rename from the next.
+    moved_away: Arc<Mutex<HashMap<(String, String), u64>>>,
     nodes: Mutex<Nodes>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
@@ -327,6 +334,7 @@ impl<S: Storage + Registry> Fs<S> {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             meta_errors: Mutex::new(HashMap::new()),
+            moved_away: Default::default(),
         }
     }
 
@@ -1551,10 +1559,13 @@ impl<S: Storage + Registry> Fs<S> {
                     self.flush(fh).await?;
                 }
             }
-            self.sh
-                .storage
-                .rename(&sc, &sp, &dc, &dp, attr.kind == Kind::Dir)
-                .await?;
+            let moved = self.sh.storage.rename(&sc, &sp, &dc, &dp, attr.kind == Kind::Dir).await;
+            match (moved, self.node(attr.ino)?.generated) {
+                // A metafile shown only because its image is registered has no object: what
+                // it reads as is what lands at the new name (an editor's backup).
+                (Err(e), Some(data)) if e.status() == Some(404) => self.store_metafile(&dc, &dp, data).await?,
+                (moved, _) => moved?,
+            }
         }
         // An editor's save renames its new file onto `N.meta`: that is a commit of it.
         let registers = attr.kind == Kind::File && !local && crate::api::metafile::image_name(&dp).is_some();
@@ -1579,6 +1590,14 @@ impl<S: Storage + Registry> Fs<S> {
         if registers {
             self.registry_after_commit(&dc, &dp, None).await?;
         }
+        if attr.kind == Kind::File {
+            if let Some(image) = crate::api::metafile::image_name(&sp) {
+                let same = sc == dc && crate::api::metafile::image_name(&dp) == Some(image);
+                if !same {
+                    self.metafile_moved_away(&sc, image);
+                }
+            }
+        }
         if attr.kind == Kind::File && !local && crate::api::metafile::image_name(&sp).is_none() {
             self.move_metafile_along(&sc, &sp, &dc, &dp).await?;
             let meta = |n: &str| format!("{n}{}", crate::api::metafile::SUFFIX);
@@ -1586,6 +1605,16 @@ impl<S: Storage + Registry> Fs<S> {
             self.forget_name(newparent, &meta(newname));
         }
         Ok(())
+    }
+
+    /// `rename` with RENAME_NOREPLACE (emacs asks for it): EEXIST when the target exists.
+    /// The object store has no atomic form of it; the check and the move are two requests.
+    pub async fn rename_noreplace(&self, parent: Ino, name: &str, newparent: Ino, newname: &str) -> FsResult<()> {
+        match self.resolve(newparent, newname).await {
+            Ok(_) => Err(FsError::quiet(libc::EEXIST, format!("{newname} exists"))),
+            Err(e) if e.errno == libc::ENOENT => self.rename(parent, name, newparent, newname).await,
+            Err(e) => Err(e),
+        }
     }
 
     /// `(blocks, free blocks)` in 4 KiB units, from the account's quota and usage.

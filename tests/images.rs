@@ -250,12 +250,12 @@ fn watch_registration(api: &Api, id: &str, stop: &std::sync::atomic::AtomicBool)
 
 /// Runs an editor command on the mount while watching the image's registration; returns
 /// how often the image was seen unregistered.
-fn edit(api: &Api, id: &str, cmd: &str) -> usize {
+fn edit(api: &Api, id: &str, save: &dyn Fn()) -> usize {
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|sc| {
         let watcher = sc.spawn(|| watch_registration(api, id, &stop));
         std::thread::sleep(std::time::Duration::from_millis(20));
-        sh(cmd);
+        save();
         std::thread::sleep(std::time::Duration::from_millis(20));
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         watcher.join().unwrap()
@@ -285,27 +285,54 @@ fn editors_update_the_registration_in_place() {
     let meta = m.path("pithos/ed.img.meta");
     let before = objects(&api);
 
-    let steps = [
-        ("sed -i", format!(r#"sed -i 's/"Debian"/"Debian sed"/' '{}'"#, meta.display()), "Debian sed"),
+    let run = |cmd: String| move || drop(sh(&cmd));
+    let m_ = meta.clone();
+    // (what, how it saves, the name it saves)
+    type Step<'a> = (&'a str, Box<dyn Fn()>, &'a str);
+    let steps: Vec<Step> = vec![
+        (
+            "sed -i",
+            Box::new(run(format!(r#"sed -i 's/"Debian"/"Debian sed"/' '{}'"#, meta.display()))),
+            "Debian sed",
+        ),
         (
             "vim, backupcopy=auto",
-            format!(
+            Box::new(run(format!(
                 "vim -u DEFAULTS -es -c 'set backupskip= backupcopy=auto writebackup' -c '%s/Debian sed/Dv/' -c 'wq' '{}'",
                 meta.display()
-            ),
+            ))),
             "Dv",
         ),
         (
             "vim, backupcopy=yes",
-            format!(
+            Box::new(run(format!(
                 "vim -u DEFAULTS -es -c 'set backupskip= backupcopy=yes writebackup' -c '%s/Dv/Debian vim yes/' -c 'wq' '{}'",
                 meta.display()
-            ),
+            ))),
             "Debian vim yes",
         ),
+        (
+            // Backups on (also outside the home), made by renaming the file away: the
+            // backup rename dance. Lock files fail (no symlinks) as emacs allows.
+            "emacs --batch",
+            Box::new(run(format!(
+                r#"cd / && emacs -Q --batch --eval '(setq make-backup-files t backup-by-copying nil backup-enable-predicate (lambda (_) t))' '{}' --eval '(progn (goto-char (point-min)) (while (search-forward "Debian vim yes" nil t) (replace-match "Debian emacs")) (save-buffer))'"#,
+                meta.display()
+            ))),
+            "Debian emacs",
+        ),
+        ("nano (through tmux)", Box::new(move || nano_replace(&m_, "Debian emacs", "Debian nano")), "Debian nano"),
+        (
+            "a program writing a temp file and renaming it over",
+            Box::new(run(format!(
+                r#"python3 -c 'import json, os, sys; p = sys.argv[1]; d = json.load(open(p)); d["name"] = "Debian py"; t = p + ".tmp123"; f = open(t, "w"); json.dump(d, f); f.flush(); os.fsync(f.fileno()); f.close(); os.rename(t, p)' '{}'"#,
+                meta.display()
+            ))),
+            "Debian py",
+        ),
     ];
-    for (what, cmd, name) in steps {
-        let unregistered = edit(&api, &id, &cmd);
+    for (what, save, name) in steps {
+        let unregistered = edit(&api, &id, &*save);
         assert_eq!(
             unregistered, 0,
             "{what}: the image was seen unregistered during the save"
@@ -313,8 +340,87 @@ fn editors_update_the_registration_in_place() {
         let img = detail(&api, name).unwrap_or_else(|| panic!("{what}: registry has the edit"));
         assert_eq!(img["id"], id.as_str(), "{what}: same image");
         assert_eq!(img["properties"]["os"], "linux", "{what}: the rest of the file kept");
+        if what.starts_with("emacs") {
+            // emacs keeps its backup by design: the old file, which registers nothing, and
+            // whose removal unregisters nothing.
+            let mut expected = before.clone();
+            expected.push("ed.img.meta~".to_string());
+            expected.sort();
+            assert_eq!(objects(&api), expected, "{what}: only emacs's backup is left");
+            std::fs::remove_file(m.path("pithos/ed.img.meta~")).unwrap();
+            assert!(
+                detail(&api, name).is_some(),
+                "removing emacs's backup unregisters nothing"
+            );
+        }
         assert_eq!(objects(&api), before, "{what}: no swap, backup or temp objects left");
     }
+    // Past the grace period the saves above still stand.
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    assert!(detail(&api, "Debian py").is_some());
+
+    // A metafile moved away for good unregisters once the grace period is over, and
+    // moving it back registers again.
+    let kept = m.path("pithos/ed.img.json");
+    std::fs::rename(&meta, &kept).unwrap();
+    assert!(!meta.exists(), "the name is free after the rename");
+    assert!(
+        detail(&api, "Debian py").is_some(),
+        "not unregistered during the grace period"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    assert!(detail(&api, "Debian py").is_none(), "unregistered after it");
+    std::fs::rename(&kept, &meta).unwrap();
+    assert_eq!(detail(&api, "Debian py").unwrap()["id"], id.as_str());
+}
+
+/// Replaces `from` by `to` in `file` with nano (no batch mode: driven through tmux), then
+/// writes the file out and quits.
+fn nano_replace(file: &Path, from: &str, to: &str) {
+    let session = format!("imgfs-nano-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        let out = std::process::Command::new("tmux").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let screen_shows = |text: &str| {
+        for _ in 0..500 {
+            if tmux(&["capture-pane", "-p", "-t", &session]).contains(text) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!(
+            "nano never showed {text:?}:\n{}",
+            tmux(&["capture-pane", "-p", "-t", &session])
+        );
+    };
+    let cmd = format!(
+        "nano --ignorercfiles '{}'; tmux wait-for -S {session}-done",
+        file.display()
+    );
+    tmux(&["new-session", "-d", "-s", &session, "-x", "150", "-y", "40", &cmd]);
+    screen_shows(from);
+    tmux(&["send-keys", "-t", &session, "C-\\"]);
+    screen_shows("Search (to replace)");
+    tmux(&["send-keys", "-t", &session, "-l", from]);
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    screen_shows("Replace with");
+    tmux(&["send-keys", "-t", &session, "-l", to]);
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    screen_shows("Replace this instance");
+    tmux(&["send-keys", "-t", &session, "a"]);
+    screen_shows("Replaced 1 occurrence");
+    tmux(&["send-keys", "-t", &session, "C-o"]);
+    screen_shows("File Name to Write");
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    screen_shows("Wrote");
+    tmux(&["send-keys", "-t", &session, "C-x"]);
+    tmux(&["wait-for", &format!("{session}-done")]);
 }
 
 /// `setfattr` that must fail; returns what it printed.

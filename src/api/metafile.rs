@@ -199,14 +199,32 @@ pub fn render(img: &Image) -> String {
     s
 }
 
-/// `N.meta` → `N`; `None` for other names (and for a bare `.meta`).
+/// `N.meta` → `N`; `None` for other names, for a bare `.meta`, and for emacs's lock file
+/// `.#N.meta` (which holds `user@host.pid`, not JSON).
 pub fn image_name(meta_name: &str) -> Option<&str> {
-    meta_name.strip_suffix(SUFFIX).filter(|n| !n.is_empty())
+    let base = meta_name.rsplit('/').next().unwrap_or(meta_name);
+    if base.starts_with(".#") {
+        return None;
+    }
+    meta_name
+        .strip_suffix(SUFFIX)
+        .filter(|n| !n.is_empty() && !n.ends_with('/'))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metafile_names() {
+        assert_eq!(image_name("disk.img.meta"), Some("disk.img"));
+        assert_eq!(image_name("dir/disk.img.meta"), Some("dir/disk.img"));
+        assert_eq!(image_name(".meta"), None);
+        assert_eq!(image_name("dir/.meta"), None);
+        assert_eq!(image_name("disk.img.meta~"), None);
+        assert_eq!(image_name(".#disk.img.meta"), None);
+        assert_eq!(image_name("dir/.#disk.img.meta"), None);
+    }
 
     /// Written by kamaki 0.16 `image register` (spec/kamaki-flows.md §3.2).
     const KAMAKI_016: &str = r#"{

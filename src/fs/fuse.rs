@@ -226,23 +226,41 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        if !flags.is_empty() {
+        let noreplace = flags == RenameFlags::RENAME_NOREPLACE;
+        if !flags.is_empty() && !noreplace {
+            // RENAME_EXCHANGE has no server-side form; callers fall back to a plain rename.
             reply.error(fail(
                 "rename",
                 parent.0,
                 req,
-                &FsError::new(libc::EINVAL, "rename flags are not supported"),
+                &FsError::quiet(libc::EINVAL, "only the RENAME_NOREPLACE flag is supported"),
             ));
             return;
         }
         let r = name_str(name).and_then(|n| {
             let nn = name_str(newname)?;
-            self.rt.block_on(self.fs.rename(parent.0, n, newparent.0, nn))
+            if noreplace {
+                self.rt.block_on(self.fs.rename_noreplace(parent.0, n, newparent.0, nn))
+            } else {
+                self.rt.block_on(self.fs.rename(parent.0, n, newparent.0, nn))
+            }
         });
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(fail("rename", parent.0, req, &e)),
         }
+    }
+
+    /// Objects have no symbolic or hard links; EPERM is what filesystems without them answer
+    /// (emacs's lock files take it in their stride).
+    fn symlink(&self, _req: &Request, _parent: INodeNo, name: &OsStr, _target: &std::path::Path, reply: ReplyEntry) {
+        tracing::debug!(?name, "symlink: not supported");
+        reply.error(Errno::EPERM);
+    }
+
+    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        tracing::debug!(?name, "link: not supported");
+        reply.error(Errno::EPERM);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {

@@ -28,6 +28,9 @@ impl<S: Storage + Registry> Fs<S> {
     ) -> FsResult<()> {
         match metafile::image_name(path) {
             Some(image) => {
+                // A new `N.meta` (good or bad) ends the grace period of one renamed away.
+                self.moved_away_lock()
+                    .remove(&(container.to_string(), image.to_string()));
                 let (size, bytes) = match content {
                     Some(c) => c,
                     None => match self.stored_metafile(container, path).await? {
@@ -112,6 +115,11 @@ impl<S: Storage + Registry> Fs<S> {
     /// `N` is registered. A registry that cannot be asked leaves the stored bytes visible.
     pub(super) async fn live_metafile(&self, container: &str, path: &str) -> Option<Bytes> {
         let image = metafile::image_name(path)?;
+        if self.is_moved_away(container, image) {
+            // As on any filesystem, the name is free after the rename (editors check that
+            // before writing the new file).
+            return None;
+        }
         match self.sh.storage.image_of(container, image).await {
             Ok(img) => img.map(|i| Bytes::from(metafile::render(&i))),
             Err(e) => {
@@ -170,11 +178,67 @@ impl<S: Storage + Registry> Fs<S> {
         images
             .into_iter()
             .filter(|(c, p, _)| c == container && p.starts_with(prefix) && !p[prefix.len()..].contains('/'))
+            .filter(|(c, p, _)| !self.is_moved_away(c, p))
             .map(|(_, p, img)| {
                 let name = format!("{}{}", &p[prefix.len()..], metafile::SUFFIX);
                 (name, Bytes::from(metafile::render(&img)))
             })
             .collect()
+    }
+
+    fn moved_away_lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), u64>> {
+        self.moved_away.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_moved_away(&self, container: &str, image: &str) -> bool {
+        self.moved_away_lock()
+            .contains_key(&(container.to_string(), image.to_string()))
+    }
+
+    /// `N.meta` was renamed to something else (`mv N.meta elsewhere`, or an editor's backup
+    /// rename before it writes the new file): `N` is unregistered unless a new `N.meta` is
+    /// committed within [`super::FsOptions::meta_grace`], so an editor's save stays an update.
+    pub(super) fn metafile_moved_away(&self, container: &str, image: &str) {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let token = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = (container.to_string(), image.to_string());
+        self.moved_away_lock().insert(key.clone(), token);
+        let (moved, storage, grace) = (
+            self.moved_away.clone(),
+            self.sh.storage.clone(),
+            self.sh.opts.meta_grace,
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let still = {
+                let mut m = moved.lock().unwrap_or_else(|p| p.into_inner());
+                let still = m.get(&key) == Some(&token);
+                if still {
+                    m.remove(&key);
+                }
+                still
+            };
+            if !still {
+                return;
+            }
+            let (container, image) = key;
+            let res = async {
+                match storage.image_of(&container, &image).await? {
+                    Some(img) => storage.unregister(&img.id).await.map(|_| Some(img.id)),
+                    None => Ok(None),
+                }
+            }
+            .await;
+            match res {
+                Ok(Some(id)) => tracing::info!(container, image, id, "unregistered: its metafile was moved away"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    container,
+                    image,
+                    "unregistering after the metafile moved away failed: {e}"
+                ),
+            }
+        });
     }
 
     /// `mv N M` takes `N.meta` along to `M.meta` (the image keeps its id: the server moved
@@ -340,24 +404,24 @@ impl<S: Storage + Registry> Fs<S> {
         if self.sh.storage.head(container, &meta).await?.is_none() {
             return Ok(());
         }
-        let bytes = Bytes::from(metafile::render(img));
+        self.store_metafile(container, &meta, Bytes::from(metafile::render(img)))
+            .await
+    }
+
+    /// Stores a metafile's bytes (one block at most) as `container/path`.
+    pub(super) async fn store_metafile(&self, container: &str, path: &str, bytes: Bytes) -> FsResult<()> {
         let hash = self.sh.storage.upload_block(container, bytes.clone()).await?;
+        let ct = crate::api::pithos::OCTET_STREAM;
         match self
             .sh
             .storage
-            .put_hashmap(
-                container,
-                &meta,
-                bytes.len() as u64,
-                &[hash],
-                crate::api::pithos::OCTET_STREAM,
-            )
+            .put_hashmap(container, path, bytes.len() as u64, &[hash], ct)
             .await?
         {
             crate::client::PutOutcome::Done { .. } => Ok(()),
             crate::client::PutOutcome::Missing(_) => Err(FsError::new(
                 libc::EIO,
-                format!("the server lost the block of {container}/{meta} just sent"),
+                format!("the server lost the block of {container}/{path} just sent"),
             )),
         }
     }

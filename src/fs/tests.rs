@@ -702,7 +702,11 @@ async fn forgotten_and_never_seen_inodes_leave_the_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metafiles_register_and_unregister() {
-    let (mem, fs) = fs_with(FsOptions::default());
+    let grace = Duration::from_millis(300);
+    let (mem, fs) = fs_with(FsOptions {
+        meta_grace: grace,
+        ..FsOptions::default()
+    });
     let dir = container_ino(&fs).await;
     let image = |mem: &Mem| {
         mem.images
@@ -749,22 +753,49 @@ async fn metafiles_register_and_unregister() {
     // a good one clears the error
     write_file(&fs, dir, "disk.img.meta", b"{}", 2).await;
     assert_eq!(fs.metafile_error(meta_ino).unwrap().unwrap(), "");
-    // Renamed away (an editor's backup), the registered image still shows a generated
-    // metafile; a writer opening it without O_TRUNC starts empty, not from that view.
+    // Renamed away (an editor's backup), the name is free as on any filesystem, and the
+    // image stays registered while a new metafile is written within the grace period.
     fs.rename(dir, "disk.img.meta", dir, "disk.img.meta~").await.unwrap();
     assert!(image(&mem).is_some(), "a backup rename is no unregister");
-    let ino = fs.lookup(dir, "disk.img.meta").await.unwrap().ino;
-    let fh = fs.open(ino, libc::O_WRONLY).await.unwrap();
-    fs.write(fh, 0, b"{}").await.unwrap();
-    fs.release(fh).await.unwrap();
-    assert_eq!(content(&mem, "disk.img.meta"), b"{}");
+    assert_eq!(fs.lookup(dir, "disk.img.meta").await.unwrap_err().errno, libc::ENOENT);
+    write_file(&fs, dir, "disk.img.meta", br#"{"name": "saved"}"#, 4).await;
+    tokio::time::sleep(grace * 2).await;
+    assert_eq!(
+        image(&mem).expect("still registered after the grace period").name,
+        "saved"
+    );
     fs.unlink(dir, "disk.img.meta~").await.unwrap();
     assert!(image(&mem).is_some(), "removing the backup is no unregister");
+    // A metafile moved away for good unregisters once the grace period is over.
+    fs.rename(dir, "disk.img.meta", dir, "kept.json").await.unwrap();
+    tokio::time::sleep(grace / 3).await;
+    assert!(image(&mem).is_some(), "not during the grace period");
+    tokio::time::sleep(grace).await;
+    assert!(image(&mem).is_none(), "unregistered after it");
+    fs.rename(dir, "kept.json", dir, "disk.img.meta").await.unwrap();
+    assert_eq!(image(&mem).expect("moving it back registers").name, "saved");
+    // Generated-only (registered elsewhere, no stored metafile): a rename stores what it
+    // reads as at the new name.
+    fs.unlink(dir, "disk.img.meta").await.unwrap();
+    let reg = crate::api::metafile::Registration {
+        name: Some("elsewhere".into()),
+        ..Default::default()
+    };
+    crate::client::Registry::register(&mem, "c", "disk.img", &reg)
+        .await
+        .unwrap();
+    fs.rename(dir, "disk.img.meta", dir, "disk.img.meta~").await.unwrap();
+    assert!(String::from_utf8(content(&mem, "disk.img.meta~"))
+        .unwrap()
+        .contains("\"elsewhere\""));
+    write_file(&fs, dir, "disk.img.meta", br#"{"name": "after"}"#, 4).await;
+    fs.unlink(dir, "disk.img.meta~").await.unwrap();
+    assert_eq!(image(&mem).unwrap().name, "after");
     // rm refused by the registry: EACCES, nothing deleted
     mem.refuse_unregister.store(true, Ordering::SeqCst);
     assert_eq!(fs.unlink(dir, "disk.img.meta").await.unwrap_err().errno, libc::EACCES);
     assert!(image(&mem).is_some());
-    assert_eq!(content(&mem, "disk.img.meta"), b"{}");
+    assert_eq!(content(&mem, "disk.img.meta"), br#"{"name": "after"}"#);
     mem.refuse_unregister.store(false, Ordering::SeqCst);
     // rm N.meta unregisters, N stays
     fs.unlink(dir, "disk.img.meta").await.unwrap();
