@@ -93,6 +93,27 @@ fn every_walkthrough_step_with_file_tools() {
         "--public",
     ]);
 
+    // ... one shared with this user ("Beta Debian Base"), and one it cannot see.
+    for (file, name) in [("beta.diskdump", "Beta Debian Base"), ("private.diskdump", "Private")] {
+        ko.ok(&["file", "upload", theirs.to_str().unwrap(), &format!("/pithos/{file}")]);
+        ko.ok(&[
+            "image",
+            "register",
+            "--name",
+            name,
+            "--location",
+            &format!("/pithos/{file}"),
+        ]);
+    }
+    let beta_id = ko
+        .ok(&["image", "list"])
+        .lines()
+        .find(|l| l.ends_with(" Beta Debian Base"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("kamaki lists the shared image")
+        .to_string();
+    ko.ok(&["image", "modify", &beta_id, "--member-add", &me.uuid]);
+
     // Upload the image: cp into the mount.
     let local = m.dir.parent().unwrap().join("debian_base3.diskdump");
     std::fs::write(&local, pattern(9 << 20, 3)).unwrap();
@@ -123,12 +144,13 @@ fn every_walkthrough_step_with_file_tools() {
 
     // List all images the account can see, then only its own.
     let listed = names_in(&m.path(".images"));
-    assert_eq!(listed, ["Debian Base Alpha", "Debian Base Gama"]);
+    assert_eq!(listed, ["Beta Debian Base", "Debian Base Alpha", "Debian Base Gama"]);
     let all = k.ok(&["image", "list"]);
-    assert!(
-        all.contains("Debian Base Alpha") && all.contains("Debian Base Gama"),
-        "{all}"
-    );
+    for name in &listed {
+        assert!(all.contains(name.as_str()), "kamaki lists {name} too: {all}");
+    }
+    assert!(!all.contains("Private"), "{all}");
+    assert_eq!(getfattr(&m.path(".images/Beta Debian Base"), "user.image.id"), beta_id);
     let alpha = m.path(".images/Debian Base Alpha");
     assert_eq!(getfattr(&alpha, "user.image.owner"), other.uuid);
     assert_eq!(getfattr(&alpha, "user.image.is-public"), "true");
@@ -149,7 +171,7 @@ fn every_walkthrough_step_with_file_tools() {
     assert!(!k
         .ok(&["image", "list", "--owner", &me.uuid])
         .contains("Debian Base Gama"));
-    assert_eq!(names_in(&m.path(".images")), ["Debian Base Alpha"]);
+    assert_eq!(names_in(&m.path(".images")), ["Beta Debian Base", "Debian Base Alpha"]);
 
     // Attempt to unregister (or change) an image of another user: EACCES, nothing changes.
     let e = std::fs::remove_file(&alpha).unwrap_err();
