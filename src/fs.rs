@@ -475,8 +475,30 @@ impl<S: Storage + Registry> Fs<S> {
     /// Records what the server said about `parent/name` and returns its inode.
     fn remember(&self, parent: Ino, name: &str, kind: Kind, size: u64, mtime: i64, version: u64) -> Ino {
         let mut nodes = self.nodes();
+        self.remember_locked(&mut nodes, parent, name, kind, size, mtime, version)
+    }
+
+    /// [`Self::remember`], returning the attributes (one lock, no copy of the node: listings
+    /// do this for every entry).
+    fn remember_attr(&self, parent: Ino, name: &str, kind: Kind, size: u64, mtime: i64, version: u64) -> Attr {
+        let mut nodes = self.nodes();
+        let ino = self.remember_locked(&mut nodes, parent, name, kind, size, mtime, version);
+        self.attr_of(ino, &nodes.by_ino[&ino])
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn remember_locked(
+        &self,
+        nodes: &mut Nodes,
+        parent: Ino,
+        name: &str,
+        kind: Kind,
+        size: u64,
+        mtime: i64,
+        version: u64,
+    ) -> Ino {
         if nodes.by_ino.len() >= nodes.sweep_at {
-            self.sweep(&mut nodes);
+            self.sweep(nodes);
         }
         let key = (parent, name.to_string());
         let ino = match nodes.by_name.get(&key) {
@@ -490,23 +512,38 @@ impl<S: Storage + Registry> Fs<S> {
         };
         // What the server said replaces what was known, generated content included: the
         // callers that know a metafile's live state set it afterwards.
-        let lookups = nodes.by_ino.get(&ino).map_or(0, |n| n.lookups);
-        nodes.by_ino.insert(
-            ino,
-            Node {
-                parent,
-                name: name.to_string(),
-                kind,
-                size,
-                mtime,
-                version,
-                fetched: Some(Instant::now()),
-                unlinked: false,
-                lookups,
-                generated: None,
-                view: false,
-            },
-        );
+        let node = Node {
+            parent,
+            name: String::new(),
+            kind,
+            size,
+            mtime,
+            version,
+            fetched: Some(Instant::now()),
+            unlinked: false,
+            lookups: 0,
+            generated: None,
+            view: false,
+        };
+        match nodes.by_ino.get_mut(&ino) {
+            Some(n) => {
+                let name = std::mem::take(&mut n.name);
+                *n = Node {
+                    lookups: n.lookups,
+                    name,
+                    ..node
+                };
+            }
+            None => {
+                nodes.by_ino.insert(
+                    ino,
+                    Node {
+                        name: name.to_string(),
+                        ..node
+                    },
+                );
+            }
+        }
         ino
     }
 
@@ -554,6 +591,13 @@ impl<S: Storage + Registry> Fs<S> {
     /// returns.
     fn announce(&self, parent: Ino, name: &str, listed: &Attr) -> Attr {
         let mut nodes = self.nodes();
+        // Usually the node of the listing is still there: count it without a copy.
+        if let Some(n) = nodes.by_ino.get_mut(&listed.ino) {
+            if n.parent == parent && n.kind == listed.kind && n.name == name && !n.unlinked {
+                n.lookups += 1;
+                return self.attr_of(listed.ino, n);
+            }
+        }
         let key = (parent, name.to_string());
         let ino = match nodes.by_name.get(&key) {
             Some(&ino) if nodes.by_ino.get(&ino).is_some_and(|n| n.kind == listed.kind) => ino,
@@ -586,9 +630,7 @@ impl<S: Storage + Registry> Fs<S> {
         };
         let n = nodes.by_ino.get_mut(&ino).expect("found or inserted above");
         n.lookups += 1;
-        let n = n.clone();
-        drop(nodes);
-        self.attr_of(ino, &n)
+        self.attr_of(ino, n)
     }
 
     /// The kernel now holds one more entry for `ino`.
@@ -795,8 +837,8 @@ impl<S: Storage + Registry> Fs<S> {
         match self.loc(ino)? {
             Loc::Account => {
                 for c in self.sh.storage.list_containers().await? {
-                    let child = self.remember(ino, &c.name, Kind::Dir, 0, c.mtime, 0);
-                    out.push((c.name.clone(), self.attr_of(child, &self.node(child)?)));
+                    let attr = self.remember_attr(ino, &c.name, Kind::Dir, 0, c.mtime, 0);
+                    out.push((c.name, attr));
                 }
             }
             Loc::Object { container, path } => {
@@ -805,48 +847,55 @@ impl<S: Storage + Registry> Fs<S> {
                 } else {
                     format!("{path}/")
                 };
-                let mut marker = String::new();
-                let mut seen_dirs = std::collections::HashSet::new();
-                loop {
-                    let page = self.sh.storage.list(&container, &prefix, &marker, PAGE).await?;
-                    let n = page.len();
-                    for e in page {
-                        let (name, kind, size, mtime, version, full) = match &e {
-                            Listed::Object(o) => {
-                                let k = if o.is_dir() { Kind::Dir } else { Kind::File };
-                                (
-                                    o.name[prefix.len()..].to_string(),
-                                    k,
-                                    o.size,
-                                    o.mtime,
-                                    o.version,
-                                    o.name.clone(),
-                                )
+                // The registry's view of this directory's metafiles is asked meanwhile.
+                let listing = async {
+                    let mut out = vec![];
+                    let mut marker = String::new();
+                    let mut seen_dirs = std::collections::HashSet::new();
+                    loop {
+                        let page = self.sh.storage.list(&container, &prefix, &marker, PAGE).await?;
+                        let n = page.len();
+                        for e in page {
+                            let (name, kind, size, mtime, version, full) = match &e {
+                                Listed::Object(o) => {
+                                    let k = if o.is_dir() { Kind::Dir } else { Kind::File };
+                                    (
+                                        o.name[prefix.len()..].to_string(),
+                                        k,
+                                        o.size,
+                                        o.mtime,
+                                        o.version,
+                                        o.name.clone(),
+                                    )
+                                }
+                                Listed::Prefix(p) => (
+                                    p[prefix.len()..].trim_end_matches('/').to_string(),
+                                    Kind::Dir,
+                                    0,
+                                    now_micros(),
+                                    0,
+                                    p.clone(),
+                                ),
+                            };
+                            marker = full;
+                            // A name with a trailing '/' or an empty segment cannot be a file name here.
+                            if name.is_empty() || name.contains('/') {
+                                continue;
                             }
-                            Listed::Prefix(p) => (
-                                p[prefix.len()..].trim_end_matches('/').to_string(),
-                                Kind::Dir,
-                                0,
-                                now_micros(),
-                                0,
-                                p.clone(),
-                            ),
-                        };
-                        marker = full;
-                        // A name with a trailing '/' or an empty segment cannot be a file name here.
-                        if name.is_empty() || name.contains('/') {
-                            continue;
+                            if kind == Kind::Dir && !seen_dirs.insert(name.clone()) {
+                                continue;
+                            }
+                            let attr = self.remember_attr(ino, &name, kind, size, mtime, version);
+                            out.push((name, attr));
                         }
-                        if kind == Kind::Dir && !seen_dirs.insert(name.clone()) {
-                            continue;
+                        if n < PAGE {
+                            break;
                         }
-                        let child = self.remember(ino, &name, kind, size, mtime, version);
-                        out.push((name, self.attr_of(child, &self.node(child)?)));
                     }
-                    if n < PAGE {
-                        break;
-                    }
-                }
+                    Ok::<_, FsError>(out)
+                };
+                let (listed, metafiles) = tokio::join!(listing, self.live_metafiles_in(&container, &prefix));
+                out = listed?;
                 // A name can be both a file and a prefix; show it once, as the file.
                 let files: std::collections::HashSet<String> = out
                     .iter()
@@ -854,7 +903,7 @@ impl<S: Storage + Registry> Fs<S> {
                     .map(|(n, _)| n.clone())
                     .collect();
                 out.retain(|(n, a)| a.kind == Kind::File || !files.contains(n));
-                for (meta, data) in self.live_metafiles_in(&container, &prefix).await {
+                for (meta, data) in metafiles {
                     let existing = out.iter().position(|(n, _)| *n == meta);
                     let child = match existing {
                         Some(i) => out[i].1.ino,

@@ -5,7 +5,7 @@
 use super::*;
 use crate::api::fault::parse_fault;
 use crate::api::hashing::BlockHash;
-use crate::api::pithos::{self, encode_path, ContainerEntry, Hashmap, HashmapPut, ListingEntry};
+use crate::api::pithos::{self, encode_path, ContainerEntry, Hashmap, HashmapPut};
 use crate::api::timefmt::parse_unix_string;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use std::time::Duration;
@@ -145,14 +145,14 @@ fn header_u64(r: &Response, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn stat_from_entry(e: &crate::api::pithos::ObjectEntry) -> ObjectStat {
+fn stat_from_row(e: pithos::ListingRow) -> ObjectStat {
     ObjectStat {
-        name: e.name.clone(),
-        size: e.bytes,
-        content_type: e.content_type.clone(),
-        version: e.x_object_version,
         mtime: parse_unix_string(&e.x_object_version_timestamp).unwrap_or(0),
-        hash: e.x_object_hash.clone(),
+        name: e.name,
+        size: e.bytes,
+        content_type: e.content_type,
+        version: e.x_object_version,
+        hash: e.x_object_hash,
     }
 }
 
@@ -223,11 +223,11 @@ impl Storage for PithosClient {
         if r.status() == StatusCode::NO_CONTENT {
             return Ok(vec![]);
         }
-        let v: Vec<ListingEntry> = r.json().await.map_err(|e| protocol("GET", container, e))?;
+        let v: Vec<pithos::ListingRow> = r.json().await.map_err(|e| protocol("GET", container, e))?;
         Ok(v.into_iter()
-            .map(|e| match e {
-                ListingEntry::Subdir { subdir } => Listed::Prefix(subdir),
-                ListingEntry::Object(o) => Listed::Object(stat_from_entry(&o)),
+            .map(|mut e| match e.subdir.take() {
+                Some(subdir) => Listed::Prefix(subdir),
+                None => Listed::Object(stat_from_row(e)),
             })
             .collect())
     }

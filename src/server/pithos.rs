@@ -165,12 +165,13 @@ pub fn reply(status: StatusCode, headers: Vec<(String, String)>, body: Body) -> 
 fn text_or_json(
     json: bool,
     names: Vec<String>,
-    entries: serde_json::Value,
+    entries: &impl serde::Serialize,
     mut headers: Vec<(String, String)>,
 ) -> Response {
     if json {
         headers.push(("content-type".into(), "application/json; charset=UTF-8".into()));
-        reply(StatusCode::OK, headers, Body::from(entries.to_string()))
+        let body = serde_json::to_vec(entries).unwrap_or_else(|_| b"[]".to_vec());
+        reply(StatusCode::OK, headers, Body::from(body))
     } else if names.is_empty() {
         reply(StatusCode::NO_CONTENT, headers, Body::empty())
     } else {
@@ -189,7 +190,7 @@ async fn top(ctx: &Ctx) -> ApiResult<Response> {
     let accounts = ctx.st.run(move |s| s.accounts_sharing_with(&me)).await?;
     let json = ctx.query.wants_json(&ctx.headers);
     let entries = serde_json::Value::Array(accounts.iter().map(|a| serde_json::json!({"name": a})).collect());
-    Ok(text_or_json(json, accounts, entries, vec![]))
+    Ok(text_or_json(json, accounts, &entries, vec![]))
 }
 
 fn account_headers(info: &crate::store::AccountInfo) -> Vec<(String, String)> {
@@ -267,12 +268,11 @@ async fn account_level(ctx: &Ctx, account: &str) -> ApiResult<Response> {
                 .take(limit)
                 .collect();
             let names = list.iter().map(|c| c.name.clone()).collect();
-            let entries = serde_json::to_value(list.iter().map(|c| container_entry(c, account)).collect::<Vec<_>>())
-                .unwrap_or_default();
+            let entries: Vec<_> = list.iter().map(|c| container_entry(c, account)).collect();
             Ok(text_or_json(
                 ctx.query.wants_json(&ctx.headers),
                 names,
-                entries,
+                &entries,
                 headers,
             ))
         }
@@ -338,7 +338,7 @@ async fn foreign_account_listing(ctx: &Ctx, account: &str) -> ApiResult<Response
     Ok(text_or_json(
         ctx.query.wants_json(&ctx.headers),
         containers,
-        entries,
+        &entries,
         vec![],
     ))
 }
@@ -592,7 +592,7 @@ async fn list_objects(
             Listed::Subdir(s) => {
                 if owner && !want_shared && !want_public {
                     names.push(s.clone());
-                    json.push(serde_json::json!({"subdir": s}));
+                    json.push(ListingEntry::Subdir { subdir: s.clone() });
                 }
             }
             Listed::Object(o) => {
@@ -610,19 +610,14 @@ async fn list_objects(
                 if !owner {
                     entry.x_object_allowed_to = Some("read".to_string());
                 }
-                json.push(serde_json::to_value(entry).unwrap_or_default());
+                json.push(ListingEntry::Object(Box::new(entry)));
             }
         }
     }
     if !owner && names.is_empty() {
         foreign_container_check(ctx, account, container).await?;
     }
-    Ok(text_or_json(
-        q.wants_json(&ctx.headers),
-        names,
-        serde_json::Value::Array(json),
-        headers,
-    ))
+    Ok(text_or_json(q.wants_json(&ctx.headers), names, &json, headers))
 }
 
 /// Block upload: the body cut into blocks, stored, and their hashes returned in order.

@@ -227,11 +227,9 @@ fn write_attrs(c: &Connection, vid: i64, domain: &str, meta: &Meta) -> Result<()
 
 /// Builds the full description of version `row` at path `pid`.
 fn info_of(c: &Connection, ctx: &PathCtx, name: &str, row: &Row, with_attrs: bool) -> Result<ObjectInfo> {
-    let (latest, sharing, public_id): (Option<i64>, Option<String>, Option<String>) = c.query_row(
-        "SELECT latest, sharing, public_id FROM paths WHERE id = ?1",
-        [row.path],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
+    let (latest, sharing, public_id): (Option<i64>, Option<String>, Option<String>) = c
+        .prepare_cached("SELECT latest, sharing, public_id FROM paths WHERE id = ?1")?
+        .query_row([row.path], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     let modified = match latest {
         Some(l) if l != row.id => c.query_row("SELECT mtime FROM versions WHERE id = ?1", [l], |r| r.get(0))?,
         _ => row.mtime,
@@ -244,7 +242,23 @@ fn info_of(c: &Connection, ctx: &PathCtx, name: &str, row: &Row, with_attrs: boo
     } else {
         (Meta::new(), Meta::new())
     };
-    Ok(ObjectInfo {
+    Ok(make_info(ctx, name, row, modified, sharing, public_id, meta, image))
+}
+
+/// An object's info from its version row and what its path holds: the time of its latest
+/// version, its permissions, and (when asked for) its metadata.
+#[allow(clippy::too_many_arguments)]
+fn make_info(
+    ctx: &PathCtx,
+    name: &str,
+    row: &Row,
+    modified: i64,
+    sharing: Option<String>,
+    public_id: Option<String>,
+    meta: Meta,
+    image: Meta,
+) -> ObjectInfo {
+    ObjectInfo {
         account: ctx.account.clone(),
         container: ctx.container_name.clone(),
         name: name.to_string(),
@@ -261,7 +275,7 @@ fn info_of(c: &Connection, ctx: &PathCtx, name: &str, row: &Row, with_attrs: boo
         image,
         sharing: sharing.and_then(|s| Sharing::parse(&s).ok()).filter(|s| !s.is_empty()),
         public_id,
-    })
+    }
 }
 
 /// The current version of a name, if there is one.
@@ -813,13 +827,15 @@ impl Store for SqliteStore {
             // moving `from` past them rather than reading their contents.
             let mut from = prefix.clone();
             let mut after = q.marker.clone();
+            // The path's permissions come with each row: one query per page, not per object.
             let mut st = c.prepare_cached(&format!(
-                "SELECT p.name, {ROW_COLS} FROM paths p JOIN versions v ON v.id = p.latest
+                "SELECT p.name, p.sharing, p.public_id, {ROW_COLS} FROM paths p JOIN versions v ON v.id = p.latest
                  WHERE p.container = ?1 AND p.name >= ?2 AND p.name < ?3 AND p.name > ?4
                  ORDER BY p.name LIMIT ?5"
             ))?;
+            type Page = Vec<(String, Option<String>, Option<String>, Row)>;
             'outer: loop {
-                let batch: Vec<(String, Row)> = st
+                let batch: Page = st
                     .query_map(
                         params![
                             ctx.container.id,
@@ -828,14 +844,14 @@ impl Store for SqliteStore {
                             after.clone().unwrap_or_default(),
                             (limit + 1) as i64
                         ],
-                        |r| Ok((r.get::<_, String>(0)?, row_from(r, 1)?)),
+                        |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, row_from(r, 3)?)),
                     )?
                     .collect::<rusqlite::Result<_>>()?;
                 if batch.is_empty() {
                     break;
                 }
-                let last = batch.last().map(|(n, _)| n.clone());
-                for (name, row) in batch {
+                let last = batch.last().map(|(n, ..)| n.clone());
+                for (name, sharing, public_id, row) in batch {
                     if let Some(d) = delimiter {
                         let rest = &name[prefix.len()..];
                         if let Some(pos) = rest.find(d) {
@@ -855,7 +871,17 @@ impl Store for SqliteStore {
                             }
                         }
                     }
-                    out.push(Listed::Object(Box::new(info_of(c, &ctx, &name, &row, false)?)));
+                    let info = make_info(
+                        &ctx,
+                        &name,
+                        &row,
+                        row.mtime,
+                        sharing,
+                        public_id,
+                        Meta::new(),
+                        Meta::new(),
+                    );
+                    out.push(Listed::Object(Box::new(info)));
                     if out.len() >= limit {
                         break 'outer;
                     }
