@@ -719,6 +719,11 @@ impl<S: Storage + Registry> Fs<S> {
         }
     }
 
+    /// Whether `fh` is a handle that writes.
+    pub fn is_writer(&self, fh: u64) -> bool {
+        self.handle(fh).is_ok_and(|h| matches!(h.as_ref(), Handle::Write(_)))
+    }
+
     fn has_writer(&self, ino: Ino) -> bool {
         let handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
         handles

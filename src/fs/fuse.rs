@@ -18,8 +18,13 @@ pub struct FuseFs<S: Storage> {
 }
 
 impl<S: Storage + Registry> FuseFs<S> {
-    fn open_flags(&self, ino: Ino) -> FopenFlags {
-        if self.fs.follows_registry(ino) {
+    /// Metafiles and views following the registry bypass the page cache (their content can
+    /// change under the kernel), and so do writers: their data goes to the block pipeline
+    /// anyway, and the buffered path costs the writing process a page-cache page per 4 KiB
+    /// (dd of 1 GiB, 4 MiB writes: 1.5 s vs 2.2 s, kernel time 0.4 s vs 1.1 s). mmap still
+    /// works (FUSE_DIRECT_IO_ALLOW_MMAP).
+    fn open_flags(&self, ino: Ino, fh: u64) -> FopenFlags {
+        if self.fs.follows_registry(ino) || self.fs.is_writer(fh) {
             FopenFlags::FOPEN_DIRECT_IO
         } else {
             FopenFlags::empty()
@@ -122,6 +127,7 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
         ] {
             let _ = config.add_capabilities(f);
         }
@@ -265,7 +271,7 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.rt.block_on(self.fs.open(ino.0, flags.0)) {
-            Ok(fh) => reply.opened(FileHandle(fh), self.open_flags(ino.0)),
+            Ok(fh) => reply.opened(FileHandle(fh), self.open_flags(ino.0, fh)),
             Err(e) => reply.error(fail("open", ino.0, req, &e)),
         }
     }
@@ -287,7 +293,7 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
                 &file_attr(&a),
                 Generation(0),
                 FileHandle(fh),
-                self.open_flags(a.ino),
+                self.open_flags(a.ino, fh),
             ),
             Err(e) => reply.error(fail("create", parent.0, req, &e)),
         }
