@@ -279,8 +279,12 @@ impl<S: Storage + Registry> Fs<S> {
                 tracing::info!(container, path, attribute = name, "object attributes changed");
                 Ok(())
             }
+            Target::Container(_) if !name.starts_with(PITHOS_XATTR) => Err(FsError::new(
+                libc::EOPNOTSUPP,
+                format!("{name}: a container's directory has only user.pithos.* attributes"),
+            )),
             Target::Container(c) => {
-                match (&name[PITHOS_XATTR.len().min(name.len())..], value) {
+                match (&name[PITHOS_XATTR.len()..], value) {
                     ("versioning", Some(v)) => {
                         let v = v.trim().to_ascii_lowercase();
                         if v != "auto" && v != "none" {

@@ -61,6 +61,107 @@ impl FsBlocks {
     }
 }
 
+/// Direct I/O granularity (buffer address, length): the page size covers every disk's
+/// logical block size.
+const ALIGN: usize = 4096;
+
+/// A reusable page-aligned buffer for direct writes, one per blocking thread.
+struct Aligned {
+    ptr: std::ptr::NonNull<u8>,
+    cap: usize,
+}
+
+impl Aligned {
+    fn layout(cap: usize) -> std::alloc::Layout {
+        std::alloc::Layout::from_size_align(cap, ALIGN).expect("valid layout")
+    }
+
+    /// `data` copied in and zero-padded to a multiple of [`ALIGN`].
+    fn fill(&mut self, data: &[u8]) -> &[u8] {
+        let len = data.len().div_ceil(ALIGN) * ALIGN;
+        if len > self.cap {
+            let layout = Self::layout(len);
+            // SAFETY: the layout has a non-zero size (data is non-empty, so len >= ALIGN).
+            let p = unsafe { std::alloc::alloc(layout) };
+            let Some(p) = std::ptr::NonNull::new(p) else {
+                std::alloc::handle_alloc_error(layout)
+            };
+            self.release();
+            self.ptr = p;
+            self.cap = len;
+        }
+        // SAFETY: ptr points to `cap >= len` bytes this struct owns; the slice lives as long as
+        // the &mut self borrow.
+        let buf = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), len) };
+        buf[..data.len()].copy_from_slice(data);
+        buf[data.len()..].fill(0);
+        buf
+    }
+
+    fn release(&mut self) {
+        if self.cap > 0 {
+            // SAFETY: allocated in `fill` with this very layout.
+            unsafe { std::alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.cap)) };
+            self.cap = 0;
+        }
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+thread_local! {
+    static DIRECT_BUF: std::cell::RefCell<Aligned> =
+        const { std::cell::RefCell::new(Aligned { ptr: std::ptr::NonNull::dangling(), cap: 0 }) };
+}
+
+/// Writes a new file with `data` and fsyncs it. Direct I/O where the filesystem has it: a
+/// block store's writes are not read back soon, and copying each one through the page cache
+/// was half the server's CPU while ingesting (perf, 1 GiB upload on this VM).
+fn write_durably(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let direct = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path);
+    let f = match direct {
+        Ok(f) => {
+            let res = DIRECT_BUF.with(|b| {
+                let mut b = b.borrow_mut();
+                let padded = b.fill(data);
+                (&f).write_all(padded)
+            });
+            match res {
+                Ok(()) => {
+                    f.set_len(data.len() as u64)?;
+                    f
+                }
+                // Some filesystems accept the flag and refuse the write.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    f.set_len(0)?;
+                    drop(f);
+                    let mut f = OpenOptions::new().write(true).truncate(true).open(path)?;
+                    f.write_all(data)?;
+                    f
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // tmpfs and others have no direct I/O.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
+            f.write_all(data)?;
+            f
+        }
+        Err(e) => return Err(e),
+    };
+    f.sync_all()
+}
+
 impl BlockStore for FsBlocks {
     fn put(&self, data: &[u8]) -> Result<BlockHash> {
         let stored = trim_trailing_zeros(data);
@@ -79,10 +180,7 @@ impl BlockStore for FsBlocks {
         fs::create_dir_all(&dir)?;
         let tmp = dir.join(format!(".tmp-{hex}-{:016x}", rand::random::<u64>()));
         let mut guard = DeleteOnDrop(Some(tmp.clone()));
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(stored)?;
-        f.sync_all()?;
-        drop(f);
+        write_durably(&tmp, stored)?;
         fs::rename(&tmp, &dest)?;
         guard.0 = None;
         // The rename is durable only once the directory entry is.
@@ -146,6 +244,26 @@ mod tests {
             .filter(|p| p.to_string_lossy().contains(".tmp-"))
             .count();
         assert_eq!(leftovers, 0);
+    }
+
+    /// Direct writes are padded to whole pages and cut back: every length reads back exactly,
+    /// on a disk filesystem and on tmpfs (which may refuse direct I/O: buffered then).
+    #[test]
+    fn odd_lengths_round_trip_with_and_without_direct_io() {
+        let shm = std::path::Path::new("/dev/shm");
+        let mut roots = vec![tempfile::tempdir().unwrap()];
+        if shm.is_dir() {
+            roots.push(tempfile::tempdir_in(shm).unwrap());
+        }
+        for root in &roots {
+            let b = FsBlocks::open(root.path()).unwrap();
+            for len in [1usize, 4095, 4096, 4097, (4 << 20) - 1, 4 << 20] {
+                let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8 + 1).collect();
+                let h = b.put(&data).unwrap();
+                assert_eq!(b.stored_len(&h).unwrap(), Some(len as u64), "{len}");
+                assert_eq!(b.get(&h).unwrap(), data, "{len} in {}", root.path().display());
+            }
+        }
     }
 
     #[test]
