@@ -65,7 +65,7 @@ impl FsBlocks {
 /// logical block size.
 const ALIGN: usize = 4096;
 
-/// A reusable page-aligned buffer for direct writes, one per blocking thread.
+/// A reusable page-aligned buffer for direct writes.
 struct Aligned {
     ptr: std::ptr::NonNull<u8>,
     cap: usize,
@@ -113,9 +113,26 @@ impl Drop for Aligned {
     }
 }
 
-thread_local! {
-    static DIRECT_BUF: std::cell::RefCell<Aligned> =
-        const { std::cell::RefCell::new(Aligned { ptr: std::ptr::NonNull::dangling(), cap: 0 }) };
+// SAFETY: an Aligned owns its allocation alone; moving it to another thread moves the ownership.
+unsafe impl Send for Aligned {}
+
+/// Buffers kept for reuse (a fresh one costs page faults on every write); beyond this many,
+/// buffers of concurrent writers are freed after use, so idle memory stays bounded.
+const POOLED: usize = 8;
+static DIRECT_BUFS: std::sync::Mutex<Vec<Aligned>> = std::sync::Mutex::new(Vec::new());
+
+fn with_direct_buf<T>(f: impl FnOnce(&mut Aligned) -> T) -> T {
+    let taken = DIRECT_BUFS.lock().unwrap_or_else(|p| p.into_inner()).pop();
+    let mut buf = taken.unwrap_or(Aligned {
+        ptr: std::ptr::NonNull::dangling(),
+        cap: 0,
+    });
+    let out = f(&mut buf);
+    let mut pool = DIRECT_BUFS.lock().unwrap_or_else(|p| p.into_inner());
+    if pool.len() < POOLED {
+        pool.push(buf);
+    }
+    out
 }
 
 /// Writes a new file with `data` and fsyncs it. Direct I/O where the filesystem has it: a
@@ -130,11 +147,7 @@ fn write_durably(path: &Path, data: &[u8]) -> std::io::Result<()> {
         .open(path);
     let f = match direct {
         Ok(f) => {
-            let res = DIRECT_BUF.with(|b| {
-                let mut b = b.borrow_mut();
-                let padded = b.fill(data);
-                (&f).write_all(padded)
-            });
+            let res = with_direct_buf(|b| (&f).write_all(b.fill(data)));
             match res {
                 Ok(()) => {
                     f.set_len(data.len() as u64)?;
