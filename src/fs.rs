@@ -1645,7 +1645,8 @@ impl<S: Storage + Registry> Fs<S> {
         if registers {
             self.registry_after_commit(&dc, &dp, None).await?;
         }
-        if attr.kind == Kind::File {
+        // Only a committed metafile moving away changes what the server holds under its name.
+        if attr.kind == Kind::File && !local {
             if let Some(image) = crate::api::metafile::image_name(&sp) {
                 let same = sc == dc && crate::api::metafile::image_name(&dp) == Some(image);
                 if !same {
