@@ -209,6 +209,25 @@ struct ReadHandle {
     seq: Mutex<ReadSeq>,
 }
 
+impl ReadHandle {
+    /// A reader pinned to `version`, prefetching one block ahead to start with.
+    fn new(ino: Ino, container: String, name: String, version: u64, size: u64, hashes: Vec<BlockHash>) -> ReadHandle {
+        ReadHandle {
+            ino,
+            container,
+            name,
+            version,
+            size,
+            hashes: Arc::new(hashes),
+            seq: Mutex::new(ReadSeq {
+                last_end: 0,
+                window: 1,
+                prefetched: 1,
+            }),
+        }
+    }
+}
+
 /// Where a reader is, for prefetch.
 #[derive(Default)]
 struct ReadSeq {
@@ -1067,19 +1086,9 @@ impl<S: Storage + Registry> Fs<S> {
             let st = current.ok_or_else(|| FsError::new(libc::ENOENT, format!("{container}/{name} is gone")))?;
             let (size, hashes) = self.sh.storage.hashmap(&container, &name, st.version).await?;
             self.update_node(ino, &st);
-            return Ok(self.add_handle(Handle::Read(ReadHandle {
-                ino,
-                container,
-                name,
-                version: st.version,
-                size,
-                hashes: Arc::new(hashes),
-                seq: Mutex::new(ReadSeq {
-                    last_end: 0,
-                    window: 1,
-                    prefetched: 1,
-                }),
-            })));
+            return Ok(self.add_handle(Handle::Read(ReadHandle::new(
+                ino, container, name, st.version, size, hashes,
+            ))));
         }
         let state = match (current, flags & libc::O_TRUNC != 0) {
             (Some(st), trunc) => {

@@ -9,20 +9,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::io::Write;
-use std::os::fd::IntoRawFd;
 use std::path::Path;
-
-/// Writes a file and closes it, returning close's own result (std's drop ignores it).
-fn write_close(p: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::File::create(p)?;
-    f.write_all(data)?;
-    let fd = f.into_raw_fd();
-    if unsafe { libc::close(fd) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
 
 /// The account's own images, by name, from `GET /images/detail`.
 fn detail(api: &Api, name: &str) -> Option<Value> {
@@ -32,10 +19,6 @@ fn detail(api: &Api, name: &str) -> Option<Value> {
 
 fn uuid(api: &Api, path: &str) -> String {
     header(&api.head(path), "x-object-uuid")
-}
-
-fn getfattr(p: &Path, name: &str) -> String {
-    sh(&format!("getfattr --only-values -n {name} '{}'", p.display()))
 }
 
 #[test]

@@ -9,25 +9,8 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::io::Write;
-use std::os::fd::IntoRawFd;
 use std::path::Path;
 use std::process::Command;
-
-/// Writes a file and closes it, returning close's own result (std's drop ignores it).
-fn write_close(p: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::File::create(p)?;
-    f.write_all(data)?;
-    let fd = f.into_raw_fd();
-    if unsafe { libc::close(fd) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn getfattr(p: &Path, name: &str) -> String {
-    sh(&format!("getfattr --only-values -n {name} '{}'", p.display()))
-}
 
 fn setfattr(p: &Path, name: &str, value: &str) {
     sh(&format!("setfattr -n {name} -v '{value}' '{}'", p.display()));

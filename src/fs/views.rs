@@ -5,47 +5,35 @@
 //! does, with the registry's permissions).
 
 use super::error::{FsError, FsResult};
-use super::{Attr, Fs, Handle, Ino, Kind, Loc, ReadHandle, ReadSeq, NAME_MAX, PAGE};
+use super::{Attr, Fs, Handle, Ino, Kind, Loc, ReadHandle, NAME_MAX, PAGE};
 use crate::api::metafile;
 use crate::api::plankton::Image;
 use crate::client::{Listed, Registry, Storage};
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 
 impl<S: Storage + Registry> Fs<S> {
     /// Records a view entry (read-only) and returns its attributes.
-    fn remember_view(
-        &self,
-        parent: Ino,
-        name: &str,
-        kind: Kind,
-        size: u64,
-        mtime: i64,
-        version: u64,
-    ) -> FsResult<Attr> {
-        let ino = self.remember(parent, name, kind, size, mtime, version);
+    fn remember_view(&self, parent: Ino, name: &str, kind: Kind, size: u64, mtime: i64, version: u64) -> Attr {
         let mut nodes = self.nodes();
-        let n = nodes
-            .by_ino
-            .get_mut(&ino)
-            .ok_or_else(|| FsError::new(libc::ENOENT, "entry vanished"))?;
+        let ino = self.remember_locked(&mut nodes, parent, name, kind, size, mtime, version);
+        let n = nodes.by_ino.get_mut(&ino).expect("just remembered");
         n.view = true;
-        Ok(self.attr_of(ino, n))
+        self.attr_of(ino, n)
     }
 
     /// Looks up `parent/name` where it lands in a view (`loc` is where).
     pub(super) async fn resolve_view(&self, parent: Ino, name: &str, loc: Loc) -> FsResult<Attr> {
         let now = super::now_micros();
         match loc {
-            Loc::Images | Loc::VersionRoot { .. } => self.remember_view(parent, name, Kind::Dir, 0, now, 0),
+            Loc::Images | Loc::VersionRoot { .. } => Ok(self.remember_view(parent, name, Kind::Dir, 0, now, 0)),
             Loc::Versions { container, path } => {
                 let versions = match self.sh.storage.versions(&container, &path).await {
                     Err(e) if e.status() == Some(404) => vec![],
                     other => other?,
                 };
                 match versions.last() {
-                    Some(&(_, mtime)) => self.remember_view(parent, name, Kind::Dir, 0, mtime, 0),
+                    Some(&(_, mtime)) => Ok(self.remember_view(parent, name, Kind::Dir, 0, mtime, 0)),
                     None => Err(FsError::quiet(
                         libc::ENOENT,
                         format!("no versions of {container}/{path}"),
@@ -57,7 +45,9 @@ impl<S: Storage + Registry> Fs<S> {
                 path,
                 version,
             } => match self.sh.storage.object_info(&container, &path, Some(version)).await? {
-                Some(info) => self.remember_view(parent, name, Kind::File, info.stat.size, info.stat.mtime, version),
+                Some(info) => {
+                    Ok(self.remember_view(parent, name, Kind::File, info.stat.size, info.stat.mtime, version))
+                }
                 None => Err(FsError::quiet(
                     libc::ENOENT,
                     format!("no version {version} of {container}/{path}"),
@@ -66,7 +56,7 @@ impl<S: Storage + Registry> Fs<S> {
             Loc::ImageEntry { name: entry } => match self.image_entry(&entry).await? {
                 Some(img) => {
                     let len = metafile::render(&img).len() as u64;
-                    self.remember_view(parent, name, Kind::File, len, img.updated_at, 0)
+                    Ok(self.remember_view(parent, name, Kind::File, len, img.updated_at, 0))
                 }
                 None => Err(FsError::quiet(libc::ENOENT, format!("no image {entry}"))),
             },
@@ -81,7 +71,7 @@ impl<S: Storage + Registry> Fs<S> {
             Loc::Images => {
                 for (entry, img) in self.image_entries().await? {
                     let len = metafile::render(&img).len() as u64;
-                    let attr = self.remember_view(ino, &entry, Kind::File, len, img.updated_at, 0)?;
+                    let attr = self.remember_view(ino, &entry, Kind::File, len, img.updated_at, 0);
                     out.push((entry, attr));
                 }
             }
@@ -108,7 +98,7 @@ impl<S: Storage + Registry> Fs<S> {
                         if o.is_dir() || name.is_empty() || name.contains('/') {
                             continue;
                         }
-                        let attr = self.remember_view(ino, name, Kind::Dir, 0, o.mtime, 0)?;
+                        let attr = self.remember_view(ino, name, Kind::Dir, 0, o.mtime, 0);
                         out.push((name.to_string(), attr));
                     }
                     if n < PAGE {
@@ -121,8 +111,7 @@ impl<S: Storage + Registry> Fs<S> {
                     // A version purged since the list was made is simply not shown.
                     if let Some(info) = self.sh.storage.object_info(&container, &path, Some(version)).await? {
                         let name = version.to_string();
-                        let attr =
-                            self.remember_view(ino, &name, Kind::File, info.stat.size, info.stat.mtime, version)?;
+                        let attr = self.remember_view(ino, &name, Kind::File, info.stat.size, info.stat.mtime, version);
                         out.push((name, attr));
                     }
                 }
@@ -145,19 +134,9 @@ impl<S: Storage + Registry> Fs<S> {
                 version,
             } => {
                 let (size, hashes) = self.sh.storage.hashmap(&container, &path, version).await?;
-                Ok(self.add_handle(Handle::Read(ReadHandle {
-                    ino,
-                    container,
-                    name: path,
-                    version,
-                    size,
-                    hashes: Arc::new(hashes),
-                    seq: Mutex::new(ReadSeq {
-                        last_end: 0,
-                        window: 1,
-                        prefetched: 1,
-                    }),
-                })))
+                Ok(self.add_handle(Handle::Read(ReadHandle::new(
+                    ino, container, path, version, size, hashes,
+                ))))
             }
             Loc::ImageEntry { name } => {
                 let img = self

@@ -360,3 +360,23 @@ impl Kamaki {
         self.home.path().join(name)
     }
 }
+
+/// Writes a file and closes it, returning close's own result (std's drop ignores it): a
+/// commit's error (a bad metafile's EINVAL) arrives at close.
+pub fn write_close(p: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::fd::IntoRawFd;
+    let mut f = std::fs::File::create(p)?;
+    f.write_all(data)?;
+    let fd = f.into_raw_fd();
+    // SAFETY: fd was just taken from the File, so it is open and owned here.
+    if unsafe { libc::close(fd) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One extended attribute's value, by `getfattr`.
+pub fn getfattr(p: &Path, name: &str) -> String {
+    sh(&format!("getfattr --only-values -n {name} '{}'", p.display()))
+}
