@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod error;
 pub mod fuse;
+pub mod hash_memo;
 pub mod images;
 pub mod views;
 pub mod write;
@@ -131,6 +132,8 @@ pub struct Shared<S> {
     pub hashers: Arc<tokio::sync::Semaphore>,
     /// Hashes this mount uploaded recently (the server has them).
     pub sent: Arc<Mutex<lru::LruCache<BlockHash, ()>>>,
+    /// Block hashes computed before, to recognise written blocks cheaply.
+    pub memo: Arc<hash_memo::HashMemo>,
     pub stats: Arc<Stats>,
 }
 
@@ -143,6 +146,7 @@ impl<S> Clone for Shared<S> {
             uploads: self.uploads.clone(),
             hashers: self.hashers.clone(),
             sent: self.sent.clone(),
+            memo: self.memo.clone(),
             stats: self.stats.clone(),
         }
     }
@@ -345,6 +349,8 @@ impl<S: Storage + Registry> Fs<S> {
             sent: Arc::new(Mutex::new(lru::LruCache::new(
                 NonZeroUsize::new(4096).expect("non-zero"),
             ))),
+            // 64k blocks (256 GiB of distinct content) in about 6 MiB.
+            memo: Arc::new(hash_memo::HashMemo::new(1 << 16)),
             stats: Arc::new(Stats::default()),
             opts: Arc::new(opts),
         };

@@ -227,7 +227,7 @@ fn kamaki_and_the_mount_see_the_same_bytes() {
 }
 
 #[test]
-fn recopy_of_an_unchanged_file_sends_no_blocks() {
+fn recopy_sends_no_blocks_and_a_changed_block_alone() {
     let (s, _u, _api, m) = setup();
     let src = m.path("").parent().unwrap().join("same.bin");
     std::fs::write(&src, pattern(40 << 20, 6)).unwrap();
@@ -248,6 +248,15 @@ fn recopy_of_an_unchanged_file_sends_no_blocks() {
     sh(&format!("cp {} {}", src.display(), m.path("pithos/same.img").display()));
     assert_eq!(block_posts(), posts_before, "the re-copy sent no block");
     assert_eq!(block_files(&s.data), blocks_before, "no new blocks on the server");
+    assert_eq!(sha_file(&m.path("pithos/same.img")), sha_file(&src));
+    // The mount recognises blocks it hashed before by a cheaper digest: a changed block must
+    // still be told apart from the one it replaces, and only it sent.
+    let mut changed = std::fs::read(&src).unwrap();
+    changed[(4 << 20) * 5 + 12345] ^= 0xff;
+    std::fs::write(&src, &changed).unwrap();
+    sh(&format!("cp {} {}", src.display(), m.path("pithos/same.img").display()));
+    assert_eq!(block_posts(), posts_before + 1, "only the changed block was sent");
+    assert_eq!(block_files(&s.data), blocks_before + 1);
     assert_eq!(sha_file(&m.path("pithos/same.img")), sha_file(&src));
 }
 

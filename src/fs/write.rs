@@ -549,8 +549,9 @@ async fn spawn_upload<S: Storage>(
     tokio::spawn(async move {
         let _permit = permit;
         let b = bytes.clone();
+        let memo = sh.memo.clone();
         let hashing = sh.hashers.acquire().await.expect("semaphore never closed");
-        let h = tokio::task::spawn_blocking(move || block_hash(&b))
+        let h = tokio::task::spawn_blocking(move || memo.block_hash(&b))
             .await
             .map_err(|e| FsError::new(libc::EIO, format!("hash task failed: {e}")))?;
         drop(hashing);
