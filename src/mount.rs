@@ -350,7 +350,7 @@ fn serve_inner(
     }
     tracing::info!(account = %account.uuid, user = %account.user_name, mountpoint = %cfg.mountpoint.display(), "mounting");
     let fs = Arc::new(Fs::new(storage, cfg.fs.clone()));
-    let fuse = FuseFs::new(fs, rt.handle().clone());
+    let fuse = FuseFs::new(fs.clone(), rt.handle().clone());
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::FSName(cfg.source.clone()),
@@ -384,9 +384,9 @@ fn serve_inner(
     });
     report(ready, "OK");
     tracing::info!("mounted");
-    session
-        .run()
-        .map_err(|e| MountError::Other(format!("FUSE session ended: {e}")))?;
+    let ended = session.run();
+    rt.block_on(fs.end_grace_periods());
+    ended.map_err(|e| MountError::Other(format!("FUSE session ended: {e}")))?;
     tracing::info!("unmounted");
     Ok(())
 }

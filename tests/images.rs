@@ -364,6 +364,19 @@ fn editors_update_the_registration_in_place() {
     assert!(detail(&api, "Debian py").is_none(), "unregistered after it");
     std::fs::rename(&kept, &meta).unwrap();
     assert_eq!(detail(&api, "Debian py").unwrap()["id"], id.as_str());
+
+    // Unmounting ends a running grace period at once: the image does not stay registered
+    // with its metafile gone.
+    std::fs::rename(&meta, &kept).unwrap();
+    m.unmount();
+    let t0 = std::time::Instant::now();
+    while detail(&api, "Debian py").is_some() && t0.elapsed() < std::time::Duration::from_millis(2500) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        detail(&api, "Debian py").is_none(),
+        "unregistered at unmount, before the grace period would have ended"
+    );
 }
 
 /// Replaces `from` by `to` in `file` with nano (no batch mode: driven through tmux), then

@@ -218,27 +218,20 @@ impl<S: Storage + Registry> Fs<S> {
                 }
                 still
             };
-            if !still {
-                return;
-            }
-            let (container, image) = key;
-            let res = async {
-                match storage.image_of(&container, &image).await? {
-                    Some(img) => storage.unregister(&img.id).await.map(|_| Some(img.id)),
-                    None => Ok(None),
-                }
-            }
-            .await;
-            match res {
-                Ok(Some(id)) => tracing::info!(container, image, id, "unregistered: its metafile was moved away"),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(
-                    container,
-                    image,
-                    "unregistering after the metafile moved away failed: {e}"
-                ),
+            if still {
+                unregister_moved_away(&*storage, &key.0, &key.1).await;
             }
         });
+    }
+
+    /// At unmount, grace periods still running end at once: no new `N.meta` can come through
+    /// this mount any more, and a task left sleeping would die with the process, leaving `N`
+    /// registered with its metafile gone.
+    pub async fn end_grace_periods(&self) {
+        let pending: Vec<(String, String)> = self.moved_away_lock().drain().map(|(k, _)| k).collect();
+        for (container, image) in pending {
+            unregister_moved_away(&*self.sh.storage, &container, &image).await;
+        }
     }
 
     /// `mv N M` takes `N.meta` along to `M.meta` (the image keeps its id: the server moved
@@ -466,5 +459,24 @@ fn registry_reason(e: &ClientError) -> String {
     match e {
         ClientError::Status { status, message, .. } => format!("the registry refused ({status}): {message}"),
         other => other.to_string(),
+    }
+}
+
+async fn unregister_moved_away<S: Storage + Registry>(storage: &S, container: &str, image: &str) {
+    let res = async {
+        match storage.image_of(container, image).await? {
+            Some(img) => storage.unregister(&img.id).await.map(|_| Some(img.id)),
+            None => Ok(None),
+        }
+    }
+    .await;
+    match res {
+        Ok(Some(id)) => tracing::info!(container, image, id, "unregistered: its metafile was moved away"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(
+            container,
+            image,
+            "unregistering after the metafile moved away failed: {e}"
+        ),
     }
 }

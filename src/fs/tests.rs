@@ -701,6 +701,25 @@ async fn forgotten_and_never_seen_inodes_leave_the_table() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmount_ends_grace_periods() {
+    let (mem, fs) = fs_with(FsOptions {
+        meta_grace: Duration::from_secs(3600),
+        ..FsOptions::default()
+    });
+    let dir = container_ino(&fs).await;
+    let registered = |name: &str| mem.images.lock().unwrap().contains_key(&("c".into(), name.into()));
+    for name in ["a.img", "b.img"] {
+        write_file(&fs, dir, &format!("{name}.meta"), b"{}", 2).await;
+        write_file(&fs, dir, name, b"bytes", 5).await;
+        assert!(registered(name));
+    }
+    fs.rename(dir, "a.img.meta", dir, "a.json").await.unwrap();
+    fs.end_grace_periods().await;
+    assert!(!registered("a.img"), "moved away, unregistered at unmount");
+    assert!(registered("b.img"), "nothing else changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metafiles_register_and_unregister() {
     let grace = Duration::from_millis(300);
     let (mem, fs) = fs_with(FsOptions {
