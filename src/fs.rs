@@ -283,6 +283,8 @@ pub struct Fs<S: Storage> {
     /// Images whose `N.meta` was renamed away, by `(container, N)`: unregistered when the
     /// grace period ends without a new `N.meta`. The value tells one rename from the next.
     moved_away: Arc<Mutex<HashMap<(String, String), u64>>>,
+    /// The attributes last listed, for the reads that follow (see `xattr.rs`).
+    xattr_snapshot: Mutex<Option<xattr::Snapshot>>,
     nodes: Mutex<Nodes>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
@@ -361,6 +363,7 @@ impl<S: Storage + Registry> Fs<S> {
             next_fh: AtomicU64::new(1),
             meta_errors: Mutex::new(HashMap::new()),
             moved_away: Default::default(),
+            xattr_snapshot: Mutex::new(None),
         }
     }
 
@@ -1345,6 +1348,7 @@ impl<S: Storage + Registry> Fs<S> {
     /// Commits a writer's content; a final commit (not a checkpoint) then brings the image
     /// registry in step.
     async fn commit_locked(&self, w: &WriteHandle, state: &mut WriteState, last: bool) -> FsResult<()> {
+        self.forget_xattr_snapshot();
         let (container, name) = self.object_loc(w.ino)?;
         let metafile = if last && crate::api::metafile::image_name(&name).is_some() {
             let bytes = if state.size as usize > crate::api::metafile::MAX_BYTES {
@@ -1381,6 +1385,7 @@ impl<S: Storage + Registry> Fs<S> {
         metafile: Option<(u64, Vec<u8>)>,
     ) -> FsResult<()> {
         let res = self.registry_after_commit(container, name, metafile).await;
+        self.forget_xattr_snapshot();
         if crate::api::metafile::image_name(name).is_some() {
             if let Some(node) = self.nodes().by_ino.get_mut(&ino) {
                 let now = Instant::now();
@@ -1555,6 +1560,7 @@ impl<S: Storage + Registry> Fs<S> {
     }
 
     pub async fn unlink(&self, parent: Ino, name: &str) -> FsResult<()> {
+        self.forget_xattr_snapshot();
         if self.sh.opts.read_only {
             return Err(FsError::new(libc::EROFS, "read-only mount"));
         }
@@ -1585,6 +1591,7 @@ impl<S: Storage + Registry> Fs<S> {
     /// A server-side move (the object UUID, hence the image id, survives). Onto an existing
     /// name it replaces it; a directory moves with everything under it.
     pub async fn rename(&self, parent: Ino, name: &str, newparent: Ino, newname: &str) -> FsResult<()> {
+        self.forget_xattr_snapshot();
         check_name(newname)?;
         if self.sh.opts.read_only {
             return Err(FsError::new(libc::EROFS, "read-only mount"));

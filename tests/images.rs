@@ -478,6 +478,15 @@ fn xattrs_read_and_change_the_registration() {
     );
     assert_eq!(getfattr(&m.path("pithos/x.img.meta"), "user.image.name"), "X");
     assert_eq!(getfattr(&img, "user.image.is-public"), "false");
+    // getfattr -d lists, then reads every attribute twice (size, value): one look at the
+    // object and the registry serves them all, not a few requests per attribute.
+    let requests = || s.log().lines().filter(|l| l.contains("method=")).count();
+    let before = requests();
+    let dump = sh(&format!("getfattr -d -m - '{}'", img.display()));
+    let cost = requests() - before;
+    let attrs = dump.lines().filter(|l| l.starts_with("user.")).count();
+    assert!(attrs >= 18 && dump.contains("user.pithos.uuid="), "{dump}");
+    assert!(cost <= 16, "getfattr -d of {attrs} attributes cost {cost} requests");
 
     // Rename and publish, set and delete properties: the registry follows, kamaki sees it,
     // and the stored metafile is rewritten to agree.

@@ -404,14 +404,14 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match name_str(name).and_then(|n| self.rt.block_on(self.fs.getxattr(ino.0, n))) {
+        match name_str(name).and_then(|n| self.rt.block_on(self.fs.getxattr(ino.0, n, req.pid()))) {
             Ok(v) => xattr_reply(reply, &v, size),
             Err(e) => reply.error(fail("getxattr", ino.0, req, &e)),
         }
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.rt.block_on(self.fs.listxattr(ino.0)) {
+        match self.rt.block_on(self.fs.listxattr(ino.0, req.pid())) {
             Ok(names) => {
                 let mut out = Vec::new();
                 for n in names {

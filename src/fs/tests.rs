@@ -701,6 +701,51 @@ async fn forgotten_and_never_seen_inodes_leave_the_table() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_answers_the_same_process_until_something_changes() {
+    let (mem, fs) = fs_with(FsOptions::default());
+    let dir = container_ino(&fs).await;
+    write_file(&fs, dir, "d.img.meta", br#"{"name": "Before"}"#, 2).await;
+    write_file(&fs, dir, "d.img", b"bytes", 5).await;
+    let ino = fs.lookup(dir, "d.img").await.unwrap().ino;
+    let name = |pid| {
+        let fs = &fs;
+        async move { String::from_utf8(fs.getxattr(ino, "user.image.name", pid).await.unwrap()).unwrap() }
+    };
+    assert!(fs
+        .listxattr(ino, 7)
+        .await
+        .unwrap()
+        .contains(&"user.image.name".to_string()));
+    // Changed elsewhere: the listing process reads what it listed, any other process the news.
+    mem.images
+        .lock()
+        .unwrap()
+        .get_mut(&("c".into(), "d.img".into()))
+        .unwrap()
+        .name = "Elsewhere".into();
+    assert_eq!(name(7).await, "Before");
+    assert_eq!(name(8).await, "Elsewhere");
+    assert_eq!(name(0).await, "Elsewhere", "no process known, no snapshot");
+    // A change through the mount ends the snapshot at once.
+    fs.listxattr(ino, 7).await.unwrap();
+    fs.setxattr(ino, "user.image.name", b"Set").await.unwrap();
+    assert_eq!(name(7).await, "Set");
+    fs.listxattr(ino, 7).await.unwrap();
+    write_file(&fs, dir, "d.img.meta", br#"{"name": "Saved"}"#, 3).await;
+    assert_eq!(name(7).await, "Saved");
+    // And it lasts moments only.
+    fs.listxattr(ino, 7).await.unwrap();
+    mem.images
+        .lock()
+        .unwrap()
+        .get_mut(&("c".into(), "d.img".into()))
+        .unwrap()
+        .name = "Later".into();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(name(7).await, "Later");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unmount_ends_grace_periods() {
     let (mem, fs) = fs_with(FsOptions {
         meta_grace: Duration::from_secs(3600),

@@ -9,10 +9,28 @@ use super::images::{ERROR_XATTR, IMAGE_XATTR};
 use super::{Fs, Ino, Kind, Loc};
 use crate::api::timefmt;
 use crate::client::{ObjectInfo, ObjectUpdate, Registry, Storage};
+use std::time::{Duration, Instant};
 
 const PITHOS_XATTR: &str = "user.pithos.";
 const META_XATTR: &str = "user.meta.";
 const VERSIONS_XATTR: &str = "user.pithos.versions";
+
+/// How long what was listed for one process answers its reads of the same inode's
+/// attributes. `getfattr -d` lists twice, then reads each attribute twice (size, value); each
+/// answer used to cost a HEAD and a registry request: 94 requests for an image with five
+/// properties, which against a distant cloud is seconds.
+const SNAPSHOT_FOR: Duration = Duration::from_millis(250);
+
+/// The attributes of one inode as listed for one process (a single entry: `getfattr` goes
+/// file by file).
+pub(super) struct Snapshot {
+    ino: Ino,
+    pid: u32,
+    at: Instant,
+    names: Vec<String>,
+    /// `user.image.*`, `user.pithos.*` (without the version list) and `user.meta.*`.
+    values: Vec<(String, String)>,
+}
 
 /// What the `user.pithos.*` / `user.meta.*` attributes of an inode describe.
 enum Target {
@@ -133,12 +151,45 @@ impl<S: Storage + Registry> Fs<S> {
         Ok(out)
     }
 
-    /// An extended attribute's value.
-    pub async fn getxattr(&self, ino: Ino, name: &str) -> FsResult<Vec<u8>> {
+    fn snapshot(&self) -> std::sync::MutexGuard<'_, Option<Snapshot>> {
+        self.xattr_snapshot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What `pid` listed for `ino` moments ago, if anything.
+    fn snapshot_of<T>(&self, ino: Ino, pid: u32, f: impl FnOnce(&Snapshot) -> T) -> Option<T> {
+        let snap = self.snapshot();
+        snap.as_ref()
+            .filter(|s| pid != 0 && s.ino == ino && s.pid == pid && s.at.elapsed() < SNAPSHOT_FOR)
+            .map(f)
+    }
+
+    /// Anything that may change attributes (a commit, a rename, an unlink, a set or remove)
+    /// ends the snapshot, so a process sees its own changes at once.
+    pub(super) fn forget_xattr_snapshot(&self) {
+        *self.snapshot() = None;
+    }
+
+    /// An extended attribute's value; `pid` asked (0: unknown).
+    pub async fn getxattr(&self, ino: Ino, name: &str, pid: u32) -> FsResult<Vec<u8>> {
         if !name.starts_with("user.") {
             return Err(not_supported(name));
         }
-        let found = if name == ERROR_XATTR {
+        let snapshotted = name != VERSIONS_XATTR
+            && (name.starts_with(IMAGE_XATTR) || name.starts_with(PITHOS_XATTR) || name.starts_with(META_XATTR));
+        let want = name.to_ascii_lowercase();
+        let from_snapshot = if snapshotted {
+            self.snapshot_of(ino, pid, |s| {
+                s.values
+                    .iter()
+                    .find(|(k, _)| k == name || (!name.starts_with(IMAGE_XATTR) && *k == want))
+                    .map(|(_, v)| v.clone())
+            })
+        } else {
+            None
+        };
+        let found = if let Some(v) = from_snapshot {
+            v
+        } else if name == ERROR_XATTR {
             self.metafile_error(ino)?
         } else if name.starts_with(IMAGE_XATTR) {
             self.image_xattrs(ino)
@@ -157,7 +208,6 @@ impl<S: Storage + Registry> Fs<S> {
             }
         } else if name.starts_with(PITHOS_XATTR) || name.starts_with(META_XATTR) {
             let target = self.xattr_target(ino)?;
-            let want = name.to_ascii_lowercase();
             self.pithos_xattrs(&target)
                 .await?
                 .into_iter()
@@ -169,22 +219,33 @@ impl<S: Storage + Registry> Fs<S> {
         found.map(String::into_bytes).ok_or_else(|| no_attr(name))
     }
 
-    pub async fn listxattr(&self, ino: Ino) -> FsResult<Vec<String>> {
-        let mut names: Vec<String> = self.image_xattrs(ino).await?.into_iter().map(|(k, _)| k).collect();
+    /// The attribute names of `ino`; what `pid` reads of them next comes from the same look.
+    pub async fn listxattr(&self, ino: Ino, pid: u32) -> FsResult<Vec<String>> {
+        if let Some(names) = self.snapshot_of(ino, pid, |s| s.names.clone()) {
+            return Ok(names);
+        }
+        let mut values = self.image_xattrs(ino).await?;
         let target = self.xattr_target(ino)?;
-        let pithos = self.pithos_xattrs(&target).await?;
-        let is_current_object = matches!(target, Target::Object { version: None, .. });
-        names.extend(pithos.into_iter().map(|(k, _)| k));
-        if is_current_object {
+        values.extend(self.pithos_xattrs(&target).await?);
+        let mut names: Vec<String> = values.iter().map(|(k, _)| k.clone()).collect();
+        if matches!(target, Target::Object { version: None, .. }) {
             names.push(VERSIONS_XATTR.to_string());
         }
         if self.metafile_error(ino)?.is_some() {
             names.push(ERROR_XATTR.to_string());
         }
+        *self.snapshot() = Some(Snapshot {
+            ino,
+            pid,
+            at: Instant::now(),
+            names: names.clone(),
+            values,
+        });
         Ok(names)
     }
 
     pub async fn setxattr(&self, ino: Ino, name: &str, value: &[u8]) -> FsResult<()> {
+        self.forget_xattr_snapshot();
         if !name.starts_with("user.") {
             return Err(not_supported(name));
         }
@@ -205,6 +266,7 @@ impl<S: Storage + Registry> Fs<S> {
     }
 
     pub async fn removexattr(&self, ino: Ino, name: &str) -> FsResult<()> {
+        self.forget_xattr_snapshot();
         if name.starts_with(IMAGE_XATTR) {
             return self.set_image_xattr(ino, name, None).await;
         }
