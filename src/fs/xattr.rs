@@ -30,6 +30,8 @@ pub(super) struct Snapshot {
     names: Vec<String>,
     /// `user.image.*`, `user.pithos.*` (without the version list) and `user.meta.*`.
     values: Vec<(String, String)>,
+    /// The version list, once read (a request per version).
+    versions: Option<String>,
 }
 
 /// What the `user.pithos.*` / `user.meta.*` attributes of an inode describe.
@@ -198,13 +200,22 @@ impl<S: Storage + Registry> Fs<S> {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v)
         } else if name == VERSIONS_XATTR {
-            match self.xattr_target(ino)? {
-                Target::Object {
-                    container,
-                    path,
-                    version: None,
-                } => Some(self.versions_xattr(&container, &path).await?),
-                _ => None,
+            match self.snapshot_of(ino, pid, |s| s.versions.clone()).flatten() {
+                Some(v) => Some(v),
+                None => match self.xattr_target(ino)? {
+                    Target::Object {
+                        container,
+                        path,
+                        version: None,
+                    } => {
+                        let v = self.versions_xattr(&container, &path).await?;
+                        if let Some(s) = self.snapshot().as_mut().filter(|s| s.ino == ino && s.pid == pid) {
+                            s.versions = Some(v.clone());
+                        }
+                        Some(v)
+                    }
+                    _ => None,
+                },
             }
         } else if name.starts_with(PITHOS_XATTR) || name.starts_with(META_XATTR) {
             let target = self.xattr_target(ino)?;
@@ -240,6 +251,7 @@ impl<S: Storage + Registry> Fs<S> {
             at: Instant::now(),
             names: names.clone(),
             values,
+            versions: None,
         });
         Ok(names)
     }
