@@ -149,14 +149,18 @@ done
 printf "%-38s %8s\n" "edit of 3 blocks (s)" "$(median ${T[edit]})"
 echo "every run (s):"
 for k in dd curl_put cp_in recopy curl_get cat_out; do printf "  %-10s%s\n" "$k" "${T[$k]}"; done
-python3 - "$CP_IN" "$CURL_PUT" "$CP_OUT" "$CURL_GET" "$RECOPY" "$DD" "$CAT_OUT" "$CURL_FILE" <<'PY'
+python3 - "$CP_IN" "$CURL_PUT" "$CP_OUT" "$CURL_GET" "$RECOPY" "$DD" "$CAT_OUT" "$CURL_FILE" \
+  "${T[cp_in]}" "${T[recopy]}" <<'PY'
 import sys
-cp_in, curl_put, cp_out, curl_get, recopy, dd, cat_out, curl_file = map(float, sys.argv[1:])
+cp_in, curl_put, cp_out, curl_get, recopy, dd, cat_out, curl_file = map(float, sys.argv[1:9])
+firsts, recopies = (list(map(float, a.split())) for a in sys.argv[9:11])
 print("cp in / curl PUT      %.2f  (target >= 0.8)" % (curl_put / cp_in))
 print("cat / curl GET        %.2f  (target >= 0.8; both to /dev/null)" % (curl_get / cat_out))
 print("cp out / curl -o file %.2f  (both write the local disk)" % (curl_file / cp_out))
-print("re-copy speedup       %.2f  (target >= 3)" % (cp_in / recopy))
+print("re-copy speedup       %.2f  (target >= 3; each run: %s)"
+      % (cp_in / recopy, " ".join("%.2f" % (f / r) for f, r in zip(firsts, recopies))))
 print("cp in / dd conv=fsync %.2f" % (dd / cp_in))
+print("re-copy / dd conv=fsync %.2f  (the durable-write speed of this disk)" % (dd / recopy))
 PY
 echo "new blocks stored by each re-copy: ${T[recopy_blocks]}  (target 0)"
 echo "new blocks stored by each 3-block edit: ${T[edit_blocks]}  (target <= 3)"

@@ -351,7 +351,7 @@ impl<S: Storage + Registry> Fs<S> {
             sent: Arc::new(Mutex::new(lru::LruCache::new(
                 NonZeroUsize::new(4096).expect("non-zero"),
             ))),
-            // 64k blocks (256 GiB of distinct content) in about 6 MiB.
+            // 64k blocks (256 GiB of distinct content) in at most about 7 MiB.
             memo: Arc::new(hash_memo::HashMemo::new(1 << 16)),
             stats: Arc::new(Stats::default()),
             opts: Arc::new(opts),
