@@ -1591,6 +1591,19 @@ impl<S: Storage + Registry> Fs<S> {
     /// A server-side move (the object UUID, hence the image id, survives). Onto an existing
     /// name it replaces it; a directory moves with everything under it.
     pub async fn rename(&self, parent: Ino, name: &str, newparent: Ino, newname: &str) -> FsResult<()> {
+        let existing = self.resolve(newparent, newname).await.ok();
+        self.rename_checked(parent, name, newparent, newname, existing).await
+    }
+
+    /// `rename` once the caller has looked the target up (`existing`: what is there).
+    async fn rename_checked(
+        &self,
+        parent: Ino,
+        name: &str,
+        newparent: Ino,
+        newname: &str,
+        existing: Option<Attr>,
+    ) -> FsResult<()> {
         self.forget_xattr_snapshot();
         check_name(newname)?;
         if self.sh.opts.read_only {
@@ -1610,7 +1623,7 @@ impl<S: Storage + Registry> Fs<S> {
             }
             _ => return Err(read_only()),
         };
-        if let Ok(existing) = self.resolve(newparent, newname).await {
+        if let Some(existing) = existing {
             match (attr.kind, existing.kind) {
                 (Kind::Dir, Kind::File) => return Err(FsError::new(libc::ENOTDIR, "target is not a directory")),
                 (Kind::File, Kind::Dir) => return Err(FsError::new(libc::EISDIR, "target is a directory")),
@@ -1690,7 +1703,7 @@ impl<S: Storage + Registry> Fs<S> {
     pub async fn rename_noreplace(&self, parent: Ino, name: &str, newparent: Ino, newname: &str) -> FsResult<()> {
         match self.resolve(newparent, newname).await {
             Ok(_) => Err(FsError::quiet(libc::EEXIST, format!("{newname} exists"))),
-            Err(e) if e.errno == libc::ENOENT => self.rename(parent, name, newparent, newname).await,
+            Err(e) if e.errno == libc::ENOENT => self.rename_checked(parent, name, newparent, newname, None).await,
             Err(e) => Err(e),
         }
     }

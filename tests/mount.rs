@@ -227,6 +227,42 @@ fn kamaki_and_the_mount_see_the_same_bytes() {
 }
 
 #[test]
+fn a_missing_name_is_remembered_for_the_attribute_ttl() {
+    let (s, u, api, m) = setup();
+    let requests = || s.log().lines().filter(|l| l.contains("method=")).count();
+    let later = m.path("pithos/later.txt");
+    assert!(!later.exists());
+    let before = requests();
+    for _ in 0..5 {
+        assert!(!later.exists());
+    }
+    assert_eq!(requests(), before, "the kernel answered the misses");
+    // Created through the mount: there at once.
+    std::fs::write(&later, b"x").unwrap();
+    assert_eq!(std::fs::read(&later).unwrap(), b"x");
+    // Created by another client: there once the attribute TTL (1 s) has passed.
+    let elsewhere = m.path("pithos/elsewhere.txt");
+    assert!(!elsewhere.exists());
+    api.put("pithos/elsewhere.txt", b"y");
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    assert_eq!(std::fs::read(&elsewhere).unwrap(), b"y");
+    // A metafile name is never remembered missing: a registration elsewhere shows at once.
+    let meta = m.path("pithos/elsewhere.txt.meta");
+    assert!(!meta.exists());
+    let r = api
+        .img("POST", "images/")
+        .header("X-Image-Meta-Name", "Elsewhere")
+        .header(
+            "X-Image-Meta-Location",
+            format!("pithos://{}/pithos/elsewhere.txt", u.uuid),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(meta.exists(), "registered elsewhere: the metafile is there at once");
+}
+
+#[test]
 fn recopy_sends_no_blocks_and_a_changed_block_alone() {
     let (s, _u, _api, m) = setup();
     let src = m.path("").parent().unwrap().join("same.bin");

@@ -143,6 +143,30 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
         let r = name_str(name).and_then(|n| self.rt.block_on(self.fs.lookup(parent.0, n)));
         match r {
             Ok(a) => reply.entry(&self.ttl_of(a.ino), &file_attr(&a), Generation(0)),
+            // A miss is remembered by the kernel for the attribute TTL, as hits are (node id 0
+            // is a negative entry): `mv`, shells and editors look a missing name up several
+            // times, and each look costs a HEAD and a listing.
+            Err(e) if e.errno == libc::ENOENT && self.fs.may_cache_absence(parent.0, &name.to_string_lossy()) => {
+                fail("lookup", parent.0, req, &e);
+                let absent = FileAttr {
+                    ino: INodeNo(0),
+                    size: 0,
+                    blocks: 0,
+                    atime: SystemTime::UNIX_EPOCH,
+                    mtime: SystemTime::UNIX_EPOCH,
+                    ctime: SystemTime::UNIX_EPOCH,
+                    crtime: SystemTime::UNIX_EPOCH,
+                    kind: FileType::RegularFile,
+                    perm: 0,
+                    nlink: 0,
+                    uid: 0,
+                    gid: 0,
+                    rdev: 0,
+                    blksize: 0,
+                    flags: 0,
+                };
+                reply.entry(&self.ttl(), &absent, Generation(0))
+            }
             Err(e) => reply.error(fail("lookup", parent.0, req, &e)),
         }
     }

@@ -155,6 +155,12 @@ impl<S: Storage + Registry> Fs<S> {
         metafile::image_name(&n.name).is_some()
     }
 
+    /// Whether the kernel may remember that `name` is missing in `parent`: not for metafile
+    /// names (a registration elsewhere makes one appear) nor inside the views.
+    pub fn may_cache_absence(&self, parent: Ino, name: &str) -> bool {
+        metafile::image_name(name).is_none() && self.nodes().by_ino.get(&parent).is_some_and(|p| !p.view)
+    }
+
     pub(super) fn set_generated(&self, ino: Ino, live: Option<Bytes>) {
         if let Some(n) = self.nodes().by_ino.get_mut(&ino) {
             n.generated = live;
