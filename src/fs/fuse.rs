@@ -71,6 +71,27 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
+/// A negative entry: node id 0 tells the kernel the name is missing, for the entry's TTL.
+fn absent() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
 fn kind(k: Kind) -> FileType {
     match k {
         Kind::Dir => FileType::Directory,
@@ -148,24 +169,7 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
             // times, and each look costs a HEAD and a listing.
             Err(e) if e.errno == libc::ENOENT && self.fs.may_cache_absence(parent.0, &name.to_string_lossy()) => {
                 fail("lookup", parent.0, req, &e);
-                let absent = FileAttr {
-                    ino: INodeNo(0),
-                    size: 0,
-                    blocks: 0,
-                    atime: SystemTime::UNIX_EPOCH,
-                    mtime: SystemTime::UNIX_EPOCH,
-                    ctime: SystemTime::UNIX_EPOCH,
-                    crtime: SystemTime::UNIX_EPOCH,
-                    kind: FileType::RegularFile,
-                    perm: 0,
-                    nlink: 0,
-                    uid: 0,
-                    gid: 0,
-                    rdev: 0,
-                    blksize: 0,
-                    flags: 0,
-                };
-                reply.entry(&self.ttl(), &absent, Generation(0))
+                reply.entry(&self.ttl(), &absent(), Generation(0))
             }
             Err(e) => reply.error(fail("lookup", parent.0, req, &e)),
         }
