@@ -481,8 +481,10 @@ fn xattrs_read_and_change_the_registration() {
     // getfattr -d lists, then reads every attribute twice (size, value): one look at the
     // object and the registry serves them all, not a few requests per attribute.
     let requests = || s.log().lines().filter(|l| l.contains("method=")).count();
+    std::thread::sleep(std::time::Duration::from_millis(50));
     let before = requests();
     let dump = sh(&format!("getfattr -d -m - '{}'", img.display()));
+    std::thread::sleep(std::time::Duration::from_millis(50));
     let cost = requests() - before;
     let attrs = dump.lines().filter(|l| l.starts_with("user.")).count();
     assert!(attrs >= 18 && dump.contains("user.pithos.uuid="), "{dump}");
