@@ -711,18 +711,21 @@ async fn a_listing_answers_the_same_process_until_something_changes() {
         let fs = &fs;
         async move { String::from_utf8(fs.getxattr(ino, "user.image.name", pid).await.unwrap()).unwrap() }
     };
+    let rename_elsewhere = |to: &str| {
+        mem.images
+            .lock()
+            .unwrap()
+            .get_mut(&("c".into(), "d.img".into()))
+            .unwrap()
+            .name = to.into();
+    };
     assert!(fs
         .listxattr(ino, 7)
         .await
         .unwrap()
         .contains(&"user.image.name".to_string()));
     // Changed elsewhere: the listing process reads what it listed, any other process the news.
-    mem.images
-        .lock()
-        .unwrap()
-        .get_mut(&("c".into(), "d.img".into()))
-        .unwrap()
-        .name = "Elsewhere".into();
+    rename_elsewhere("Elsewhere");
     assert_eq!(name(7).await, "Before");
     assert_eq!(name(8).await, "Elsewhere");
     assert_eq!(name(0).await, "Elsewhere", "no process known, no snapshot");
@@ -735,12 +738,7 @@ async fn a_listing_answers_the_same_process_until_something_changes() {
     assert_eq!(name(7).await, "Saved");
     // And it lasts moments only.
     fs.listxattr(ino, 7).await.unwrap();
-    mem.images
-        .lock()
-        .unwrap()
-        .get_mut(&("c".into(), "d.img".into()))
-        .unwrap()
-        .name = "Later".into();
+    rename_elsewhere("Later");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(name(7).await, "Later");
 }
