@@ -41,7 +41,7 @@ MNT="$WORK/mnt"
 # Daemonized, as `mount -t imgfs` runs it: in a session of its own. With the scheduler's
 # autogroups (on by default) each session shares the CPUs as one group, so where the server,
 # the mount and cp run changes the figures: a foreground mount inside this script's session
-# made every re-copy ~20 % slower; a server inside it made reads faster.
+# made a re-copy ~20 % slower (0.90 s vs 0.76 s, alternating runs).
 "$BIN" mount "http://$ADDR/identity/v2.0" "$MNT" \
   -o "token_file=$WORK/token,log_file=$WORK/mount.log${MOUNT_OPTS:+,$MOUNT_OPTS}" \
   || { echo "mount failed" >&2; cat "$WORK/mount.log" >&2; exit 1; }
