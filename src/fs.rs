@@ -8,6 +8,7 @@ pub mod error;
 pub mod fuse;
 pub mod hash_memo;
 pub mod images;
+pub mod page_cache;
 pub mod views;
 pub mod write;
 pub mod xattr;
@@ -16,6 +17,7 @@ use crate::api::hashing::{block_count, block_len, BlockHash, BLOCK_SIZE};
 use crate::client::{Listed, ObjectStat, Registry, Storage};
 use cache::BlockCache;
 pub use error::{FsError, FsResult};
+pub use page_cache::PageCache;
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -211,12 +213,20 @@ struct ReadHandle {
     hashes: Arc<Vec<BlockHash>>,
     /// Sequential-read detection for prefetch.
     seq: Mutex<ReadSeq>,
+    cache: PageCache,
 }
 
 impl ReadHandle {
     /// A reader pinned to `version`, prefetching one block ahead to start with.
-    fn new(ino: Ino, container: String, name: String, version: u64, size: u64, hashes: Vec<BlockHash>) -> ReadHandle {
+    fn new(
+        ino: Ino,
+        (container, name): (String, String),
+        version: u64,
+        (size, hashes): (u64, Vec<BlockHash>),
+        cache: PageCache,
+    ) -> ReadHandle {
         ReadHandle {
+            cache,
             ino,
             container,
             name,
@@ -283,6 +293,8 @@ pub struct Fs<S: Storage> {
     /// Images whose `N.meta` was renamed away, by `(container, N)`: unregistered when the
     /// grace period ends without a new `N.meta`. The value tells one rename from the next.
     moved_away: Arc<Mutex<HashMap<(String, String), u64>>>,
+    /// Which readers share the kernel's page cache of each file.
+    pages: page_cache::PageCaches,
     /// The attributes last listed, for the reads that follow (see `xattr.rs`).
     xattr_snapshot: Mutex<Option<xattr::Snapshot>>,
     nodes: Mutex<Nodes>,
@@ -363,6 +375,7 @@ impl<S: Storage + Registry> Fs<S> {
             next_fh: AtomicU64::new(1),
             meta_errors: Mutex::new(HashMap::new()),
             moved_away: Default::default(),
+            pages: Default::default(),
             xattr_snapshot: Mutex::new(None),
         }
     }
@@ -680,6 +693,9 @@ impl<S: Storage + Registry> Fs<S> {
         let mut nodes = self.nodes();
         let Some(n) = nodes.by_ino.get_mut(&ino) else { return };
         n.lookups = n.lookups.saturating_sub(count);
+        if n.lookups == 0 {
+            self.pages.forget(ino);
+        }
         if n.lookups > 0 || open || n.fetched.is_none() {
             return;
         }
@@ -749,6 +765,14 @@ impl<S: Storage + Registry> Fs<S> {
     }
 
     /// Whether `fh` is a handle that writes.
+    /// How a reader uses the kernel's page cache (`None` for other handles).
+    pub fn page_cache_of(&self, fh: u64) -> Option<PageCache> {
+        match self.handle(fh).ok()?.as_ref() {
+            Handle::Read(r) => Some(r.cache),
+            _ => None,
+        }
+    }
+
     pub fn is_writer(&self, fh: u64) -> bool {
         self.handle(fh).is_ok_and(|h| matches!(h.as_ref(), Handle::Write(_)))
     }
@@ -1009,6 +1033,9 @@ impl<S: Storage + Registry> Fs<S> {
     }
 
     fn add_handle(&self, h: Handle) -> u64 {
+        if let Handle::Write(w) = &h {
+            self.pages.changed(w.ino);
+        }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles
             .lock()
@@ -1030,7 +1057,10 @@ impl<S: Storage + Registry> Fs<S> {
         let h = self.handles.lock().unwrap_or_else(|p| p.into_inner()).remove(&fh);
         let ino = match h.as_deref() {
             Some(Handle::Write(w)) => w.ino,
-            Some(Handle::Read(r)) => r.ino,
+            Some(Handle::Read(r)) => {
+                self.pages.release(r.ino, r.cache);
+                r.ino
+            }
             Some(Handle::Generated { ino, .. }) => *ino,
             _ => return,
         };
@@ -1095,8 +1125,13 @@ impl<S: Storage + Registry> Fs<S> {
             let st = current.ok_or_else(|| FsError::new(libc::ENOENT, format!("{container}/{name} is gone")))?;
             let (size, hashes) = self.sh.storage.hashmap(&container, &name, st.version).await?;
             self.update_node(ino, &st);
+            let cache = self.pages.admit(ino, st.version);
             return Ok(self.add_handle(Handle::Read(ReadHandle::new(
-                ino, container, name, st.version, size, hashes,
+                ino,
+                (container, name),
+                st.version,
+                (size, hashes),
+                cache,
             ))));
         }
         let state = match (current, flags & libc::O_TRUNC != 0) {

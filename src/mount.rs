@@ -2,6 +2,7 @@
 //! `mount -t imgfs` and fstab run): option parsing, the token's sources, daemonizing once the
 //! mount is live, and a clean unmount on SIGTERM/SIGINT.
 
+use crate::api::hashing::BLOCK_SIZE;
 use crate::client::pithos::{http_client, PithosClient};
 use crate::client::session::{authenticate, read_token_file, resolve_source};
 use crate::client::Storage;
@@ -110,6 +111,13 @@ pub fn parse_options(args: &MountArgs) -> Result<MountConfig, MountError> {
             "dir_mode" => c.fs.dir_mode = mode("dir_mode")?,
             "allow_other" => c.allow_other = true,
             "verify_reads" => c.fs.verify_reads = true,
+            "cache_mb" => {
+                let mb = num("cache_mb").and_then(|mb| match mb {
+                    1..=1048576 => Ok(mb as usize),
+                    _ => Err(MountError::BadValue("cache_mb", v.unwrap_or("").into())),
+                })?;
+                c.fs.cache_blocks = mb.div_ceil(BLOCK_SIZE >> 20);
+            }
             "attr_timeout" => {
                 let s: f64 = v
                     .and_then(|v| v.parse().ok())
@@ -429,6 +437,12 @@ mod tests {
         assert_eq!(c.token_file.as_deref(), Some("/t"));
         assert!(!c.fs.verify_reads);
         assert!(parse_options(&args("verify_reads")).unwrap().fs.verify_reads);
+        assert_eq!(parse_options(&args("cache_mb=256")).unwrap().fs.cache_blocks, 64);
+        assert_eq!(parse_options(&args("cache_mb=1")).unwrap().fs.cache_blocks, 1);
+        assert!(matches!(
+            parse_options(&args("cache_mb=0")),
+            Err(MountError::BadValue("cache_mb", _))
+        ));
         assert!(matches!(parse_options(&args("colour=blue")), Err(MountError::UnknownOption(o)) if o == "colour=blue"));
         assert!(matches!(
             parse_options(&args("uid=x")),

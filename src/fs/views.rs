@@ -134,8 +134,13 @@ impl<S: Storage + Registry> Fs<S> {
                 version,
             } => {
                 let (size, hashes) = self.sh.storage.hashmap(&container, &path, version).await?;
+                let cache = self.pages.admit(ino, version);
                 Ok(self.add_handle(Handle::Read(ReadHandle::new(
-                    ino, container, path, version, size, hashes,
+                    ino,
+                    (container, path),
+                    version,
+                    (size, hashes),
+                    cache,
                 ))))
             }
             Loc::ImageEntry { name } => {
