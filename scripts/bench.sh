@@ -12,7 +12,13 @@
 #   - 100 registrations by writing N.meta: median time from close() to N in /images/detail.
 # Each timing is the median of RUNS (default 3) runs; every first copy uses new content.
 #   [MOUNT_OPTS=verify_reads] scripts/bench.sh [SIZE_MiB]
+#   scripts/bench.sh --synnefo [SIZE_MiB]   # the mount over the original Synnefo instead
+#                                           # (scripts/bench-synnefo.sh; default 256 MiB)
 set -euo pipefail
+if [ "${1:-}" = --synnefo ]; then
+  shift
+  exec "$(dirname "$0")/bench-synnefo.sh" "$@"
+fi
 cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-1024}
 RUNS=${RUNS:-3}

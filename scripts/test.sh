@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Installs everything the test suite needs on a fresh Debian machine (run as root), then runs
-# it: unit tests, HTTP integration tests against a real `imgfs serve`, kamaki 0.16 and the
-# python-swiftclient CLI as independent clients, and the kill -9 crash test.
+# Installs everything the test suite needs on a fresh Debian machine (run as root), starts
+# the original Synnefo 0.20 from ../shared/synnefo when that folder is there, then runs the
+# suite in two tiers: everything against `imgfs serve` (unit tests, HTTP tests, real mounts,
+# kamaki 0.16 and python-swiftclient as independent clients, the crash test), then the
+# mount, registry, walkthrough, kamaki and differential tests against the original
+# (`synnefo::` tests, one at a time: they share one server and count its requests).
 #
-#   scripts/test.sh            # everything
-#   scripts/test.sh kamaki     # extra arguments go to `cargo test` (a filter, --nocapture, ...)
+#   scripts/test.sh                 # both tiers
+#   scripts/test.sh kamaki          # arguments given: one `cargo test --release ARGS` run
+#                                   # with both servers available (a filter, --nocapture, ...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -51,6 +55,28 @@ if [ ! -x "$TOOLS/cargo/bin/fsx" ] || [ ! -x "$TOOLS/cargo/bin/pjdfstest" ]; the
   cargo install --quiet --locked --root "$TOOLS/cargo" fsx@0.3.2 pjdfstest@0.2.2
 fi
 
+# The original Synnefo 0.20 (GRNET's Astakos, Pithos+, Plankton) on loopback, installed and
+# started by its own script into target/test-tools/synnefo (~60 s the first time, ~6 s after).
+SNF_SRC=${IMGFS_SYNNEFO_SRC:-$ROOT/../shared/synnefo}
+SNF_DIR="$TOOLS/synnefo"
+snf_skip=""
+if [ ! -x "$SNF_SRC/synnefo-real.sh" ]; then
+  snf_skip="$SNF_SRC/synnefo-real.sh not found (the original Synnefo comes from ../shared/synnefo)"
+else
+  echo "==> starting the original Synnefo 0.20 in $SNF_DIR"
+  export SYNNEFO_REAL_ASTAKOS_PORT=${SYNNEFO_REAL_ASTAKOS_PORT:-18011}
+  export SYNNEFO_REAL_PITHOS_PORT=${SYNNEFO_REAL_PITHOS_PORT:-18012}
+  # kamaki comes from the install above; the tests make their own users.
+  if SYNNEFO_REAL_KAMAKI=0 PY27="$PY27" "$SNF_SRC/synnefo-real.sh" "$SNF_DIR" > "$TOOLS/synnefo.out" 2>&1; then
+    trap '"$SNF_SRC/synnefo-real-stop.sh" "$SNF_DIR" >/dev/null 2>&1 || true' EXIT
+    export IMGFS_SYNNEFO="$SNF_DIR"
+  else
+    tail -n 30 "$TOOLS/synnefo.out" >&2
+    echo "the original Synnefo did not start (log above, $TOOLS/synnefo.out)" >&2
+    exit 1
+  fi
+fi
+
 export IMGFS_PY27="$PY27"
 export IMGFS_KAMAKI="$TOOLS/kamaki"
 export IMGFS_SWIFT="$TOOLS/swift/bin/swift"
@@ -59,11 +85,35 @@ export IMGFS_PJDFSTEST="$TOOLS/cargo/bin/pjdfstest"
 export IMGFS_REPORTS="$ROOT/target/test-reports"
 rm -rf "$IMGFS_REPORTS"; mkdir -p "$IMGFS_REPORTS"
 
-echo "==> cargo test"
+# `cargo test` with its output kept, to sum up its "test result:" lines afterwards.
 status=0
-cargo test --release "$@" || status=$?
-# The conformance summaries (tests/mount.rs writes them; each also fails its test if red).
-for r in "$IMGFS_REPORTS"/*.txt; do
-  [ -f "$r" ] && cat "$r"
-done
+run() { # TIER-NAME ARGS...
+  local name=$1; shift
+  echo "==> cargo test $* ($name)"
+  cargo test --release "$@" 2>&1 | tee "$IMGFS_REPORTS/$name.log" || status=1
+}
+summary() { # TIER-NAME
+  awk -v t="$1" '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) g += $i } }
+    END { printf "%s: %d passed, %d failed, %d ignored\n", t, p, f, g }' "$IMGFS_REPORTS/$1.log"
+}
+if [ $# -gt 0 ]; then
+  run tests "$@"
+  summary tests
+else
+  run "imgfs-serve" --no-fail-fast -- --skip synnefo::
+  if [ -z "$snf_skip" ]; then
+    run "synnefo-0.20" --no-fail-fast --test mount --test images --test walkthrough --test kamaki --test differential \
+      -- synnefo:: --test-threads=1
+  fi
+  # The conformance summaries (tests/mount.rs writes them; each also fails its test if red).
+  for r in "$IMGFS_REPORTS"/*.txt; do
+    [ -f "$r" ] && cat "$r"
+  done
+  summary "imgfs-serve"
+  if [ -z "$snf_skip" ]; then
+    summary "synnefo-0.20"
+  else
+    echo "synnefo-0.20: tier skipped: $snf_skip"
+  fi
+fi
 exit $status

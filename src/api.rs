@@ -5,6 +5,7 @@
 pub mod astakos;
 pub mod fault;
 pub mod hashing;
+pub mod lenient;
 pub mod metafile;
 pub mod pithos;
 pub mod plankton;

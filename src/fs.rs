@@ -1747,8 +1747,10 @@ impl<S: Storage + Registry> Fs<S> {
     pub async fn statfs(&self) -> FsResult<(u64, u64)> {
         let st = self.sh.storage.account_stat().await?;
         const UNIT: u64 = 4096;
-        // Unlimited accounts report 1 PiB so that tools that check free space proceed.
-        let total = if st.quota == 0 { 1u64 << 50 } else { st.quota };
+        // Unlimited accounts (quota 0, or the original's 2^63-1) report 1 PiB so that tools
+        // that check free space proceed.
+        let unlimited = st.quota == 0 || st.quota >= crate::api::pithos::UNLIMITED_QUOTA;
+        let total = if unlimited { 1u64 << 50 } else { st.quota };
         let used = st.bytes_used.min(total);
         Ok((total / UNIT, (total - used) / UNIT))
     }

@@ -41,7 +41,7 @@ impl AppState {
         };
         match self.run(move |s| s.authenticate(&token)).await? {
             Some(u) => Ok(u),
-            None => Err(ApiError::unauthorized("Invalid token")),
+            None => Err(ApiError::invalid_token()),
         }
     }
 }
@@ -70,7 +70,8 @@ async fn log_request(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let start = Instant::now();
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
+    never_cache(resp.headers_mut());
     let status = resp.status().as_u16();
     let ms = start.elapsed().as_secs_f64() * 1000.0;
     if status >= 500 {
@@ -79,6 +80,25 @@ async fn log_request(req: Request, next: Next) -> Response {
         tracing::info!(%method, %path, status, latency_ms = format_args!("{ms:.1}"), "request");
     }
     resp
+}
+
+/// What the original Synnefo adds to every answer (Django's `add_never_cache_headers` and
+/// its API decorator): the answers are per token and change at any time, so no cache along
+/// the way may keep them. `Last-Modified` and `Content-Type` only where the route set none.
+fn never_cache(h: &mut HeaderMap) {
+    use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, EXPIRES, LAST_MODIFIED, VARY};
+    use axum::http::HeaderValue;
+    let now = HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
+        .expect("an HTTP date is a header value");
+    h.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate, max-age=0"),
+    );
+    h.insert(EXPIRES, now.clone());
+    h.insert(VARY, HeaderValue::from_static("X-Auth-Token, Accept-Language"));
+    h.entry(LAST_MODIFIED).or_insert(now);
+    h.entry(CONTENT_TYPE)
+        .or_insert(HeaderValue::from_static("text/plain; charset=UTF-8"));
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,11 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
+on_both!(
+    every_walkthrough_step_with_file_tools,
+    object_attributes_and_container_policy,
+);
+
 fn setfattr(p: &Path, name: &str, value: &str) {
     sh(&format!("setfattr -n {name} -v '{value}' '{}'", p.display()));
 }
@@ -52,14 +57,28 @@ fn names_in(dir: &Path) -> Vec<String> {
     v
 }
 
-#[test]
-fn every_walkthrough_step_with_file_tools() {
-    let s = Server::start();
+/// The entries of `.images` named with this run's tag.
+fn ours(dir: &Path, tag: &str) -> Vec<String> {
+    names_in(dir)
+        .into_iter()
+        .filter(|n| n.ends_with(&format!(" {tag}")))
+        .collect()
+}
+
+fn every_walkthrough_step_with_file_tools(peer: Peer) {
+    let s = Cloud::start(peer);
     let me = s.add_user("someuser");
     let other = s.add_user("otheruser");
     let m = Mount::new(&s, &me, "");
     let k = Kamaki::new(&s, &me);
     let ko = Kamaki::new(&s, &other);
+    // The original is shared by every test and keeps what earlier runs registered: the names
+    // carry this run's tag, so that no one else's public image shares them.
+    let t = run_tag();
+    let alpha_name = format!("Debian Base Alpha {t}");
+    let beta_name = format!("Beta Debian Base {t}");
+    let gama = format!("Debian Base Gama {t}");
+    let delta = format!("Debian Base Delta {t}");
 
     // Another user's public image, registered with kamaki ("Debian Base Alpha" of the
     // walkthrough's list).
@@ -70,20 +89,23 @@ fn every_walkthrough_step_with_file_tools() {
         "image",
         "register",
         "--name",
-        "Debian Base Alpha",
+        &alpha_name,
         "--location",
         "/pithos/alpha.diskdump",
         "--public",
     ]);
 
     // ... one shared with this user ("Beta Debian Base"), and one it cannot see.
-    for (file, name) in [("beta.diskdump", "Beta Debian Base"), ("private.diskdump", "Private")] {
+    for (file, name) in [
+        ("beta.diskdump", beta_name.clone()),
+        ("private.diskdump", format!("Private {t}")),
+    ] {
         ko.ok(&["file", "upload", theirs.to_str().unwrap(), &format!("/pithos/{file}")]);
         ko.ok(&[
             "image",
             "register",
             "--name",
-            name,
+            &name,
             "--location",
             &format!("/pithos/{file}"),
         ]);
@@ -91,7 +113,7 @@ fn every_walkthrough_step_with_file_tools() {
     let beta_id = ko
         .ok(&["image", "list"])
         .lines()
-        .find(|l| l.ends_with(" Beta Debian Base"))
+        .find(|l| l.ends_with(&format!(" {beta_name}")))
         .and_then(|l| l.split_whitespace().next())
         .expect("kamaki lists the shared image")
         .to_string();
@@ -106,39 +128,44 @@ fn every_walkthrough_step_with_file_tools() {
     assert_eq!(sha_file(&img), sha_file(&local));
 
     // Register it as 'Debian Base Gama': write its metafile.
-    write_close(&meta, br#"{"name": "Debian Base Gama"}"#).unwrap();
+    let first_metafile = format!(r#"{{"name": "{gama}"}}"#);
+    write_close(&meta, first_metafile.as_bytes()).unwrap();
     let id = getfattr(&img, "user.image.id");
     assert_eq!(
         id,
         getfattr(&img, "user.pithos.uuid"),
         "the image id is the object's UUID"
     );
-    assert!(info(&k, &id).contains("name: Debian Base Gama"));
+    assert!(info(&k, &id).contains(&format!("name: {gama}")));
 
     // Read the metafile: the registry's entry in kamaki's layout.
     let live: Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
     assert_eq!(live["id"], id.as_str());
-    assert_eq!(live["name"], "Debian Base Gama");
+    assert_eq!(live["name"], gama.as_str());
     assert_eq!(
         live["location"],
         format!("pithos://{}/pithos/debian_base3.diskdump", me.uuid)
     );
     assert_eq!(live["disk-format"], "diskdump");
 
-    // List all images the account can see, then only its own.
-    let listed = names_in(&m.path(".images"));
-    assert_eq!(listed, ["Beta Debian Base", "Debian Base Alpha", "Debian Base Gama"]);
+    // List all images the account can see (of these two users: the original also holds other
+    // tests' public images), then only its own.
+    let listed = ours(&m.path(".images"), &t);
+    assert_eq!(listed, [beta_name.as_str(), &alpha_name, &gama]);
     let all = k.ok(&["image", "list"]);
     for name in &listed {
         assert!(all.contains(name.as_str()), "kamaki lists {name} too: {all}");
     }
-    assert!(!all.contains("Private"), "{all}");
-    assert_eq!(getfattr(&m.path(".images/Beta Debian Base"), "user.image.id"), beta_id);
-    let alpha = m.path(".images/Debian Base Alpha");
+    assert!(!all.contains(&format!("Private {t}")), "{all}");
+    assert_eq!(
+        getfattr(&m.path(&format!(".images/{beta_name}")), "user.image.id"),
+        beta_id
+    );
+    let alpha = m.path(&format!(".images/{alpha_name}"));
     assert_eq!(getfattr(&alpha, "user.image.owner"), other.uuid);
     assert_eq!(getfattr(&alpha, "user.image.is-public"), "true");
     let alpha_json: Value = serde_json::from_slice(&std::fs::read(&alpha).unwrap()).unwrap();
-    assert_eq!(alpha_json["name"], "Debian Base Alpha");
+    assert_eq!(alpha_json["name"], alpha_name.as_str());
     assert_eq!(
         std::fs::metadata(&alpha).unwrap().len(),
         std::fs::read(&alpha).unwrap().len() as u64
@@ -147,21 +174,19 @@ fn every_walkthrough_step_with_file_tools() {
         .into_iter()
         .filter(|n| getfattr(&m.path(&format!(".images/{n}")), "user.image.owner") == me.uuid)
         .collect();
-    assert_eq!(mine, ["Debian Base Gama"]);
+    assert_eq!(mine, [gama.as_str()]);
 
     // Unregister an image owned by the user, check it is gone.
     std::fs::remove_file(&meta).unwrap();
-    assert!(!k
-        .ok(&["image", "list", "--owner", &me.uuid])
-        .contains("Debian Base Gama"));
-    assert_eq!(names_in(&m.path(".images")), ["Beta Debian Base", "Debian Base Alpha"]);
+    assert!(!k.ok(&["image", "list", "--owner", &me.uuid]).contains(&gama));
+    assert_eq!(ours(&m.path(".images"), &t), [beta_name.as_str(), &alpha_name]);
 
     // Attempt to unregister (or change) an image of another user: EACCES, nothing changes.
     let e = std::fs::remove_file(&alpha).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
     let err = fails(&format!("setfattr -n user.image.name -v Mine '{}'", alpha.display()));
     assert!(err.contains("Permission denied"), "{err}");
-    assert!(ko.ok(&["image", "list"]).contains("Debian Base Alpha"));
+    assert!(ko.ok(&["image", "list"]).contains(&alpha_name));
     // The view is read-only as files.
     let e = std::fs::write(m.path(".images/new"), b"{}").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
@@ -169,7 +194,7 @@ fn every_walkthrough_step_with_file_tools() {
     // Register with properties.
     write_close(
         &meta,
-        br#"{"name": "Debian Base Gama", "properties": {"OS": "Linux", "user": "someuser"}}"#,
+        format!(r#"{{"name": "{gama}", "properties": {{"OS": "Linux", "user": "someuser"}}}}"#).as_bytes(),
     )
     .unwrap();
     assert_eq!(
@@ -184,12 +209,12 @@ fn every_walkthrough_step_with_file_tools() {
     // property), register again: an override, properties not in the file are removed.
     let downloaded = std::fs::read_to_string(&meta).unwrap();
     let mut edited: Value = serde_json::from_str(&downloaded).unwrap();
-    edited["name"] = "Debian Base Delta".into();
+    edited["name"] = delta.as_str().into();
     edited["properties"] = serde_json::json!({"OS": "Linux", "USER": "root"});
     write_close(&meta, serde_json::to_string_pretty(&edited).unwrap().as_bytes()).unwrap();
     let out = info(&k, &id);
     assert!(
-        out.contains("name: Debian Base Delta") && out.contains("user: root"),
+        out.contains(&format!("name: {delta}")) && out.contains("user: root"),
         "{out}"
     );
     assert!(!out.contains("user: someuser"), "{out}");
@@ -198,10 +223,10 @@ fn every_walkthrough_step_with_file_tools() {
     setfattr(&img, "user.image.name", "Changed Name");
     assert!(info(&k, &id).contains("name: Changed Name"));
     setfattr(&img, "user.image.is-public", "true");
-    setfattr(&img, "user.image.name", "Debian Base Gama");
+    setfattr(&img, "user.image.name", &gama);
     let out = info(&k, &id);
     assert!(
-        out.contains("is-public: True") && out.contains("name: Debian Base Gama"),
+        out.contains("is-public: True") && out.contains(&format!("name: {gama}")),
         "{out}"
     );
     setfattr(&img, "user.image.is-public", "false");
@@ -214,10 +239,7 @@ fn every_walkthrough_step_with_file_tools() {
     assert!(!out.contains("greet") && out.contains("user: root"), "{out}");
     // The stored metafile follows the attribute changes.
     let stored = k.ok(&["file", "cat", "/pithos/debian_base3.diskdump.meta"]);
-    assert!(
-        stored.contains("Debian Base Gama") && !stored.contains("greet"),
-        "{stored}"
-    );
+    assert!(stored.contains(&gama) && !stored.contains("greet"), "{stored}");
 
     // Multiple metafile versions: versioning get/set on the container's directory.
     let pithos = m.path("pithos");
@@ -245,7 +267,7 @@ fn every_walkthrough_step_with_file_tools() {
     assert_eq!(by_id, witness, "the versions kamaki lists");
     assert!(by_id.len() >= 3, "{by_id:?}");
     let first = m.path(&format!("pithos/.versions/debian_base3.diskdump.meta/{}", by_id[0]));
-    assert_eq!(std::fs::read(&first).unwrap(), br#"{"name": "Debian Base Gama"}"#);
+    assert_eq!(std::fs::read(&first).unwrap(), first_metafile.as_bytes());
     let listing = getfattr(&meta, "user.pithos.versions");
     assert_eq!(listing.lines().count(), by_id.len(), "{listing}");
     assert!(listing.starts_with(&format!("{} ", by_id[0])), "{listing}");
@@ -262,7 +284,7 @@ fn every_walkthrough_step_with_file_tools() {
     sh(&format!("cp '{}' '{}'", first.display(), meta.display()));
     let out = info(&k, &id);
     assert!(
-        out.contains("name: Debian Base Gama") && !out.contains("user: root"),
+        out.contains(&format!("name: {gama}")) && !out.contains("user: root"),
         "{out}"
     );
     // Versions of an image read back byte for byte.
@@ -277,7 +299,7 @@ fn every_walkthrough_step_with_file_tools() {
         std::fs::write(batch.join(name), pattern((1 << 20) + i, i as u64)).unwrap();
         std::fs::write(
             batch.join(format!("{name}.meta")),
-            format!(r#"{{"name": "Batch {name}", "is-public": "True"}}"#),
+            format!(r#"{{"name": "Batch {name} {t}", "is-public": "True"}}"#),
         )
         .unwrap();
     }
@@ -288,11 +310,11 @@ fn every_walkthrough_step_with_file_tools() {
     ));
     let all = k.ok(&["image", "list"]);
     for name in ["one.diskdump", "two.diskdump"] {
-        assert!(all.contains(&format!("Batch {name}")), "{all}");
+        assert!(all.contains(&format!("Batch {name} {t}")), "{all}");
         let f = m.path(&format!("pithos/images/{name}"));
         assert_eq!(getfattr(&f, "user.image.is-public"), "true");
         assert!(
-            ko.ok(&["image", "list"]).contains(&format!("Batch {name}")),
+            ko.ok(&["image", "list"]).contains(&format!("Batch {name} {t}")),
             "public to others"
         );
     }
@@ -308,9 +330,8 @@ fn every_walkthrough_step_with_file_tools() {
     assert!(m.path("pithos/renamed.diskdump.meta").exists());
 }
 
-#[test]
-fn object_attributes_and_container_policy() {
-    let s = Server::start();
+fn object_attributes_and_container_policy(peer: Peer) {
+    let s = Cloud::start(peer);
     let u = s.add_user("alice");
     let m = Mount::new(&s, &u, "");
     let k = Kamaki::new(&s, &u);

@@ -9,6 +9,8 @@ pub const IDENTITY_PATH: &str = "/identity/v2.0";
 pub const ACCOUNT_PATH: &str = "/account/v1.0";
 pub const OBJECT_STORE_PATH: &str = "/object-store/v1";
 pub const IMAGE_PATH: &str = "/image/v1.0";
+/// What the catalog gives for the image service (the original gives it without a version).
+pub const IMAGE_ROOT: &str = "/image";
 pub const UI_PATH: &str = "/ui";
 
 /// Swift auth v1 (spec/astakos.md §6): request headers (and the alternatives some clients
@@ -103,6 +105,28 @@ pub struct Endpoint {
     pub public_url: String,
 }
 
+/// A service URL as kamaki uses it: without trailing slashes, and with `/v<default>`
+/// appended when it does not end in a version (`…/v1`, `…/v1.0`, `…/v2.`). The original's
+/// catalog gives the image service as `…/cyclades/image`, meant as `…/cyclades/image/v1.0`.
+pub fn with_version(url: &str, default: &str) -> String {
+    let url = url.trim_end_matches('/');
+    let last = url.rsplit('/').next().unwrap_or("");
+    let versioned = last.strip_prefix('v').is_some_and(|v| {
+        let (major, minor) = v.split_once('.').unwrap_or((v, ""));
+        !major.is_empty() && major.bytes().all(|b| b.is_ascii_digit()) && minor.bytes().all(|b| b.is_ascii_digit())
+    });
+    if versioned {
+        url.to_string()
+    } else {
+        format!("{url}/v{default}")
+    }
+}
+
+/// Default API versions, kamaki 0.16's (`DEFAULT_API_VERSION` of its clients).
+pub const IDENTITY_VERSION: &str = "2.0";
+pub const OBJECT_STORE_VERSION: &str = "1";
+pub const IMAGE_VERSION: &str = "1.0";
+
 impl TokenReply {
     /// The public URL of the service of type `kind`.
     pub fn endpoint(&self, kind: &str) -> Option<&str> {
@@ -118,9 +142,13 @@ impl TokenReply {
 /// The full token reply of `POST /identity/v2.0/tokens`, URLs rooted at `base`
 /// (`http://host:port`).
 pub fn token_reply(base: &str, token: &str, uuid: &str, name: &str) -> Value {
+    // As the original's catalog: the image service without its version (clients append it,
+    // `with_version`), which `SNF:exposeVersion` says.
     let ep = |version: &str, path: &str| {
+        let versioned = path.ends_with(version);
         json!([{"versionId": version, "publicURL": format!("{base}{path}"),
-                "SNF:uiURL": format!("{base}{UI_PATH}"), "region": "default"}])
+                "SNF:uiURL": format!("{base}{UI_PATH}"), "region": "default",
+                "SNF:exposeVersion": if versioned { "True" } else { "False" }}])
     };
     json!({"access": {
     "token": {"id": token, "expires": "2099-01-01T00:00:00.000000+00:00",
@@ -130,7 +158,7 @@ pub fn token_reply(base: &str, token: &str, uuid: &str, name: &str) -> Value {
         {"name": "astakos_account", "type": "account", "endpoints_links": [], "endpoints": ep("v1.0", ACCOUNT_PATH)},
         {"name": "astakos_identity", "type": "identity", "endpoints_links": [], "endpoints": ep("v2.0", IDENTITY_PATH)},
         {"name": "pithos_object-store", "type": "object-store", "endpoints_links": [], "endpoints": ep("v1", OBJECT_STORE_PATH)},
-        {"name": "cyclades_plankton", "type": "image", "endpoints_links": [], "endpoints": ep("v1.0", IMAGE_PATH)}
+        {"name": "cyclades_plankton", "type": "image", "endpoints_links": [], "endpoints": ep("v1.0", IMAGE_ROOT)}
     ]}})
 }
 
@@ -158,12 +186,33 @@ mod tests {
         let v = token_reply("http://h:1", "tok", "u", "alice");
         let r: TokenReply = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(r.endpoint("object-store"), Some("http://h:1/object-store/v1"));
-        assert_eq!(r.endpoint("IMAGE"), Some("http://h:1/image/v1.0"));
+        assert_eq!(r.endpoint("IMAGE"), Some("http://h:1/image"));
+        assert_eq!(
+            with_version(r.endpoint("image").unwrap(), IMAGE_VERSION),
+            "http://h:1/image/v1.0"
+        );
         assert_eq!(v["access"]["token"]["id"], "tok");
         let acc = &v["access"]["serviceCatalog"][0];
         assert_eq!(acc["name"], "astakos_account");
         assert_eq!(acc["endpoints"][0]["versionId"], "v1.0");
         assert!(acc["endpoints"][0]["SNF:uiURL"].is_string());
+    }
+
+    #[test]
+    fn service_urls_as_kamaki_reads_them() {
+        for (url, want) in [
+            ("http://h/cyclades/image", "http://h/cyclades/image/v1.0"),
+            ("http://h/cyclades/image/", "http://h/cyclades/image/v1.0"),
+            ("http://h/image/v1.0", "http://h/image/v1.0"),
+            ("http://h/image/v1.0//", "http://h/image/v1.0"),
+            ("http://h/image/v2", "http://h/image/v2"),
+            ("http://h/image/v2.", "http://h/image/v2."),
+            ("http://h/image/vx", "http://h/image/vx/v1.0"),
+            ("http://h/image/v", "http://h/image/v/v1.0"),
+            ("http://h/image/v1.0a", "http://h/image/v1.0a/v1.0"),
+        ] {
+            assert_eq!(with_version(url, IMAGE_VERSION), want, "{url}");
+        }
     }
 
     #[test]

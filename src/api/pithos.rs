@@ -3,6 +3,8 @@
 //! the byte-range grammars.
 
 use crate::api::hashing::BlockHash;
+use crate::api::lenient;
+use crate::api::timefmt::UnixTime;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
 
@@ -41,9 +43,13 @@ pub const X_SOURCE_OBJECT: &str = "x-source-object";
 pub const DESTINATION: &str = "destination";
 pub const DESTINATION_ACCOUNT: &str = "destination-account";
 pub const X_AUTH_TOKEN: &str = "x-auth-token";
+pub const AVAILABLE: &str = "available";
 
 pub const DIRECTORY_TYPES: [&str; 2] = ["application/directory", "application/folder"];
 pub const OCTET_STREAM: &str = "application/octet-stream";
+
+/// The quota the original reports for an account without a limit (Astakos' infinity).
+pub const UNLIMITED_QUOTA: u64 = i64::MAX as u64;
 
 /// Longest object name (bytes).
 pub const MAX_OBJECT_NAME: usize = 1024;
@@ -77,7 +83,7 @@ pub struct ObjectEntry {
     #[serde(default)]
     pub x_object_version: u64,
     #[serde(default)]
-    pub x_object_version_timestamp: String,
+    pub x_object_version_timestamp: UnixTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_modified: Option<String>,
     #[serde(default)]
@@ -88,6 +94,16 @@ pub struct ObjectEntry {
     pub x_object_allowed_to: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub x_object_public: Option<String>,
+    /// The original's flags: blocks all present (always 1 here) and when its backend last
+    /// checked the map (never here).
+    #[serde(default = "one")]
+    pub available: u8,
+    #[serde(default)]
+    pub map_check_timestamp: Option<f64>,
+}
+
+fn one() -> u8 {
+    1
 }
 
 /// An entry of a JSON container listing: an object or a rolled-up prefix.
@@ -101,32 +117,48 @@ pub enum ListingEntry {
 /// One entry of a JSON container listing as the client reads it: an object, or a rolled-up
 /// prefix when `subdir` is set. One flat struct, since serde's untagged enums buffer every
 /// entry before trying each variant (a third of the parse time of a 10k listing); fields a
-/// client does not use are skipped.
+/// client does not use are skipped, and those it reads are read leniently (numbers or
+/// strings).
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default)]
 pub struct ListingRow {
+    #[serde(deserialize_with = "lenient::opt_string")]
     pub subdir: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
     pub name: String,
+    #[serde(deserialize_with = "lenient::u64")]
     pub bytes: u64,
+    #[serde(deserialize_with = "lenient::string")]
     pub content_type: String,
+    #[serde(deserialize_with = "lenient::string")]
     pub x_object_hash: String,
+    #[serde(deserialize_with = "lenient::u64")]
     pub x_object_version: u64,
-    pub x_object_version_timestamp: String,
+    pub x_object_version_timestamp: UnixTime,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct ContainerPolicy {
+    #[serde(deserialize_with = "lenient::string")]
     pub quota: String,
+    #[serde(deserialize_with = "lenient::string")]
     pub versioning: String,
+    #[serde(deserialize_with = "lenient::string")]
     pub project: String,
 }
 
 /// One container in a JSON account listing.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct ContainerEntry {
+    #[serde(deserialize_with = "lenient::string")]
     pub name: String,
+    #[serde(deserialize_with = "lenient::u64")]
     pub count: u64,
+    #[serde(deserialize_with = "lenient::u64")]
     pub bytes: u64,
+    #[serde(deserialize_with = "lenient::string")]
     pub last_modified: String,
     pub x_container_policy: ContainerPolicy,
 }
@@ -134,8 +166,10 @@ pub struct ContainerEntry {
 /// `GET ?hashmap` reply.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Hashmap {
+    #[serde(deserialize_with = "lenient::u64")]
     pub block_size: u64,
     pub block_hash: String,
+    #[serde(deserialize_with = "lenient::u64")]
     pub bytes: u64,
     pub hashes: Vec<String>,
 }
@@ -147,10 +181,11 @@ pub struct HashmapPut {
     pub hashes: Vec<String>,
 }
 
-/// `GET ?version=list` reply: `{"versions": [[id, "ts"], ...]}`.
+/// `GET ?version=list` reply: `{"versions": [[id, 1796151221.306357], ...]}` (the original
+/// writes the time as a number; the spec shows a string, which reads too).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VersionList {
-    pub versions: Vec<(u64, String)>,
+    pub versions: Vec<(u64, UnixTime)>,
 }
 
 pub fn hashes_to_hex(hashes: &[BlockHash]) -> Vec<String> {
@@ -458,7 +493,7 @@ mod tests {
 
     #[test]
     fn listing_shapes() {
-        let j = r#"[{"subdir":"a/"},{"name":"a.txt","bytes":2,"content_type":"text/plain","hash":"","x_object_hash":"h","x_object_uuid":"u","x_object_version":4,"x_object_version_timestamp":"1.000000","last_modified":"x","x_object_modified_by":"m"}]"#;
+        let j = r#"[{"subdir":"a/"},{"name":"a.txt","bytes":2,"content_type":"text/plain","hash":"","x_object_hash":"h","x_object_uuid":"u","x_object_version":4,"x_object_version_timestamp":1.0,"last_modified":"x","x_object_modified_by":"m"}]"#;
         let v: Vec<ListingEntry> = serde_json::from_str(j).unwrap();
         assert!(matches!(&v[0], ListingEntry::Subdir { subdir } if subdir == "a/"));
         assert!(matches!(&v[1], ListingEntry::Object(o) if o.bytes == 2));
@@ -469,6 +504,22 @@ mod tests {
         let written = serde_json::to_string(&v).unwrap();
         assert_eq!(serde_json::from_str::<Vec<ListingRow>>(&written).unwrap(), rows);
         let vl: VersionList = serde_json::from_str(r#"{"versions": [[1, "1322813441.565891"]]}"#).unwrap();
-        assert_eq!(vl.versions[0].0, 1);
+        assert_eq!(vl.versions[0], (1, UnixTime(Some(1_322_813_441_565_891))));
+        // The original's shapes: numbers for times, fields the spec does not list.
+        let j = r#"[{"available": 1, "hash": "", "name": "a.txt", "bytes": 6, "x_object_version_timestamp": 1796155115.377682, "x_object_uuid": "u", "last_modified": "2026-12-01T19:58:35.377682+00:00", "content_type": "application/octet-stream", "x_object_hash": "h", "map_check_timestamp": null, "x_object_version": 4, "x_object_modified_by": "m"}, {"subdir": "e/"}]"#;
+        let rows: Vec<ListingRow> = serde_json::from_str(j).unwrap();
+        assert_eq!(
+            rows[0].x_object_version_timestamp,
+            UnixTime(Some(1_796_155_115_377_682))
+        );
+        assert_eq!((rows[0].bytes, rows[0].x_object_version), (6, 4));
+        assert_eq!(rows[1].subdir.as_deref(), Some("e/"));
+        let vl: VersionList = serde_json::from_str(r#"{"versions": [[3, 1796155115.35279]]}"#).unwrap();
+        assert_eq!(vl.versions[0], (3, UnixTime(Some(1_796_155_115_352_790))));
+        let c: Vec<ContainerEntry> = serde_json::from_str(r#"[{"count": 3, "last_modified": "2026-12-01T20:10:05.084261+00:00", "bytes": 8, "name": "pithos", "x_container_policy": {"project": "p", "quota": "0", "versioning": "auto"}}, {"name": "bare"}]"#).unwrap();
+        assert_eq!(
+            (c[0].name.as_str(), c[0].bytes, c[1].name.as_str()),
+            ("pithos", 8, "bare")
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Plankton image registry wire shapes (spec/plankton.md): `x-image-meta-*` headers, their
 //! key normalization, the allowed formats, and the list/detail JSON entries.
 
+use crate::api::lenient;
 use crate::api::pithos::encode_path;
 use crate::api::timefmt::{image_date, Micros};
 use serde::{Deserialize, Serialize};
@@ -97,9 +98,21 @@ pub fn request_headers(fields: &[(&str, &str)], properties: &BTreeMap<String, St
     h
 }
 
+/// The headers that delete the properties of `current` that `wanted` does not have: a
+/// property sent with an empty value is deleted. Register and update merge the properties
+/// they are sent into the stored ones (the original Synnefo 0.20 does; spec/plankton.md §6,
+/// §8), so a client that means "exactly these" sends these too.
+pub fn removal_headers(current: &BTreeMap<String, String>, wanted: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let wanted: std::collections::BTreeSet<String> = wanted.keys().map(|k| normalize_key(k)).collect();
+    current
+        .keys()
+        .filter(|k| !wanted.contains(&normalize_key(k)))
+        .map(|k| (format!("{IMAGE_META}property-{}", encode_value(k)), String::new()))
+        .collect()
+}
+
 /// `pithos://<owner>/<container>/<path>`, each part percent-encoded.
 pub fn location(owner: &str, container: &str, path: &str) -> String {
-    use crate::api::pithos::encode_path;
     format!(
         "pithos://{}/{}/{}",
         encode_path(owner),
@@ -143,7 +156,8 @@ impl Image {
             ("created-at", image_date(self.created_at)),
             ("updated-at", image_date(self.updated_at)),
             ("deleted-at", String::new()),
-            ("is-snapshot", "False".to_string()),
+            // (Python's 0 for False, as the original writes it)
+            ("is-snapshot", "0".to_string()),
             ("description", String::new()),
         ]
         .into_iter()
@@ -235,27 +249,49 @@ pub struct ImageShort {
     pub size: u64,
 }
 
-/// An entry of `GET /images/detail`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// An entry of `GET /images/detail`. Read leniently (the original writes `is_snapshot` as
+/// `0`/`1` and leaves out `description`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct ImageDetail {
+    #[serde(deserialize_with = "lenient::string")]
     pub id: String,
+    #[serde(deserialize_with = "lenient::string")]
     pub name: String,
+    #[serde(deserialize_with = "lenient::string")]
     pub status: String,
+    #[serde(deserialize_with = "lenient::string")]
     pub disk_format: String,
+    #[serde(deserialize_with = "lenient::string")]
     pub container_format: String,
+    #[serde(deserialize_with = "lenient::u64")]
     pub size: u64,
+    #[serde(deserialize_with = "lenient::string")]
     pub checksum: String,
+    #[serde(deserialize_with = "lenient::string")]
     pub location: String,
+    #[serde(deserialize_with = "lenient::string")]
     pub created_at: String,
+    #[serde(deserialize_with = "lenient::string")]
     pub updated_at: String,
+    #[serde(deserialize_with = "lenient::string")]
     pub deleted_at: String,
+    #[serde(deserialize_with = "lenient::bool")]
     pub is_public: bool,
+    #[serde(deserialize_with = "lenient::string")]
     pub owner: String,
+    #[serde(deserialize_with = "lenient::string_map")]
     pub properties: BTreeMap<String, String>,
-    #[serde(default)]
+    /// Written as the original writes it, `0` or `1`.
+    #[serde(deserialize_with = "lenient::bool", serialize_with = "bool_as_int")]
     pub is_snapshot: bool,
-    #[serde(default)]
+    /// Read if a server sends it; the original's list leaves it out, and so does this one's.
+    #[serde(deserialize_with = "lenient::string", skip_serializing)]
     pub description: String,
+}
+
+fn bool_as_int<S: serde::Serializer>(b: &bool, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u8(u8::from(*b))
 }
 
 impl From<ImageDetail> for Image {
@@ -419,6 +455,20 @@ mod tests {
     }
 
     #[test]
+    fn removals_name_what_is_not_wanted() {
+        let cur: BTreeMap<String, String> = [("osfamily", "linux"), ("root_partition", "1"), ("users", "root")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        let want: BTreeMap<String, String> = [("OSFAMILY", "windows"), ("root-partition", "2")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        let h = removal_headers(&cur, &want);
+        assert_eq!(h, vec![("x-image-meta-property-users".to_string(), String::new())]);
+        let m = MetaHeaders::parse(h.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap();
+        assert_eq!(m.properties["users"], vec![""]);
+    }
+
+    #[test]
     fn locations() {
         let l = location("acc", "images", "a b/c.img");
         assert_eq!(l, "pithos://acc/images/a%20b/c.img");
@@ -428,6 +478,20 @@ mod tests {
         );
         assert_eq!(parse_location("pithos://acc/images"), None);
         assert_eq!(parse_location("http://acc/images/x"), None);
+    }
+
+    #[test]
+    fn the_originals_image_detail_reads() {
+        let j = r#"[{"status": "AVAILABLE", "properties": {"osfamily": "linux"}, "checksum": "c", "created_at": "2026-12-01 20:10:49", "disk_format": "diskdump", "updated_at": "2026-12-01 20:10:49", "name": "My Img", "is_snapshot": 0, "location": "pithos://a/pithos/a.txt", "container_format": "bare", "owner": "a", "is_public": true, "deleted_at": "", "id": "i", "size": 6}]"#;
+        let list: Vec<ImageDetail> = serde_json::from_str(j).unwrap();
+        let img = Image::from(list[0].clone());
+        assert_eq!((img.id.as_str(), img.size, img.is_public), ("i", 6, true));
+        assert_eq!(img.properties["osfamily"], "linux");
+        assert_eq!(
+            img.created_at,
+            crate::api::timefmt::parse_image_date("2026-12-01 20:10:49").unwrap()
+        );
+        assert!(!list[0].is_snapshot);
     }
 
     #[test]

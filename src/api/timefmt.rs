@@ -69,6 +69,60 @@ pub fn parse_unix_string(s: &str) -> Option<Micros> {
     Some(secs * 1_000_000 + frac)
 }
 
+/// A version timestamp in JSON: written as the original Synnefo writes it, a number of
+/// seconds with the microseconds as decimals (`1796151221.306357`); read from a number or a
+/// string (what the spec shows), and as `None` from anything else (`null`, a bad string), so
+/// that one odd field never fails a whole listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UnixTime(pub Option<Micros>);
+
+impl serde::Serialize for UnixTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            // f64 holds a microsecond time of this era exactly enough to print it back
+            // (shortest round-trip form, as Python's float repr).
+            Some(t) => s.serialize_f64(t as f64 / 1e6),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for UnixTime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = UnixTime;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a Unix time, as a number or a string")
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<UnixTime, E> {
+                Ok(UnixTime(
+                    (v.is_finite() && v.abs() < 1e13).then(|| (v * 1e6).round() as Micros),
+                ))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<UnixTime, E> {
+                Ok(UnixTime(i64::try_from(v).ok().and_then(|s| s.checked_mul(1_000_000))))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<UnixTime, E> {
+                Ok(UnixTime(v.checked_mul(1_000_000)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<UnixTime, E> {
+                Ok(UnixTime(parse_unix_string(v.trim())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<UnixTime, E> {
+                Ok(UnixTime(None))
+            }
+            fn visit_none<E>(self) -> Result<UnixTime, E> {
+                Ok(UnixTime(None))
+            }
+            fn visit_unit<E>(self) -> Result<UnixTime, E> {
+                Ok(UnixTime(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +140,25 @@ mod tests {
             Some(1_322_813_441_000_000)
         );
         assert_eq!(image_date(t), "2011-12-02 08:10:41");
+    }
+
+    #[test]
+    fn unix_time_in_json() {
+        let read = |j: &str| serde_json::from_str::<UnixTime>(j).unwrap().0;
+        // What the original sends, what the spec shows, and what neither should.
+        assert_eq!(read("1796151221.306357"), Some(1_796_151_221_306_357));
+        assert_eq!(read("1796155115.35279"), Some(1_796_155_115_352_790));
+        assert_eq!(read(r#""1322813441.565891""#), Some(1_322_813_441_565_891));
+        assert_eq!(read("1322813441"), Some(1_322_813_441_000_000));
+        assert_eq!(read("null"), None);
+        assert_eq!(read(r#""soon""#), None);
+        assert_eq!(read("1e300"), None);
+        // Written as the original writes it, and read back to the microsecond.
+        let t = UnixTime(Some(1_796_151_221_306_357));
+        assert_eq!(serde_json::to_string(&t).unwrap(), "1796151221.306357");
+        for us in [0, 1, 999_999, 500_000, 306_357] {
+            let t = UnixTime(Some(1_796_151_221_000_000 + us));
+            assert_eq!(read(&serde_json::to_string(&t).unwrap()), t.0);
+        }
     }
 }

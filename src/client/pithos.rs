@@ -6,7 +6,6 @@ use super::*;
 use crate::api::fault::parse_fault;
 use crate::api::hashing::BlockHash;
 use crate::api::pithos::{self, encode_path, ContainerEntry, Hashmap, HashmapPut};
-use crate::api::timefmt::parse_unix_string;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use std::time::Duration;
 
@@ -147,7 +146,7 @@ fn header_u64(r: &Response, name: &str) -> u64 {
 
 fn stat_from_row(e: pithos::ListingRow) -> ObjectStat {
     ObjectStat {
-        mtime: parse_unix_string(&e.x_object_version_timestamp).unwrap_or(0),
+        mtime: e.x_object_version_timestamp.0.unwrap_or(0),
         name: e.name,
         size: e.bytes,
         content_type: e.content_type,
@@ -498,7 +497,7 @@ impl Storage for PithosClient {
         Ok(list
             .versions
             .into_iter()
-            .map(|(id, ts)| (id, parse_unix_string(&ts).unwrap_or(0)))
+            .map(|(id, ts)| (id, ts.0.unwrap_or(0)))
             .collect())
     }
 

@@ -76,6 +76,9 @@ impl Registry for PithosClient {
 
     async fn register(&self, container: &str, name: &str, reg: &Registration) -> Result<Image> {
         let url = self.images_url("images/")?;
+        // Registering merges properties into those already there; those the registration
+        // leaves out are deleted with it.
+        let current = self.image_of(container, name).await?;
         let image_name = reg.name.clone().unwrap_or_else(|| name.to_string());
         let location = plankton::location(&self.account, container, name);
         let mut fields = vec![
@@ -89,12 +92,21 @@ impl Registry for PithosClient {
         if let Some(f) = &reg.container_format {
             fields.push(("container-format", f));
         }
-        self.send_image(Method::POST, url, plankton::request_headers(&fields, &reg.properties))
-            .await
+        let mut headers = plankton::request_headers(&fields, &reg.properties);
+        if let Some(cur) = current {
+            headers.extend(plankton::removal_headers(&cur.properties, &reg.properties));
+        }
+        self.send_image(Method::POST, url, headers).await
     }
 
     async fn update(&self, img: &Image) -> Result<Image> {
         let url = self.images_url(&format!("images/{}", encode(&img.id)))?;
+        // An update merges properties too (see `register`).
+        let current = match self.send(Method::HEAD, url.clone(), &[200], |b| b).await {
+            Ok(r) => image_headers(&r),
+            Err(ClientError::Status { status: 404, .. }) => None,
+            Err(e) => return Err(e),
+        };
         let fields = [
             ("name", img.name.as_str()),
             ("disk-format", &img.disk_format),
@@ -102,8 +114,11 @@ impl Registry for PithosClient {
             ("status", &img.status),
             ("is-public", py_bool(img.is_public)),
         ];
-        self.send_image(Method::PUT, url, plankton::request_headers(&fields, &img.properties))
-            .await
+        let mut headers = plankton::request_headers(&fields, &img.properties);
+        if let Some(cur) = current {
+            headers.extend(plankton::removal_headers(&cur.properties, &img.properties));
+        }
+        self.send_image(Method::PUT, url, headers).await
     }
 
     async fn own_images(&self) -> Result<Vec<(String, String, Image)>> {

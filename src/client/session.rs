@@ -2,7 +2,9 @@
 //! `kamaki:CLOUD`), the token (file, environment, or kamaki's config), and the token exchange
 //! that yields the account UUID and the service URLs.
 
-use crate::api::astakos::{TokenReply, TokenRequest};
+use crate::api::astakos::{
+    with_version, TokenReply, TokenRequest, IDENTITY_VERSION, IMAGE_VERSION, OBJECT_STORE_VERSION,
+};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -99,15 +101,7 @@ pub struct Account {
 
 /// `POST <identity>/tokens`.
 pub async fn authenticate(http: &reqwest::Client, identity_url: &str, token: &str) -> Result<Account, SessionError> {
-    let base = identity_url.trim_end_matches('/');
-    let base =
-        if base.rsplit('/').next().is_some_and(|s| {
-            s.starts_with('v') && s[1..].chars().all(|c| c.is_ascii_digit() || c == '.') && s.len() > 1
-        }) {
-            base.to_string()
-        } else {
-            format!("{base}/v2.0")
-        };
+    let base = with_version(identity_url, IDENTITY_VERSION);
     let url = format!("{base}/tokens");
     let r = http
         .post(&url)
@@ -138,21 +132,14 @@ pub async fn authenticate(http: &reqwest::Client, identity_url: &str, token: &st
         status,
         message: e.to_string(),
     })?;
-    let os = reply
+    let object_store = reply
         .endpoint("object-store")
         .ok_or(SessionError::NoService("object-store"))?;
-    let os = os.trim_end_matches('/');
-    let has_version = os.rsplit('/').next().is_some_and(|s| s.starts_with('v') && s.len() > 1);
-    let object_store = if has_version {
-        os.to_string()
-    } else {
-        format!("{os}/v1")
-    };
     Ok(Account {
         uuid: reply.access.user.id.clone(),
         user_name: reply.access.user.name.clone(),
-        object_store,
-        image: reply.endpoint("image").map(|s| s.to_string()),
+        object_store: with_version(object_store, OBJECT_STORE_VERSION),
+        image: reply.endpoint("image").map(|u| with_version(u, IMAGE_VERSION)),
     })
 }
 

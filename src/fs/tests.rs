@@ -37,6 +37,8 @@ struct Mem {
     meta: Mutex<HashMap<(String, String), BTreeMap<String, String>>>,
     /// Container → versioning policy.
     policies: Mutex<HashMap<String, String>>,
+    /// What the account HEAD says.
+    account: Mutex<AccountStat>,
 }
 
 impl crate::client::Registry for Arc<Mem> {
@@ -128,7 +130,7 @@ impl Storage for Arc<Mem> {
         }])
     }
     async fn account_stat(&self) -> crate::client::Result<AccountStat> {
-        Ok(AccountStat::default())
+        Ok(*self.account.lock().unwrap())
     }
     async fn create_container(&self, _: &str) -> crate::client::Result<()> {
         Ok(())
@@ -403,6 +405,23 @@ async fn write_file(fs: &Fs<Arc<Mem>>, dir: Ino, name: &str, bytes: &[u8], chunk
         fs.write(fh, (i * chunk) as u64, c).await.unwrap();
     }
     fs.release(fh).await.unwrap();
+}
+
+#[tokio::test]
+async fn statfs_reports_the_quota_and_1_pib_for_no_limit() {
+    let (mem, fs) = fs_with(FsOptions::default());
+    let stat = |quota, bytes_used| *mem.account.lock().unwrap() = AccountStat { bytes_used, quota };
+    const PIB_IN_UNITS: u64 = (1 << 50) / 4096;
+    stat(0, 4096 * 10);
+    assert_eq!(fs.statfs().await.unwrap(), (PIB_IN_UNITS, PIB_IN_UNITS - 10));
+    // The original's "no limit" is Astakos' infinity, 2^63-1.
+    stat(crate::api::pithos::UNLIMITED_QUOTA, 4096 * 10);
+    assert_eq!(fs.statfs().await.unwrap(), (PIB_IN_UNITS, PIB_IN_UNITS - 10));
+    stat(4096 * 100, 4096 * 30);
+    assert_eq!(fs.statfs().await.unwrap(), (100, 70));
+    // Over quota (a server that charged late): nothing free, never an underflow.
+    stat(4096 * 100, 4096 * 130);
+    assert_eq!(fs.statfs().await.unwrap(), (100, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,6 +33,14 @@ impl ApiError {
     pub fn unauthorized(m: impl Into<String>) -> ApiError {
         Self::new(StatusCode::UNAUTHORIZED, m)
     }
+    /// A token the identity service does not know, answered by the object store or the
+    /// registry (in the shape the original forwards the identity service's refusal).
+    pub fn invalid_token() -> ApiError {
+        ApiError {
+            body_override: Some(crate::api::fault::forwarded_fault_body(401, "Invalid token")),
+            ..Self::new(StatusCode::UNAUTHORIZED, "Invalid token")
+        }
+    }
     pub fn forbidden(m: impl Into<String>) -> ApiError {
         Self::new(StatusCode::FORBIDDEN, m)
     }

@@ -81,10 +81,15 @@ fn json_reply(status: StatusCode, v: impl serde::Serialize) -> Response {
 }
 
 pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
-    match handle_inner(st, req).await {
+    let mut r = match handle_inner(st, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
-    }
+    };
+    // (every answer of the original's registry says JSON, with a body or without)
+    r.headers_mut()
+        .entry(axum::http::header::CONTENT_TYPE)
+        .or_insert(axum::http::HeaderValue::from_static("application/json; charset=UTF-8"));
+    r
 }
 
 async fn handle_inner(st: AppState, req: Request) -> ApiResult<Response> {
@@ -360,8 +365,11 @@ fn resolve_properties(h: &MetaHeaders, stored: &Meta) -> ApiResult<BTreeMap<Stri
     Ok(out)
 }
 
-fn build_meta(fields: &[(&str, Option<String>)], props: &BTreeMap<String, String>) -> ApiResult<Meta> {
-    let mut m = Meta::new();
+/// The image domain after a register or update: the stored items with `fields` set and
+/// `props` merged in, a property with an empty value deleted (as the original's Pithos
+/// backend merges a domain's metadata: keys not sent are kept).
+fn merge_meta(cur: &Meta, fields: &[(&str, Option<String>)], props: &BTreeMap<String, String>) -> ApiResult<Meta> {
+    let mut m = cur.clone();
     for (k, v) in fields {
         if let Some(v) = v {
             if v.len() > plankton::MAX_VALUE {
@@ -371,8 +379,11 @@ fn build_meta(fields: &[(&str, Option<String>)], props: &BTreeMap<String, String
         }
     }
     for (k, v) in props {
-        if !v.is_empty() {
-            m.insert(format!("{}{k}", stored::PROPERTY_PREFIX), v.clone());
+        let key = format!("{}{k}", stored::PROPERTY_PREFIX);
+        if v.is_empty() {
+            m.remove(&key);
+        } else {
+            m.insert(key, v.clone());
         }
     }
     if m.len() > plankton::MAX_ITEMS {
@@ -431,7 +442,8 @@ async fn register(st: &AppState, user: &User, headers: &HeaderMap) -> ApiResult<
     }
     let public = h.field("is_public").is_some_and(plankton::parse_bool);
     let props = resolve_properties(&h, &o.image)?;
-    let meta = build_meta(
+    let meta = merge_meta(
+        &o.image,
         &[
             (stored::NAME, Some(name)),
             (
@@ -497,27 +509,14 @@ async fn update(st: &AppState, user: &User, id: &str, headers: &HeaderMap) -> Ap
             .collect(),
         properties: Default::default(),
     })?;
-    let cur = &o.image;
-    let props = resolve_properties(&h, cur)?;
-    let keep = |k: &str| cur.get(k).cloned();
-    let meta = build_meta(
+    let props = resolve_properties(&h, &o.image)?;
+    let meta = merge_meta(
+        &o.image,
         &[
-            (stored::NAME, field("name").or_else(|| keep(stored::NAME))),
-            (
-                stored::DISK_FORMAT,
-                field("disk_format").or_else(|| keep(stored::DISK_FORMAT)),
-            ),
-            (
-                stored::CONTAINER_FORMAT,
-                field("container_format").or_else(|| keep(stored::CONTAINER_FORMAT)),
-            ),
-            (
-                stored::STATUS,
-                field("status")
-                    .map(|s| s.to_uppercase())
-                    .or_else(|| keep(stored::STATUS)),
-            ),
-            (stored::CREATED_AT, keep(stored::CREATED_AT)),
+            (stored::NAME, field("name")),
+            (stored::DISK_FORMAT, field("disk_format")),
+            (stored::CONTAINER_FORMAT, field("container_format")),
+            (stored::STATUS, field("status").map(|s| s.to_uppercase())),
         ],
         &props,
     )?;

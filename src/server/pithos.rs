@@ -7,13 +7,14 @@ pub use object::public_object;
 
 use crate::api::hashing::{BLOCK_HASH, BLOCK_SIZE};
 use crate::api::pithos::*;
-use crate::api::timefmt::{http_date, iso_micros, unix_string};
+use crate::api::timefmt::{http_date, iso_micros, UnixTime};
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::request::{header, meta_headers, Query};
 use crate::server::AppState;
 use crate::store::{ContainerInfo, ListQuery, Listed, MetaUpdate, ObjectInfo, PolicyUpdate, User, Versioning};
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
@@ -51,7 +52,11 @@ fn decode_segment(raw: &str, what: &str) -> ApiResult<String> {
 
 /// Parses the part of the path after `/object-store/v1` (still percent-encoded).
 pub fn parse_endpoint(raw: &str) -> ApiResult<Endpoint> {
-    let rest = raw.strip_prefix('/').unwrap_or(raw);
+    // (`…/object-store/v1` itself is no endpoint; `…/v1/` lists the accounts sharing with
+    // the caller)
+    let Some(rest) = raw.strip_prefix('/') else {
+        return Err(ApiError::bad_request("API endpoint not found"));
+    };
     if rest.is_empty() {
         return Ok(Endpoint::Top);
     }
@@ -113,10 +118,44 @@ impl Ctx {
 }
 
 pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
-    match handle_inner(st, req).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+    let listing = is_listing(&req);
+    let (mut r, failed) = match handle_inner(st, req).await {
+        Ok(r) => (r, false),
+        Err(e) => (e.into_response(), true),
+    };
+    // The original's content types: a listing's (and its faults') by the format asked for,
+    // text by default; JSON for every other answer that has no data of its own.
+    let text = HeaderValue::from_static("text/plain; charset=UTF-8");
+    let json = HeaderValue::from_static("application/json; charset=UTF-8");
+    let h = r.headers_mut();
+    match listing {
+        Some(false) if failed || !h.contains_key(CONTENT_TYPE) => {
+            h.insert(CONTENT_TYPE, text);
+        }
+        _ => {
+            h.entry(CONTENT_TYPE).or_insert(json);
+        }
     }
+    r
+}
+
+/// For a GET of the top, an account or a container: whether it asks for JSON.
+fn is_listing(req: &Request) -> Option<bool> {
+    if req.method() != Method::GET {
+        return None;
+    }
+    let raw = req
+        .uri()
+        .path()
+        .strip_prefix(crate::api::astakos::OBJECT_STORE_PATH)
+        .unwrap_or("");
+    if matches!(parse_endpoint(raw), Ok(Endpoint::Object { .. }) | Err(_)) {
+        return None;
+    }
+    let json = Query::parse(req.uri().query())
+        .map(|q| q.wants_json(req.headers()))
+        .unwrap_or(false);
+    Some(json)
 }
 
 async fn handle_inner(st: AppState, req: Request) -> ApiResult<Response> {
@@ -187,17 +226,44 @@ async fn top(ctx: &Ctx) -> ApiResult<Response> {
         return Err(ApiError::not_allowed("GET, HEAD"));
     }
     let me = ctx.user.uuid.clone();
-    let accounts = ctx.st.run(move |s| s.accounts_sharing_with(&me)).await?;
+    let accounts = ctx
+        .st
+        .run(move |s| {
+            s.accounts_sharing_with(&me)?
+                .into_iter()
+                .map(|a| Ok((s.account_info(&a)?.modified, a)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
     let json = ctx.query.wants_json(&ctx.headers);
-    let entries = serde_json::Value::Array(accounts.iter().map(|a| serde_json::json!({"name": a})).collect());
-    Ok(text_or_json(json, accounts, &entries, vec![]))
+    let entries = named_entries(&accounts);
+    let names = accounts.into_iter().map(|(_, a)| a).collect();
+    Ok(text_or_json(json, names, &entries, vec![]))
 }
 
-fn account_headers(info: &crate::store::AccountInfo) -> Vec<(String, String)> {
+/// Entries of a listing of names another user may see: `{"name", "last_modified"}`.
+fn named_entries(items: &[(crate::api::timefmt::Micros, String)]) -> serde_json::Value {
+    serde_json::Value::Array(
+        items
+            .iter()
+            .map(|(t, n)| serde_json::json!({"name": n, "last_modified": iso_micros(*t)}))
+            .collect(),
+    )
+}
+
+fn account_headers(account: &str, info: &crate::store::AccountInfo) -> Vec<(String, String)> {
+    // The original reports no limit as the largest quota Astakos knows, and each project's
+    // quota besides (every account here is its own one project).
+    let quota = if info.quota == 0 {
+        UNLIMITED_QUOTA.to_string()
+    } else {
+        info.quota.to_string()
+    };
     let mut h = vec![
         (X_ACCOUNT_CONTAINER_COUNT.to_string(), info.container_count.to_string()),
         (X_ACCOUNT_BYTES_USED.to_string(), info.bytes.to_string()),
-        (X_ACCOUNT_POLICY_QUOTA.to_string(), info.quota.to_string()),
+        (X_ACCOUNT_POLICY_QUOTA.to_string(), quota.clone()),
+        (format!("{X_ACCOUNT_POLICY_QUOTA}-{account}"), quota),
         ("last-modified".to_string(), http_date(info.modified)),
     ];
     for (k, v) in &info.meta {
@@ -239,15 +305,11 @@ async fn account_level(ctx: &Ctx, account: &str) -> ApiResult<Response> {
                 .st
                 .run(move |s| Ok((s.account_info(&a)?, s.list_containers(&a)?)))
                 .await?;
-            let headers = account_headers(&info);
+            let headers = account_headers(account, &info);
             if ctx.method == Method::HEAD {
                 return Ok(reply(StatusCode::NO_CONTENT, headers, Body::empty()));
             }
-            let limit = ctx
-                .query
-                .parse_num::<usize>("limit")?
-                .unwrap_or(MAX_LISTING)
-                .min(MAX_LISTING);
+            let limit = listing_limit(&ctx.query);
             let marker = ctx.query.get("marker").map(|s| s.to_string());
             let shared = ctx.query.has("shared");
             let public = ctx.query.has("public");
@@ -317,27 +379,44 @@ async fn account_level(ctx: &Ctx, account: &str) -> ApiResult<Response> {
     }
 }
 
+/// A listing's `limit`: at most a page, and a page when it is not a number (as the original
+/// reads it).
+fn listing_limit(q: &Query) -> usize {
+    q.parse_num::<usize>("limit")
+        .ok()
+        .flatten()
+        .unwrap_or(MAX_LISTING)
+        .min(MAX_LISTING)
+}
+
 /// Another user's account: only the containers that hold something shared with the caller.
 async fn foreign_account_listing(ctx: &Ctx, account: &str) -> ApiResult<Response> {
-    let acc = account.to_string();
-    let paths = ctx.st.run(move |s| s.shared_paths(&acc)).await?;
-    let me = &ctx.user.uuid;
-    let mut containers: Vec<String> = vec![];
-    for (c, _, sh) in paths {
-        if sh.can_read(me) && !containers.contains(&c) {
-            containers.push(c);
-        }
-    }
+    let (acc, me) = (account.to_string(), ctx.user.uuid.clone());
+    let containers = ctx
+        .st
+        .run(move |s| {
+            let mut names: Vec<String> = vec![];
+            for (c, _, sh) in s.shared_paths(&acc)? {
+                if sh.can_read(&me) && !names.contains(&c) {
+                    names.push(c);
+                }
+            }
+            names
+                .into_iter()
+                .map(|c| Ok((s.container_info(&acc, &c)?.modified, c)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
     if containers.is_empty() {
         return Err(ApiError::forbidden("Not allowed"));
     }
     if ctx.method == Method::HEAD {
         return Ok(reply(StatusCode::NO_CONTENT, vec![], Body::empty()));
     }
-    let entries = serde_json::Value::Array(containers.iter().map(|c| serde_json::json!({"name": c})).collect());
+    let entries = named_entries(&containers);
     Ok(text_or_json(
         ctx.query.wants_json(&ctx.headers),
-        containers,
+        containers.into_iter().map(|(_, c)| c).collect(),
         &entries,
         vec![],
     ))
@@ -362,6 +441,17 @@ fn container_headers(c: &ContainerInfo, account: &str) -> Vec<(String, String)> 
         h.push((format!("{CONTAINER_META}{k}"), encode_header_value(v)));
     }
     h
+}
+
+/// What another user with something shared in the container learns of it: how to read its
+/// objects, not its policy, usage or metadata.
+/// (The original also names the container's object metadata keys; here they are withheld.)
+fn reader_container_headers() -> Vec<(String, String)> {
+    vec![
+        (X_CONTAINER_BLOCK_SIZE.to_string(), BLOCK_SIZE.to_string()),
+        (X_CONTAINER_BLOCK_HASH.to_string(), BLOCK_HASH.to_string()),
+        (X_CONTAINER_OBJECT_META.to_string(), String::new()),
+    ]
 }
 
 fn policy_update(h: &HeaderMap, update: bool) -> ApiResult<PolicyUpdate> {
@@ -409,7 +499,7 @@ pub fn object_entry(o: &ObjectInfo, owner: bool, base: &str) -> ObjectEntry {
         x_object_hash: o.merkle.clone(),
         x_object_uuid: o.uuid.clone(),
         x_object_version: o.version,
-        x_object_version_timestamp: unix_string(o.version_ts),
+        x_object_version_timestamp: UnixTime(Some(o.version_ts)),
         last_modified: Some(iso_micros(o.version_ts)),
         x_object_modified_by: o.modified_by.clone(),
         x_object_sharing: if owner {
@@ -423,6 +513,8 @@ pub fn object_entry(o: &ObjectInfo, owner: bool, base: &str) -> ObjectEntry {
         } else {
             None
         },
+        available: 1,
+        map_check_timestamp: None,
     }
 }
 
@@ -443,12 +535,14 @@ async fn container_level(ctx: &Ctx, account: &str, container: &str, body: Body) 
                 }
                 Err(e) => return Err(e),
             };
-            let headers = container_headers(&info, account);
+            let headers = if owner {
+                container_headers(&info, account)
+            } else {
+                reader_container_headers()
+            };
             if ctx.method == Method::HEAD {
                 if !owner {
-                    return foreign_container_check(ctx, account, container)
-                        .await
-                        .map(|_| reply(StatusCode::NO_CONTENT, vec![], Body::empty()));
+                    foreign_container_check(ctx, account, container).await?;
                 }
                 return Ok(reply(StatusCode::NO_CONTENT, headers, Body::empty()));
             }
@@ -535,7 +629,7 @@ async fn list_objects(
     headers: Vec<(String, String)>,
 ) -> ApiResult<Response> {
     let q = &ctx.query;
-    let limit = q.parse_num::<usize>("limit")?.unwrap_or(MAX_LISTING).min(MAX_LISTING);
+    let limit = listing_limit(q);
     let mut lq = ListQuery {
         limit,
         marker: q.get("marker").map(|s| s.to_string()),
@@ -639,7 +733,7 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        assert_eq!(parse_endpoint("").unwrap(), Endpoint::Top);
+        assert!(parse_endpoint("").is_err());
         assert_eq!(parse_endpoint("/").unwrap(), Endpoint::Top);
         assert_eq!(
             parse_endpoint("/acc").unwrap(),

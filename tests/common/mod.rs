@@ -2,6 +2,10 @@
 //! users created through `imgfs user add`, and a small blocking HTTP client.
 #![allow(dead_code)]
 
+mod cloud;
+#[allow(unused_imports)]
+pub use cloud::*;
+
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::Method;
 use std::io::{BufRead, BufReader};
@@ -128,39 +132,73 @@ pub fn test_root() -> PathBuf {
     p
 }
 
+/// Where a cloud's three services are: what its identity catalog says.
+pub trait Endpoints {
+    /// `…/identity/v2.0`: what a mount or kamaki is given.
+    fn identity_url(&self) -> String;
+    /// `…/object-store/v1` (no account).
+    fn pithos_url(&self) -> String;
+    /// `…/image/v1.0`.
+    fn image_url(&self) -> String;
+    /// Whether concurrent writes may fail with a 500 that a retry cures (the original's
+    /// SQLite metadata, in this test deployment: "database is locked").
+    fn writes_may_be_busy(&self) -> bool {
+        false
+    }
+}
+
+impl Endpoints for Server {
+    fn identity_url(&self) -> String {
+        format!("{}/identity/v2.0", self.url())
+    }
+    fn pithos_url(&self) -> String {
+        format!("{}/object-store/v1", self.url())
+    }
+    fn image_url(&self) -> String {
+        format!("{}/image/v1.0", self.url())
+    }
+}
+
 /// A client acting as one user.
 pub struct Api {
     pub http: Client,
-    pub base: String,
+    /// The object store's root (`…/object-store/v1`).
+    pub pithos: String,
+    /// The image registry's root (`…/image/v1.0`).
+    pub image: String,
     pub user: TestUser,
+    /// Retry [`Api::put`] on a 500 (see [`Endpoints::writes_may_be_busy`]).
+    pub retry_busy: bool,
 }
 
 impl Api {
-    pub fn new(server: &Server, user: &TestUser) -> Api {
+    pub fn new(cloud: &impl Endpoints, user: &TestUser) -> Api {
         Api {
             http: http(),
-            base: server.url(),
+            pithos: cloud.pithos_url(),
+            image: cloud.image_url(),
             user: user.clone(),
+            retry_busy: cloud.writes_may_be_busy(),
         }
     }
 
     /// `path` relative to the object store account URL: "" = account, "c" = container, "c/o" = object.
     pub fn os(&self, method: &str, path: &str) -> RequestBuilder {
         let url = if path.is_empty() {
-            format!("{}/object-store/v1/{}", self.base, self.user.uuid)
+            format!("{}/{}", self.pithos, self.user.uuid)
         } else {
-            format!("{}/object-store/v1/{}/{}", self.base, self.user.uuid, path)
+            format!("{}/{}/{}", self.pithos, self.user.uuid, path)
         };
         self.raw(method, &url)
     }
 
     /// Another account's path.
     pub fn os_of(&self, account: &str, method: &str, path: &str) -> RequestBuilder {
-        self.raw(method, &format!("{}/object-store/v1/{}/{}", self.base, account, path))
+        self.raw(method, &format!("{}/{}/{}", self.pithos, account, path))
     }
 
     pub fn img(&self, method: &str, path: &str) -> RequestBuilder {
-        self.raw(method, &format!("{}/image/v1.0/{}", self.base, path))
+        self.raw(method, &format!("{}/{}", self.image, path))
     }
 
     pub fn raw(&self, method: &str, url: &str) -> RequestBuilder {
@@ -170,7 +208,21 @@ impl Api {
     }
 
     pub fn put(&self, path: &str, data: &[u8]) -> Response {
-        let r = self.os("PUT", path).body(data.to_vec()).send().unwrap();
+        let mut pause = Duration::from_millis(20);
+        let r = loop {
+            // (the original refuses a PUT without a type: 411)
+            let r = self
+                .os("PUT", path)
+                .header("Content-Type", "application/octet-stream")
+                .body(data.to_vec())
+                .send()
+                .unwrap();
+            if !(self.retry_busy && r.status() == 500 && pause < Duration::from_secs(5)) {
+                break r;
+            }
+            std::thread::sleep(pause);
+            pause *= 2;
+        };
         assert_eq!(r.status(), 201, "PUT {path}: {}", r.text().unwrap_or_default());
         r
     }
@@ -219,6 +271,21 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// A seed for [`pattern`] that no earlier run used (the original Synnefo keeps its blocks
+/// from run to run and deduplicates them across accounts).
+pub fn unique_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// A short tag for names that must not meet those of other tests or earlier runs on a shared
+/// server (image names, e-mail addresses).
+pub fn run_tag() -> String {
+    format!("t{:05x}", (unique_seed() >> 8) & 0xfffff)
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
@@ -233,7 +300,7 @@ pub struct Mount {
 }
 
 impl Mount {
-    pub fn new(server: &Server, user: &TestUser, extra: &str) -> Mount {
+    pub fn new(cloud: &impl Endpoints, user: &TestUser, extra: &str) -> Mount {
         let tmp = tempfile::Builder::new().prefix("mnt-").tempdir_in(test_root()).unwrap();
         let root = tmp.path().to_path_buf();
         let dir = root.join("m");
@@ -249,7 +316,7 @@ impl Mount {
             opts.push_str(extra);
         }
         let out = Command::new(BIN)
-            .args(["mount", &format!("{}/identity/v2.0", server.url())])
+            .args(["mount", &cloud.identity_url()])
             .arg(&dir)
             .args(["-o", &opts])
             .output()
@@ -310,7 +377,7 @@ pub struct Kamaki {
 }
 
 impl Kamaki {
-    pub fn new(server: &Server, user: &TestUser) -> Kamaki {
+    pub fn new(cloud: &impl Endpoints, user: &TestUser) -> Kamaki {
         let dir = std::env::var("IMGFS_KAMAKI")
             .expect("IMGFS_KAMAKI is not set: run the tests through scripts/test.sh, which installs kamaki 0.16");
         let py = std::env::var("IMGFS_PY27").expect("IMGFS_PY27 is not set: run the tests through scripts/test.sh");
@@ -319,8 +386,7 @@ impl Kamaki {
             py,
             dir,
         };
-        let url = format!("{}/identity/v2.0", server.url());
-        k.ok(&["config", "set", "cloud.imgfs.url", &url]);
+        k.ok(&["config", "set", "cloud.imgfs.url", &cloud.identity_url()]);
         k.ok(&["config", "set", "cloud.imgfs.token", &user.token]);
         k.ok(&["config", "set", "default_cloud", "imgfs"]);
         k

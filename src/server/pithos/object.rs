@@ -4,7 +4,7 @@
 use super::{reply, Ctx};
 use crate::api::hashing::{block_count, block_len, BlockHash, BLOCK_HASH, BLOCK_SIZE};
 use crate::api::pithos::*;
-use crate::api::timefmt::{http_date, parse_http_date, unix_string};
+use crate::api::timefmt::{http_date, parse_http_date, UnixTime};
 use crate::server::data;
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::request::{header, header_raw, meta_headers};
@@ -92,6 +92,8 @@ fn object_headers(o: &ObjectInfo, acc: &Access, explicit_version: bool, base: &s
         (X_OBJECT_VERSION.to_string(), o.version.to_string()),
         (X_OBJECT_VERSION_TIMESTAMP.to_string(), http_date(o.version_ts)),
         (X_OBJECT_MODIFIED_BY.to_string(), o.modified_by.clone()),
+        // (the original's flag for blocks still being copied in by its backend; always 1 here)
+        (AVAILABLE.to_string(), "1".to_string()),
     ];
     for (k, v) in &o.meta {
         h.push((format!("{OBJECT_META}{k}"), encode_header_value(v)));
@@ -136,7 +138,7 @@ async fn read(ctx: &Ctx, path: &ObjectPath) -> ApiResult<Response> {
         let p = path.clone();
         let versions = ctx.st.run(move |s| s.list_versions(&p)).await?;
         let list = VersionList {
-            versions: versions.into_iter().map(|(id, t)| (id, unix_string(t))).collect(),
+            versions: versions.into_iter().map(|(id, t)| (id, UnixTime(Some(t)))).collect(),
         };
         return Ok(reply(
             StatusCode::OK,
@@ -146,7 +148,8 @@ async fn read(ctx: &Ctx, path: &ObjectPath) -> ApiResult<Response> {
     }
     let version: Option<u64> = match q.get("version") {
         None | Some("") => None,
-        Some(v) => Some(v.parse().map_err(|_| ApiError::bad_request("Invalid version"))?),
+        // (a version that is no number is one that does not exist, as the original says)
+        Some(v) => Some(v.parse().map_err(|_| ApiError::not_found("Version does not exist"))?),
     };
     let p = path.clone();
     let info = ctx.st.run(move |s| s.object_info(&p, version)).await?;
@@ -242,6 +245,9 @@ async fn serve_data(
         },
     };
     let head = *method == Method::HEAD;
+    if !head {
+        headers.push(("content-disposition".into(), content_disposition(&info.name)));
+    }
     match ranges {
         None => {
             headers.push(("content-length".into(), size.to_string()));
@@ -269,8 +275,7 @@ async fn serve_data(
             Ok(reply(StatusCode::PARTIAL_CONTENT, headers, body))
         }
         Some(rs) => {
-            let boundary = format!("imgfs{:016x}", rand::random::<u64>());
-            let ctype = info.content_type.clone();
+            let boundary = format!("{:032x}", rand::random::<u128>());
             headers.retain(|(k, _)| k != "content-type");
             headers.push((
                 "content-type".into(),
@@ -278,8 +283,10 @@ async fn serve_data(
             ));
             let mut parts = vec![];
             for &(a, b) in &rs {
-                let pre =
-                    format!("--{boundary}\r\nContent-Type: {ctype}\r\nContent-Range: bytes {a}-{b}/{size}\r\n\r\n");
+                // (the original's part headers)
+                let pre = format!(
+                    "--{boundary}\r\nContent-Range: bytes {a}-{b}/{size}\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+                );
                 parts.push((pre, a, b));
             }
             let total: u64 = parts
@@ -303,6 +310,11 @@ async fn serve_data(
             Ok(reply(StatusCode::PARTIAL_CONTENT, headers, Body::from_stream(stream)))
         }
     }
+}
+
+/// What the original says of an object's data (`inline`, by its name).
+fn content_disposition(name: &str) -> String {
+    format!("inline; filename=\"{}\"", name.replace(['"', '\r', '\n'], "_"))
 }
 
 fn sharing_and_public(ctx: &Ctx) -> ApiResult<(Option<Sharing>, Option<bool>)> {
@@ -515,7 +527,12 @@ async fn copy_with_source_account(
     };
     let cond = precondition(ctx)?;
     let info = ctx.st.run(move |s| s.copy_object(&spec, &cond)).await?;
-    Ok(created(&info))
+    // (no ETag: the original sends none for a copy or a move)
+    Ok(reply(
+        StatusCode::CREATED,
+        vec![(X_OBJECT_VERSION.into(), info.version.to_string())],
+        Body::empty(),
+    ))
 }
 
 async fn post(ctx: &Ctx, path: &ObjectPath, body: Body) -> ApiResult<Response> {
@@ -554,27 +571,24 @@ async fn post(ctx: &Ctx, path: &ObjectPath, body: Body) -> ApiResult<Response> {
         (None, false) if acc.write => Some(MetaUpdate::Replace(Default::default())),
         (None, false) => None,
     };
-    let info = ctx
+    let new_version = ctx
         .st
         .run(move |s| {
-            let mut info = None;
             if sharing.is_some() || public.is_some() {
-                info = Some(s.set_permissions(&p, sharing.as_ref(), public)?);
+                s.set_permissions(&p, sharing.as_ref(), public)?;
             }
-            if let Some(m) = meta_update {
-                info = Some(s.update_object_meta(&p, &m, &by)?);
-            }
-            match info {
-                Some(i) => Ok(i),
-                None => s.object_info(&p, None),
+            match meta_update {
+                Some(m) => Ok(Some(s.update_object_meta(&p, &m, &by)?.version)),
+                None => Ok(None),
             }
         })
         .await?;
-    Ok(reply(
-        StatusCode::ACCEPTED,
-        vec![(X_OBJECT_VERSION.into(), info.version.to_string())],
-        Body::empty(),
-    ))
+    // Permissions belong to the path, not to a version: only a metadata change makes one
+    // (and only then does the original name it).
+    let headers = new_version
+        .map(|v| vec![(X_OBJECT_VERSION.into(), v.to_string())])
+        .unwrap_or_default();
+    Ok(reply(StatusCode::ACCEPTED, headers, Body::empty()))
 }
 
 /// A partial write: `Content-Range` says where; the body or another object says what.
@@ -713,6 +727,7 @@ pub async fn public_object(State(st): State<AppState>, Path(id): Path<String>, r
         ("etag".to_string(), info.etag().to_string()),
         ("content-type".to_string(), info.content_type.clone()),
         ("last-modified".to_string(), http_date(info.modified)),
+        (AVAILABLE.to_string(), "1".to_string()),
     ];
     match serve_data(&st, &method, req.headers(), info, headers).await {
         Ok(r) => r,
