@@ -5,6 +5,7 @@ use super::pithos::PithosClient;
 use super::*;
 use crate::api::plankton::{self, py_bool};
 use reqwest::{Method, Response};
+use std::collections::BTreeMap;
 
 fn image_headers(r: &Response) -> Option<Image> {
     Image::from_headers(
@@ -47,6 +48,21 @@ impl PithosClient {
     }
 }
 
+impl PithosClient {
+    /// Register and update merge the properties they are sent into those already there (as
+    /// the original does); the reply shows the result, and what `wanted` does not have is
+    /// deleted by one more update. (A registration that keeps its keys, the common case,
+    /// costs no request more.)
+    async fn prune(&self, img: Image, wanted: &BTreeMap<String, String>) -> Result<Image> {
+        let stale = plankton::removal_headers(&img.properties, wanted);
+        if stale.is_empty() {
+            return Ok(img);
+        }
+        let url = self.images_url(&format!("images/{}", encode(&img.id)))?;
+        self.send_image(Method::PUT, url, stale).await
+    }
+}
+
 impl Registry for PithosClient {
     async fn image_of(&self, container: &str, name: &str) -> Result<Option<Image>> {
         if self.images.is_none() {
@@ -76,9 +92,6 @@ impl Registry for PithosClient {
 
     async fn register(&self, container: &str, name: &str, reg: &Registration) -> Result<Image> {
         let url = self.images_url("images/")?;
-        // Registering merges properties into those already there; those the registration
-        // leaves out are deleted with it.
-        let current = self.image_of(container, name).await?;
         let image_name = reg.name.clone().unwrap_or_else(|| name.to_string());
         let location = plankton::location(&self.account, container, name);
         let mut fields = vec![
@@ -92,21 +105,14 @@ impl Registry for PithosClient {
         if let Some(f) = &reg.container_format {
             fields.push(("container-format", f));
         }
-        let mut headers = plankton::request_headers(&fields, &reg.properties);
-        if let Some(cur) = current {
-            headers.extend(plankton::removal_headers(&cur.properties, &reg.properties));
-        }
-        self.send_image(Method::POST, url, headers).await
+        let img = self
+            .send_image(Method::POST, url, plankton::request_headers(&fields, &reg.properties))
+            .await?;
+        self.prune(img, &reg.properties).await
     }
 
     async fn update(&self, img: &Image) -> Result<Image> {
         let url = self.images_url(&format!("images/{}", encode(&img.id)))?;
-        // An update merges properties too (see `register`).
-        let current = match self.send(Method::HEAD, url.clone(), &[200], |b| b).await {
-            Ok(r) => image_headers(&r),
-            Err(ClientError::Status { status: 404, .. }) => None,
-            Err(e) => return Err(e),
-        };
         let fields = [
             ("name", img.name.as_str()),
             ("disk-format", &img.disk_format),
@@ -114,11 +120,10 @@ impl Registry for PithosClient {
             ("status", &img.status),
             ("is-public", py_bool(img.is_public)),
         ];
-        let mut headers = plankton::request_headers(&fields, &img.properties);
-        if let Some(cur) = current {
-            headers.extend(plankton::removal_headers(&cur.properties, &img.properties));
-        }
-        self.send_image(Method::PUT, url, headers).await
+        let updated = self
+            .send_image(Method::PUT, url, plankton::request_headers(&fields, &img.properties))
+            .await?;
+        self.prune(updated, &img.properties).await
     }
 
     async fn own_images(&self) -> Result<Vec<(String, String, Image)>> {
