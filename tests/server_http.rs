@@ -888,6 +888,36 @@ fn sharing_public_and_cross_account_rules() {
     let r = bob.os_of(&acc, "GET", "pithos/shared").send().unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-object-allowed-to"), "read");
+    assert_eq!(
+        header(&r, "x-object-sharing"),
+        "",
+        "who else may read is not bob's business"
+    );
+    // Of the container, bob learns how to read its objects; not its policy, usage or metadata.
+    alice
+        .os("POST", "pithos?update")
+        .header("X-Container-Meta-Secret", "plans")
+        .send()
+        .unwrap();
+    for method in ["HEAD", "GET"] {
+        let r = bob.os_of(&acc, method, "pithos?format=json").send().unwrap();
+        assert!(r.status().is_success(), "{method}: {}", r.status());
+        assert_eq!(header(&r, "x-container-block-size"), "4194304", "{method}");
+        for h in [
+            "x-container-bytes-used",
+            "x-container-object-count",
+            "x-container-policy-quota",
+            "x-container-policy-versioning",
+            "x-container-meta-secret",
+        ] {
+            assert!(r.headers().get(h).is_none(), "{method} shows bob {h}");
+        }
+    }
+    assert_eq!(
+        header(&alice.head("pithos"), "x-container-meta-secret"),
+        "plans",
+        "the owner still sees them"
+    );
     assert_eq!(bob.os_of(&acc, "GET", "pithos/private").send().unwrap().status(), 403);
     let r = bob.os_of(&acc, "GET", "pithos/dir/inside").send().unwrap();
     assert_eq!(r.status(), 200, "inherited from the directory marker");

@@ -46,9 +46,7 @@ impl PithosClient {
             message: "no image id in the reply".into(),
         })
     }
-}
 
-impl PithosClient {
     /// Register and update merge the properties they are sent into those already there (as
     /// the original does); the reply shows the result, and what `wanted` does not have is
     /// deleted by one more update. (A registration that keeps its keys, the common case,
