@@ -6,6 +6,7 @@
 //! The embedded engine is [`sqlite::SqliteStore`] (metadata) over [`blocks::FsBlocks`]
 //! (content-addressed block files).
 
+pub mod access;
 pub mod blocks;
 pub mod sqlite;
 
@@ -31,6 +32,10 @@ pub enum StoreError {
     ObjectNotFound,
     #[error("Version does not exist")]
     VersionNotFound,
+    /// The permission rule ([`access`]) refused (also where the object does not exist, so
+    /// that the answer says nothing of another account's names).
+    #[error("Not allowed")]
+    Forbidden,
     #[error("User {0} already exists")]
     UserExists(String),
     #[error("{} blocks are missing", .0.len())]
@@ -239,6 +244,9 @@ pub struct CopySpec {
     pub modified_by: String,
     pub sharing: Option<Sharing>,
     pub public: Option<bool>,
+    /// Someone other than the source's owner: only what the permission rule lets them read
+    /// is copied (each object of a recursive copy on its own), and nothing → `Forbidden`.
+    pub reader: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -320,8 +328,12 @@ pub trait Store: Send + Sync {
     fn object_by_public_id(&self, public_id: &str) -> Result<Option<ObjectInfo>>;
     /// Every current object carrying image metadata.
     fn list_images(&self) -> Result<Vec<ObjectInfo>>;
-    /// The nearest ancestor directory marker of `path` with sharing set, if any.
-    fn inherited_sharing(&self, path: &ObjectPath) -> Result<Option<(String, Sharing)>>;
+    /// What `user` may do with `path` by the permission rule ([`access::decide`]); `None`:
+    /// nothing (also when there is no such object or container).
+    fn access(&self, user: &str, path: &ObjectPath) -> Result<Option<access::Access>>;
+    /// The directory markers of a container that carry sharing (what a listing's rows
+    /// inherit from).
+    fn shared_dirs(&self, account: &str, container: &str) -> Result<access::SharedDirs>;
     /// Containers of `account` holding objects with sharing set (and those objects' paths).
     fn shared_paths(&self, account: &str) -> Result<Vec<(String, String, Sharing)>>;
     /// Accounts that share anything with `user` (or with everyone).

@@ -64,6 +64,7 @@ impl From<StoreError> for ApiError {
         match e {
             ContainerNotFound | ObjectNotFound | VersionNotFound => ApiError::not_found(e.to_string()),
             ContainerNotEmpty => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            Forbidden => ApiError::forbidden(e.to_string()),
             UserExists(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             MissingBlocks(ref hashes) => {
                 let list: Vec<String> = hashes.iter().map(|h| h.to_hex()).collect();

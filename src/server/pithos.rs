@@ -663,19 +663,18 @@ async fn list_objects(
     }
     let (a, c) = (account.to_string(), container.to_string());
     let entries = ctx.st.run(move |s| s.list_objects(&a, &c, &lq)).await?;
-    // What another user may see: objects shared with them, directly or by an ancestor.
-    let shared = if owner {
+    // What another user may see: each row by the permission rule (its own sharing, or its
+    // nearest shared directory marker's).
+    let dirs = if owner {
         None
     } else {
-        let a = account.to_string();
-        Some(ctx.st.run(move |s| s.shared_paths(&a)).await?)
+        let (a, c) = (account.to_string(), container.to_string());
+        Some(ctx.st.run(move |s| s.shared_dirs(&a, &c)).await?)
     };
     let me = ctx.user.uuid.clone();
     let readable = |o: &ObjectInfo| -> bool {
-        let Some(paths) = &shared else { return true };
-        paths.iter().any(|(c, p, sh)| {
-            c == container && (p == &o.name || o.name.starts_with(&format!("{p}/"))) && sh.can_read(&me)
-        })
+        dirs.as_ref()
+            .is_none_or(|d| d.decide(&me, account, &o.name, o.sharing.as_ref()).is_some())
     };
     let want_shared = q.has("shared");
     let want_public = q.has("public");

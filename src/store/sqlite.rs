@@ -15,6 +15,7 @@
 use crate::api::hashing::BlockHash;
 use crate::api::pithos::Sharing;
 use crate::api::timefmt::{now_micros, Micros};
+use crate::store::access::{decide, Access, SharedDirs};
 use crate::store::blocks::BlockStore;
 use crate::store::*;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -279,6 +280,74 @@ fn make_info(
 }
 
 /// The current version of a name, if there is one.
+/// The permission rule ([`crate::store::access`]) for one path of a container.
+fn access_in(c: &Connection, ctx: &PathCtx, user: &str, name: &str) -> Result<Option<Access>> {
+    if user == ctx.account {
+        return Ok(Some(Access::owner()));
+    }
+    let own: Option<String> = c
+        .query_row(
+            "SELECT sharing FROM paths WHERE container = ?1 AND name = ?2
+             AND latest IS NOT NULL AND sharing IS NOT NULL",
+            params![ctx.container.id, name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let own = own.and_then(|s| Sharing::parse(&s).ok());
+    let inherited = inherited_in(c, ctx, name)?;
+    Ok(decide(
+        user,
+        &ctx.account,
+        own.as_ref(),
+        inherited.as_ref().map(|(by, s)| (by.as_str(), s)),
+    ))
+}
+
+/// The nearest ancestor directory marker of `name` with sharing: `(container/path, sharing)`.
+fn inherited_in(c: &Connection, ctx: &PathCtx, name: &str) -> Result<Option<(String, Sharing)>> {
+    let mut name = name;
+    while let Some(pos) = name.rfind('/') {
+        name = &name[..pos];
+        let hit: Option<(String, String)> = c
+            .query_row(
+                "SELECT p.sharing, v.content_type FROM paths p JOIN versions v ON v.id = p.latest
+                 WHERE p.container = ?1 AND p.name = ?2 AND p.sharing IS NOT NULL",
+                params![ctx.container.id, name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((s, ct)) = hit {
+            if crate::api::pithos::is_directory_type(&ct) {
+                if let Ok(s) = Sharing::parse(&s) {
+                    return Ok(Some((format!("{}/{}", ctx.container_name, name), s)));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The container's directory markers that carry sharing.
+fn shared_dirs_in(c: &Connection, ctx: &PathCtx) -> Result<SharedDirs> {
+    let mut st = c.prepare_cached(
+        "SELECT p.name, p.sharing, v.content_type FROM paths p JOIN versions v ON v.id = p.latest
+         WHERE p.container = ?1 AND p.sharing IS NOT NULL",
+    )?;
+    let rows = st.query_map([ctx.container.id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+    })?;
+    let mut dirs = vec![];
+    for r in rows {
+        let (name, sharing, ct) = r?;
+        if crate::api::pithos::is_directory_type(&ct) {
+            if let Ok(s) = Sharing::parse(&sharing) {
+                dirs.push((name, s));
+            }
+        }
+    }
+    Ok(SharedDirs::new(&ctx.container_name, dirs))
+}
+
 fn current(c: &Connection, ctx: &PathCtx, name: &str) -> Result<Option<(i64, Row)>> {
     match path_row(c, ctx.container.id, name)? {
         Some((pid, Some(vid))) => Ok(Some((pid, load_row(c, vid)?))),
@@ -979,7 +1048,11 @@ impl Store for SqliteStore {
 
     fn copy_object(&self, spec: &CopySpec, cond: &Precondition) -> Result<ObjectInfo> {
         self.with_tx(|tx| {
-            let sctx = path_ctx(tx, &spec.src.account, &spec.src.container)?;
+            let sctx = match path_ctx(tx, &spec.src.account, &spec.src.container) {
+                // (another account's containers are not named to a reader either)
+                Err(StoreError::ContainerNotFound) if spec.reader.is_some() => return Err(StoreError::Forbidden),
+                r => r?,
+            };
             let dctx = path_ctx(tx, &spec.dst.account, &spec.dst.container)?;
             let same = spec.src == spec.dst;
             // (source name, destination name): the object, then (recursive) everything below it.
@@ -996,13 +1069,30 @@ impl Store for SqliteStore {
                     pairs.push((n.clone(), format!("{dp}{}", &n[sp.len()..])));
                 }
             }
+            if let Some(reader) = &spec.reader {
+                // Each object by the permission rule; what the reader may not read is not
+                // copied, and nothing at all is a refusal whether or not anything exists.
+                let mut readable = Vec::with_capacity(pairs.len());
+                for (sname, dname) in pairs {
+                    if access_in(tx, &sctx, reader, &sname)?.is_some() {
+                        readable.push((sname, dname));
+                    }
+                }
+                pairs = readable;
+                if pairs.is_empty() {
+                    return Err(StoreError::Forbidden);
+                }
+            }
             if pairs.is_empty() {
                 return Err(StoreError::ObjectNotFound);
             }
+            // (the first pair is the object named, when it is there and may be copied)
+            let top_first = top_exists && pairs[0].0 == spec.src.name;
             let mut first: Option<ObjectInfo> = None;
             for (i, (sname, dname)) in pairs.iter().enumerate() {
-                let (spid, srow) = match (i, spec.src_version) {
-                    (0, Some(v)) if top_exists && *sname == spec.src.name => {
+                let is_top = i == 0 && top_first;
+                let (spid, srow) = match (is_top, spec.src_version) {
+                    (true, Some(v)) => {
                         let spid = path_row(tx, sctx.container.id, sname)?
                             .ok_or(StoreError::VersionNotFound)?
                             .0;
@@ -1020,7 +1110,7 @@ impl Store for SqliteStore {
                     Some((_, row)) => Some(info_of(tx, &dctx, dname, &row, true)?),
                     None => None,
                 };
-                if i == 0 {
+                if is_top {
                     check_precondition(dcur.as_ref(), cond)?;
                 }
                 if !(spec.is_move && spec.src.account == spec.dst.account) {
@@ -1037,12 +1127,12 @@ impl Store for SqliteStore {
                 } else {
                     dcur.as_ref().map(|d| d.image.clone()).unwrap_or_default()
                 };
-                let meta = match (&spec.meta, i) {
-                    (Some(u), 0) => u.apply(&sinfo.meta),
+                let meta = match &spec.meta {
+                    Some(u) if is_top => u.apply(&sinfo.meta),
                     _ => sinfo.meta.clone(),
                 };
-                let content_type = match (&spec.content_type, i) {
-                    (Some(ct), 0) => ct.clone(),
+                let content_type = match &spec.content_type {
+                    Some(ct) if is_top => ct.clone(),
                     _ => srow.content_type.clone(),
                 };
                 let d = VersionData {
@@ -1154,29 +1244,22 @@ impl Store for SqliteStore {
         })
     }
 
-    fn inherited_sharing(&self, path: &ObjectPath) -> Result<Option<(String, Sharing)>> {
-        self.with_read(|c| {
-            let ctx = path_ctx(c, &path.account, &path.container)?;
-            let mut name = path.name.as_str();
-            while let Some(pos) = name.rfind('/') {
-                name = &name[..pos];
-                let hit: Option<(String, String)> = c
-                    .query_row(
-                        "SELECT p.sharing, v.content_type FROM paths p JOIN versions v ON v.id = p.latest
-                         WHERE p.container = ?1 AND p.name = ?2 AND p.sharing IS NOT NULL",
-                        params![ctx.container.id, name],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()?;
-                if let Some((s, ct)) = hit {
-                    if crate::api::pithos::is_directory_type(&ct) {
-                        if let Ok(s) = Sharing::parse(&s) {
-                            return Ok(Some((format!("{}/{}", path.container, name), s)));
-                        }
-                    }
-                }
-            }
-            Ok(None)
+    fn access(&self, user: &str, path: &ObjectPath) -> Result<Option<Access>> {
+        if user == path.account {
+            return Ok(Some(Access::owner()));
+        }
+        self.with_read(|c| match path_ctx(c, &path.account, &path.container) {
+            Ok(ctx) => access_in(c, &ctx, user, &path.name),
+            Err(StoreError::ContainerNotFound) => Ok(None),
+            Err(e) => Err(e),
+        })
+    }
+
+    fn shared_dirs(&self, account: &str, container: &str) -> Result<SharedDirs> {
+        self.with_read(|c| match path_ctx(c, account, container) {
+            Ok(ctx) => shared_dirs_in(c, &ctx),
+            Err(StoreError::ContainerNotFound) => Ok(SharedDirs::default()),
+            Err(e) => Err(e),
         })
     }
 

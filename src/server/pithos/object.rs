@@ -9,6 +9,7 @@ use crate::server::data;
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::request::{header, header_raw, meta_headers};
 use crate::server::AppState;
+use crate::store::access::Access;
 use crate::store::{CopySpec, MetaUpdate, NewObject, ObjectInfo, ObjectPath, Precondition};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
@@ -22,55 +23,17 @@ pub const MAX_OBJECT_SIZE: u64 = 5 << 40;
 /// The largest hashmap body (a 5 TiB object's hashmap is about 90 MB of JSON).
 const MAX_HASHMAP_BODY: usize = 96 << 20;
 
-/// What the caller may do with an object.
-struct Access {
-    owner: bool,
-    write: bool,
-    shared_by: Option<String>,
-}
-
+/// The permission rule for the caller ([`crate::store::access`]); 403 when it grants
+/// nothing, whether or not the object exists.
 async fn access(ctx: &Ctx, path: &ObjectPath) -> ApiResult<Access> {
     if ctx.is_owner(&path.account) {
-        return Ok(Access {
-            owner: true,
-            write: true,
-            shared_by: None,
-        });
+        return Ok(Access::owner());
     }
-    let p = path.clone();
-    let (own, inherited) =
-        ctx.st
-            .run(move |s| {
-                let own = match s.object_info(&p, None) {
-                    Ok(i) => i.sharing,
-                    Err(crate::store::StoreError::ObjectNotFound)
-                    | Err(crate::store::StoreError::ContainerNotFound) => None,
-                    Err(e) => return Err(e),
-                };
-                let inh = if own.is_none() { s.inherited_sharing(&p)? } else { None };
-                Ok((own, inh))
-            })
-            .await?;
-    let me = &ctx.user.uuid;
-    if let Some(s) = own {
-        if s.can_read(me) {
-            return Ok(Access {
-                owner: false,
-                write: s.can_write(me),
-                shared_by: None,
-            });
-        }
-    }
-    if let Some((by, s)) = inherited {
-        if s.can_read(me) {
-            return Ok(Access {
-                owner: false,
-                write: s.can_write(me),
-                shared_by: Some(by),
-            });
-        }
-    }
-    Err(ApiError::forbidden("Not allowed"))
+    let (p, me) = (path.clone(), ctx.user.uuid.clone());
+    ctx.st
+        .run(move |s| s.access(&me, &p))
+        .await?
+        .ok_or_else(|| ApiError::forbidden("Not allowed"))
 }
 
 fn precondition(ctx: &Ctx) -> ApiResult<Precondition> {
@@ -499,9 +462,9 @@ async fn copy_with_source_account(
     if !ctx.is_owner(&dst.account) {
         return Err(ApiError::forbidden("Not allowed"));
     }
-    if !is_move && !ctx.query.has("delimiter") {
-        access(ctx, &src).await?;
-    }
+    // (a copy by someone else is the store's to check, object by object, in its
+    // transaction: a recursive one copies only what they may read)
+    let reader = (!ctx.is_owner(&src.account)).then(|| ctx.user.uuid.clone());
     let src_version = match header(&ctx.headers, X_SOURCE_VERSION)? {
         None => None,
         Some(v) => Some(
@@ -524,6 +487,7 @@ async fn copy_with_source_account(
         modified_by: ctx.user.uuid.clone(),
         sharing,
         public,
+        reader,
     };
     let cond = precondition(ctx)?;
     let info = ctx.st.run(move |s| s.copy_object(&spec, &cond)).await?;

@@ -1,0 +1,165 @@
+//! imgfs serve against an attacker with an account of their own and plain HTTP: each test is
+//! a way in that was found open, now closed (one permission rule for every route,
+//! src/store/access.rs), and was seen failing before its fix.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+/// alice with private and shared data, and bob, who tries.
+struct Two {
+    s: Server,
+    alice: Api,
+    bob: Api,
+}
+
+fn two() -> Two {
+    let s = Server::start();
+    let a = s.add_user("alice");
+    let b = s.add_user("bob");
+    Two {
+        alice: Api::new(&s, &a),
+        bob: Api::new(&s, &b),
+        s,
+    }
+}
+
+fn names(api: &Api, account: &str, path: &str) -> Vec<String> {
+    let r = api.os_of(account, "GET", path).send().unwrap();
+    if r.status() == 403 || r.status() == 204 {
+        return vec![];
+    }
+    assert_eq!(r.status(), 200, "GET {path}");
+    let v: Value = r.json().unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn dir_marker(api: &Api, path: &str) {
+    let r = api
+        .os("PUT", path)
+        .header("Content-Type", "application/directory")
+        .body("")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
+fn share(api: &Api, path: &str, sharing: &str) {
+    let r = api
+        .os("POST", &format!("{path}?update"))
+        .header("X-Object-Sharing", sharing)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202, "share {path}");
+}
+
+#[test]
+fn a_recursive_copy_copies_only_what_the_caller_may_read() {
+    let t = two();
+    let acc = t.alice.user.uuid.clone();
+    dir_marker(&t.alice, "pithos/dir");
+    t.alice.put("pithos/dir/secret.img", b"private bytes");
+    t.alice.put("pithos/dir/open.txt", b"shared bytes");
+    share(&t.alice, "pithos/dir/open.txt", &format!("read={}", t.bob.user.uuid));
+
+    // PUT with X-Copy-From + X-Source-Account, and COPY, both recursive (?delimiter=/).
+    let put = t
+        .bob
+        .os("PUT", "pithos/loot?delimiter=/")
+        .header("X-Copy-From", "/pithos/dir")
+        .header("X-Source-Account", &acc)
+        .header("Content-Length", "0")
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), 201, "the one shared object is copied");
+    let copy = t
+        .bob
+        .os_of(&acc, "COPY", "pithos/dir?delimiter=/")
+        .header("Destination", "/pithos/loot2")
+        .header("Destination-Account", &t.bob.user.uuid)
+        .send()
+        .unwrap();
+    assert_eq!(copy.status(), 201);
+    let mut got = names(&t.bob, &t.bob.user.uuid, "pithos?format=json");
+    got.sort();
+    assert_eq!(got, ["loot/open.txt", "loot2/open.txt"], "nothing private came along");
+    assert_eq!(t.bob.get("pithos/loot/open.txt"), b"shared bytes");
+
+    // Nothing readable under a name: 403, the same whether the name exists or not (no oracle).
+    let status = |from: &str| {
+        t.bob
+            .os("PUT", "pithos/probe?delimiter=/")
+            .header("X-Copy-From", from)
+            .header("X-Source-Account", &acc)
+            .header("Content-Length", "0")
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(status("/pithos/dir/secret.img"), 403);
+    assert_eq!(status("/pithos/no-such-name"), 403);
+    assert_eq!(status("/no-such-container/x"), 403);
+    assert_eq!(t.bob.head("pithos/probe").status(), 404, "nothing was stored");
+    // Not recursive either.
+    let r = t
+        .bob
+        .os("PUT", "pithos/probe")
+        .header("X-Copy-From", "/pithos/dir/secret.img")
+        .header("X-Source-Account", &acc)
+        .header("Content-Length", "0")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // The owner's own recursive copy still copies everything.
+    let r = t
+        .alice
+        .os("PUT", "pithos/copy?delimiter=/")
+        .header("X-Copy-From", "/pithos/dir")
+        .header("Content-Length", "0")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(t.alice.get("pithos/copy/secret.img"), b"private bytes");
+    assert!(!t.s.log().contains("panicked"));
+}
+
+#[test]
+fn a_shared_file_shares_nothing_under_its_name() {
+    let t = two();
+    let acc = t.alice.user.uuid.clone();
+    t.alice.put("pithos/f", b"shared file");
+    t.alice.put("pithos/f/private.txt", b"not shared");
+    share(&t.alice, "pithos/f", &format!("read={}", t.bob.user.uuid));
+    assert_eq!(t.bob.os_of(&acc, "GET", "pithos/f").send().unwrap().status(), 200);
+    assert_eq!(
+        t.bob
+            .os_of(&acc, "GET", "pithos/f/private.txt")
+            .send()
+            .unwrap()
+            .status(),
+        403
+    );
+    // Listings: the shared file, and nothing of what lies "under" it (nor its hash).
+    for q in [
+        "pithos?format=json",
+        "pithos?format=json&prefix=f/",
+        "pithos?format=json&path=f",
+    ] {
+        let listed = names(&t.bob, &acc, q);
+        assert!(!listed.contains(&"f/private.txt".to_string()), "{q}: {listed:?}");
+    }
+    assert_eq!(names(&t.bob, &acc, "pithos?format=json"), ["f"]);
+    let text = t.bob.os_of(&acc, "GET", "pithos").send().unwrap().text().unwrap();
+    assert_eq!(text, "f\n");
+    // A shared directory marker does share what is under it.
+    dir_marker(&t.alice, "pithos/d");
+    t.alice.put("pithos/d/x", b"x");
+    share(&t.alice, "pithos/d", &format!("read={}", t.bob.user.uuid));
+    assert_eq!(t.bob.os_of(&acc, "GET", "pithos/d/x").send().unwrap().status(), 200);
+    assert!(names(&t.bob, &acc, "pithos?format=json").contains(&"d/x".to_string()));
+}
