@@ -163,3 +163,37 @@ fn a_shared_file_shares_nothing_under_its_name() {
     assert_eq!(t.bob.os_of(&acc, "GET", "pithos/d/x").send().unwrap().status(), 200);
     assert!(names(&t.bob, &acc, "pithos?format=json").contains(&"d/x".to_string()));
 }
+
+#[test]
+fn sizes_a_client_names_are_bounded_before_anything_is_allocated() {
+    let t = two();
+    t.alice.put("pithos/small", b"0123456789");
+    let post = |headers: &[(&str, &str)], body: &'static [u8]| {
+        let mut rq = t
+            .alice
+            .os("POST", "pithos/small")
+            .header("Content-Type", "application/octet-stream");
+        for (k, v) in headers {
+            rq = rq.header(*k, *v);
+        }
+        rq.body(body).send().unwrap().status()
+    };
+    // A size past the 5 TiB of one object: 2^64 - 1 bytes made the server allocate 2^42
+    // block hashes and die; 5 TiB + 1 was accepted.
+    for n in ["5497558138881", "18446744073709551615"] {
+        assert_eq!(
+            post(&[("Content-Range", "bytes 10-10/10"), ("X-Object-Bytes", n)], b"x"),
+            413,
+            "X-Object-Bytes {n}"
+        );
+    }
+    // Ranges whose length wraps at 2^64.
+    assert_eq!(post(&[("Content-Range", "bytes 0-18446744073709551615/10")], b"x"), 413);
+    assert_eq!(
+        post(&[("Content-Range", "bytes */*"), ("Content-Length", "1")], b"x"),
+        204
+    );
+    // Alive, and the object is what the one good update made it.
+    assert_eq!(t.alice.get("pithos/small"), b"0123456789x");
+    assert!(!t.s.log().contains("panicked"));
+}

@@ -573,13 +573,26 @@ async fn data_update(ctx: &Ctx, path: &ObjectPath, body: Body, source: Option<St
     }
     let v = cur.version;
     let hashes = Arc::new(ctx.st.run(move |s| s.version_hashes(v)).await?);
+    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Object too large");
     let truncate_to: Option<u64> = match header(&ctx.headers, X_OBJECT_BYTES)? {
         None => None,
-        Some(v) => Some(
-            v.trim()
+        Some(v) => {
+            let n: u64 = v
+                .trim()
                 .parse()
-                .map_err(|_| ApiError::bad_request("Invalid X-Object-Bytes"))?,
-        ),
+                .map_err(|_| ApiError::bad_request("Invalid X-Object-Bytes"))?;
+            // (the new size's hashmap is built in memory: bounded like any object's)
+            if n > MAX_OBJECT_SIZE {
+                return Err(too_large());
+            }
+            Some(n)
+        }
+    };
+    // The length a Content-Range names (`a-b`: b - a + 1), without wrapping at 2^64.
+    let range_len = |last: u64| {
+        last.checked_sub(offset)
+            .and_then(|n| n.checked_add(1))
+            .ok_or_else(too_large)
     };
     let (mut new_hashes, mut new_size) = match source {
         Some(src) => {
@@ -598,11 +611,14 @@ async fn data_update(ctx: &Ctx, path: &ObjectPath, body: Body, source: Option<St
             let sv = sinfo.version;
             let shashes = Arc::new(ctx.st.run(move |s| s.version_hashes(sv)).await?);
             let len = match range.last {
-                Some(l) => l - offset + 1,
+                Some(l) => range_len(l)?,
                 None => sinfo.size,
             };
             if len > sinfo.size {
                 return Err(ApiError::range("Content-Range is longer than the source object"));
+            }
+            if offset.checked_add(len).is_none_or(|end| end > MAX_OBJECT_SIZE) {
+                return Err(too_large());
             }
             if len == 0 {
                 (hashes.to_vec(), cur.size)
@@ -618,15 +634,15 @@ async fn data_update(ctx: &Ctx, path: &ObjectPath, body: Body, source: Option<St
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse().ok());
             let len = match (range.last, declared) {
-                (Some(l), Some(d)) if l - offset + 1 != d => {
+                (Some(l), Some(d)) if range_len(l)? != d => {
                     return Err(ApiError::bad_request("Body length does not match Content-Range"));
                 }
-                (Some(l), _) => l - offset + 1,
+                (Some(l), _) => range_len(l)?,
                 (None, Some(d)) => d,
                 (None, None) => return Err(ApiError::new(StatusCode::LENGTH_REQUIRED, "Missing Content-Length")),
             };
-            if offset + len > MAX_OBJECT_SIZE {
-                return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Object too large"));
+            if offset.checked_add(len).is_none_or(|end| end > MAX_OBJECT_SIZE) {
+                return Err(too_large());
             }
             data::patch(&ctx.st, hashes.clone(), cur.size, offset, body.into_data_stream(), len).await?
         }
