@@ -197,3 +197,73 @@ fn sizes_a_client_names_are_bounded_before_anything_is_allocated() {
     assert_eq!(t.alice.get("pithos/small"), b"0123456789x");
     assert!(!t.s.log().contains("panicked"));
 }
+
+#[test]
+fn image_member_ids_cannot_carry_sharing_clauses() {
+    let t = two();
+    let bob = t.bob.user.uuid.clone();
+    t.alice.put("pithos/img", b"image bytes");
+    let r = t
+        .alice
+        .img("POST", "images/")
+        .header("X-Image-Meta-Name", "Img")
+        .header(
+            "X-Image-Meta-Location",
+            format!("pithos://{}/pithos/img", t.alice.user.uuid),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = header(&r, "x-image-meta-id");
+    let sharing = || header(&t.alice.head("pithos/img"), "x-object-sharing");
+    let before = sharing();
+    for bad in [
+        format!("{bob};write=*"),
+        format!("{bob}%3Bwrite%3D*"),
+        "*".to_string(),
+        "nobody".to_string(),
+    ] {
+        let r = t
+            .alice
+            .img("PUT", &format!("images/{id}/members/{bad}"))
+            .header("Content-Length", "0")
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 400, "member {bad}");
+    }
+    for bad in [format!("{bob};write=*"), format!("{bob},*"), "nobody".to_string()] {
+        let r = t
+            .alice
+            .img("PUT", &format!("images/{id}/members"))
+            .header("Content-Type", "application/json")
+            .body(serde_json::json!({"memberships": [{"member_id": bad}]}).to_string())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 400, "member_id {bad}");
+    }
+    assert_eq!(sharing(), before, "the sharing list did not change");
+    let put = |what: &str| {
+        t.bob
+            .os_of(&t.alice.user.uuid, "PUT", "pithos/img")
+            .header("Content-Type", "application/octet-stream")
+            .body(what.to_string())
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(put("bob's"), 403);
+    // A real member, by UUID or by name (stored as the UUID): may read, still not write.
+    for good in [bob.as_str(), "bob"] {
+        let r = t
+            .alice
+            .img("PUT", &format!("images/{id}/members/{good}"))
+            .header("Content-Length", "0")
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 204, "member {good}");
+    }
+    assert_eq!(sharing(), format!("read={},{bob}", t.alice.user.uuid));
+    assert_eq!(t.bob.img("HEAD", &format!("images/{id}")).send().unwrap().status(), 200);
+    assert_eq!(put("bob's"), 403);
+    assert_eq!(t.alice.get("pithos/img"), b"image bytes");
+}

@@ -205,6 +205,20 @@ pub enum SharingError {
     UnknownPermission(String),
     #[error("Bad X-Object-Sharing header: empty member in '{0}'")]
     EmptyMember(String),
+    #[error("Bad X-Object-Sharing header: invalid member '{0}'")]
+    InvalidMember(String),
+}
+
+/// Whether `m` can stand as one member of a sharing list (a user, a group, `*`): not empty,
+/// at most 256 bytes, and none of what separates members or lists (`,` `;` `=`), no spaces or
+/// control characters. Whatever builds a sharing string from a client's words checks this
+/// first, or a member id could carry a clause of its own (`x;write=*`).
+pub fn valid_member(m: &str) -> bool {
+    !m.is_empty()
+        && m.len() <= 256
+        && !m
+            .chars()
+            .any(|c| matches!(c, ',' | ';' | '=') || c.is_whitespace() || c.is_control())
 }
 
 impl Sharing {
@@ -228,6 +242,9 @@ impl Sharing {
                 let m = m.trim().to_lowercase();
                 if m.is_empty() {
                     return Err(SharingError::EmptyMember(part.to_string()));
+                }
+                if !valid_member(&m) {
+                    return Err(SharingError::InvalidMember(m));
                 }
                 if !target.contains(&m) {
                     target.push(m);
@@ -431,6 +448,11 @@ mod tests {
             Err(SharingError::UnknownPermission(_))
         ));
         assert!(Sharing::parse("read=a,,b").is_err());
+        assert!(Sharing::parse("read=a=b").is_err());
+        assert!(valid_member("0b5c-uuid") && valid_member("bob@example.org") && valid_member("*"));
+        for bad in ["x;write=*", "a,b", "a b", "", "a\nb", &"x".repeat(257)] {
+            assert!(!valid_member(bad), "{bad:?}");
+        }
         assert!(s.can_read("B") && s.can_read("a") && !s.can_read("z") && !s.can_write("a"));
     }
 

@@ -160,7 +160,10 @@ async fn handle_inner(st: AppState, req: Request) -> ApiResult<Response> {
                     .map_err(|_| ApiError::bad_request("Body too large"))?;
                 let ms: plankton::Memberships = serde_json::from_slice(&bytes)
                     .map_err(|e| ApiError::bad_request(format!("Malformed request: {e}")))?;
-                let ids: Vec<String> = ms.memberships.into_iter().map(|m| m.member_id.to_lowercase()).collect();
+                let mut ids = Vec::with_capacity(ms.memberships.len());
+                for m in &ms.memberships {
+                    ids.push(member_account(&st, &m.member_id).await?);
+                }
                 change_members(&st, &user, id, move |s, owner| {
                     let public = s.is_public();
                     let mut read = vec![owner.to_string()];
@@ -175,7 +178,11 @@ async fn handle_inner(st: AppState, req: Request) -> ApiResult<Response> {
             _ => Err(ApiError::not_allowed("GET, PUT")),
         },
         ["images", id, "members", member] if valid_id(id) => {
-            let member = member.to_lowercase();
+            let member = match m {
+                // (one who is no member any more may be named as stored)
+                Method::DELETE => member.to_lowercase(),
+                _ => member_account(&st, member).await?,
+            };
             match m {
                 Method::PUT => {
                     change_members(&st, &user, id, move |s, _| {
@@ -224,6 +231,30 @@ async fn handle_inner(st: AppState, req: Request) -> ApiResult<Response> {
         )),
         _ => Err(ApiError::bad_request("API endpoint not found")),
     }
+}
+
+/// A member id of a membership request as the account it names: an account's UUID or a
+/// user's name (stored as the UUID). Anything else is refused: a member id goes into the
+/// object's sharing list, where `x;write=*` would be a clause of its own.
+async fn member_account(st: &AppState, member: &str) -> ApiResult<String> {
+    let member = percent_encoding::percent_decode_str(member)
+        .decode_utf8()
+        .map_err(|_| ApiError::bad_request("Invalid member id"))?
+        .trim()
+        .to_string();
+    if !crate::api::pithos::valid_member(&member) || member == "*" {
+        return Err(ApiError::bad_request(format!("Invalid member id '{member}'")));
+    }
+    let m = member.clone();
+    let found = st
+        .run(move |s| match s.user_by_uuid(&m.to_lowercase())? {
+            Some(u) => Ok(Some(u)),
+            None => s.user_by_name(&m),
+        })
+        .await?;
+    found
+        .map(|u| u.uuid)
+        .ok_or_else(|| ApiError::bad_request(format!("Unknown member '{member}'")))
 }
 
 /// The image with this id, if the caller may see it: 404 if there is none, 403 if it is not
