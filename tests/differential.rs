@@ -195,6 +195,17 @@ fn steps(d: &Data) -> Vec<Step> {
         step("object get suffix range", "GET", Os, "/{me}/images/hello.txt").h("Range", "bytes=-6"),
         step("object get two ranges", "GET", Os, "/{me}/images/hello.txt").h("Range", "bytes=0-1,4-5"),
         step("object get range past end", "GET", Os, "/{me}/images/hello.txt").h("Range", "bytes=100-200"),
+        step("object get overlapping ranges", "GET", Os, "/{me}/images/hello.txt").h("Range", "bytes=0-5,3-8"),
+        step("object get 101 ranges", "GET", Os, "/{me}/images/big.bin").h(
+            "Range",
+            &format!(
+                "bytes={}",
+                (0..101)
+                    .map(|i| format!("{0}-{0}", i * 2))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        ),
         step("object get if-match other", "GET", Os, "/{me}/images/hello.txt").h("If-Match", "\"nope\""),
         step(
             "object get if-modified-since future",

@@ -267,3 +267,90 @@ fn image_member_ids_cannot_carry_sharing_clauses() {
     assert_eq!(put("bob's"), 403);
     assert_eq!(t.alice.get("pithos/img"), b"image bytes");
 }
+
+/// The parts of a multipart/byteranges body: (Content-Range, bytes).
+fn parts(r: reqwest::blocking::Response) -> Vec<(String, Vec<u8>)> {
+    let ct = header(&r, "content-type");
+    let boundary = ct.split("boundary=").nth(1).expect("multipart").to_string();
+    let body = r.bytes().unwrap().to_vec();
+    let sep = format!("--{boundary}\r\n");
+    let mut out = vec![];
+    let text = body.clone();
+    let mut i = 0;
+    while let Some(p) = find(&text[i..], sep.as_bytes()) {
+        let start = i + p + sep.len();
+        let head_end = start + find(&text[start..], b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&text[start..head_end]).to_string();
+        let range = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Range: "))
+            .unwrap()
+            .to_string();
+        let (a, b) = range["bytes ".len()..range.find('/').unwrap()].split_once('-').unwrap();
+        let len = b.parse::<usize>().unwrap() - a.parse::<usize>().unwrap() + 1;
+        let data = text[head_end + 4..head_end + 4 + len].to_vec();
+        out.push((range, data));
+        i = head_end + 4 + len;
+    }
+    out
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[test]
+fn many_or_overlapping_ranges_never_make_an_answer_larger_than_the_object() {
+    let t = two();
+    let data = pattern(5 << 20, 7);
+    t.alice.put("pithos/obj", &data);
+    let acc = t.alice.user.uuid.clone();
+    // Also on a public URL, where no token is needed.
+    t.alice
+        .os("POST", "pithos/obj?update")
+        .header("X-Object-Public", "True")
+        .send()
+        .unwrap();
+    let public = header(&t.alice.head("pithos/obj"), "x-object-public");
+    let get = |range: &str, public_url: bool| {
+        let rq = if public_url {
+            http().get(&public)
+        } else {
+            t.alice.os_of(&acc, "GET", "pithos/obj")
+        };
+        rq.header("Range", range).send().unwrap()
+    };
+    for public_url in [false, true] {
+        // 100 times `0-`: one range, the object once.
+        let r = get(&format!("bytes={}", vec!["0-"; 100].join(",")), public_url);
+        assert_eq!(r.status(), 206);
+        assert_eq!(header(&r, "content-length"), (5u64 << 20).to_string());
+        assert_eq!(r.bytes().unwrap().len(), 5 << 20);
+        // More than 100 ranges: the Range header is ignored, the object is sent once.
+        let r = get(&format!("bytes={}", vec!["0-"; 20000].join(",")), public_url);
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().unwrap().len(), 5 << 20);
+    }
+    // Overlapping and out-of-order ranges: merged, sorted, each byte right.
+    let r = get("bytes=100-199,0-9,150-300,4194300-4194310", false);
+    assert_eq!(r.status(), 206);
+    let got = parts(r);
+    let want = [(0usize, 9usize), (100, 300), (4194300, 4194310)];
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{:?}",
+        got.iter().map(|p| &p.0).collect::<Vec<_>>()
+    );
+    for ((range, bytes), (a, b)) in got.iter().zip(want) {
+        assert_eq!(range, &format!("bytes {a}-{b}/{}", 5 << 20));
+        assert!(bytes[..] == data[a..=b], "{range}");
+    }
+    // 100 one-byte ranges inside one block, each its own part (read once, right bytes).
+    let spec: Vec<String> = (0..100).map(|i| format!("{0}-{0}", i * 1000)).collect();
+    let got = parts(get(&format!("bytes={}", spec.join(",")), false));
+    assert_eq!(got.len(), 100);
+    for (i, (_, bytes)) in got.iter().enumerate() {
+        assert_eq!(bytes[..], data[i * 1000..=i * 1000]);
+    }
+}

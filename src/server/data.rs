@@ -146,6 +146,66 @@ pub fn range_stream(
         .buffered(READ_AHEAD)
 }
 
+/// Streams the parts of a multipart/byteranges answer: each part's header, its bytes, and
+/// the closing boundary. `ranges` are inclusive, sorted and do not overlap; a block that
+/// several parts fall in is read once (300 one-byte ranges in one block cost one block read,
+/// not 300).
+pub fn multipart_stream(
+    st: AppState,
+    hashes: Arc<Vec<BlockHash>>,
+    size: u64,
+    parts: Vec<(Bytes, u64, u64)>,
+    tail: Bytes,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    enum At {
+        Header(usize),
+        Data(usize, u64),
+        End(usize),
+        Tail,
+        Done,
+    }
+    let bs = BLOCK_SIZE as u64;
+    let parts = Arc::new(parts);
+    futures::stream::unfold((At::Header(0), None::<(u64, Bytes)>), move |(at, memo)| {
+        let (st, hashes, parts, tail) = (st.clone(), hashes.clone(), parts.clone(), tail.clone());
+        async move {
+            match at {
+                At::Done => None,
+                At::Tail => Some((Ok(tail), (At::Done, memo))),
+                At::Header(i) if i == parts.len() => Some((Ok(tail), (At::Done, memo))),
+                At::Header(i) => Some((Ok(parts[i].0.clone()), (At::Data(i, parts[i].1), memo))),
+                At::End(i) => {
+                    let next = if i + 1 == parts.len() {
+                        At::Tail
+                    } else {
+                        At::Header(i + 1)
+                    };
+                    Some((Ok(Bytes::from_static(b"\r\n")), (next, memo)))
+                }
+                At::Data(i, pos) => {
+                    let index = pos / bs;
+                    let block = match memo {
+                        Some((m, b)) if m == index => b,
+                        _ => match read_block(&st, &hashes, size, index).await {
+                            Ok(b) => b,
+                            Err(e) => {
+                                tracing::error!(status = %e.status, message = %e.message, "read of block {index} failed");
+                                return Some((Err(std::io::Error::other(e.message)), (At::Done, None)));
+                            }
+                        },
+                    };
+                    let last = parts[i].2;
+                    let start = index * bs;
+                    let hi = (last + 1).min(start + block.len() as u64);
+                    let chunk = block.slice((pos - start) as usize..(hi - start) as usize);
+                    let next = if hi > last { At::End(i) } else { At::Data(i, hi) };
+                    Some((Ok(chunk), (next, Some((index, block)))))
+                }
+            }
+        }
+    })
+}
+
 /// Writes `data` (a stream of `len` bytes) at `offset` into an object of `size` bytes with
 /// block list `hashes`, touching only the blocks the range covers. Returns the new block list
 /// and size (before any truncation).

@@ -15,7 +15,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use std::sync::Arc;
 
 /// The largest object a single request may create.
@@ -194,9 +193,12 @@ async fn serve_data(
     let ranges = match header_raw(req_headers, "range")? {
         None => None,
         Some(r) => match parse_range_header(r) {
-            None => None, // an unparsable Range header is ignored, as HTTP says
+            // An unparsable Range header is ignored, as HTTP says, and so is one of more
+            // ranges than a client reading an object needs (HTTP lets a server ignore any).
+            None => None,
+            Some(items) if items.len() > MAX_RANGES => None,
             Some(items) => {
-                let resolved: Vec<(u64, u64)> = items.iter().filter_map(|i| i.resolve(size)).collect();
+                let resolved = coalesce(items.iter().filter_map(|i| i.resolve(size)).collect());
                 if resolved.is_empty() {
                     let mut e = ApiError::range("Requested range not satisfiable").into_response();
                     e.headers_mut()
@@ -261,18 +263,31 @@ async fn serve_data(
             if head {
                 return Ok(reply(StatusCode::PARTIAL_CONTENT, headers, Body::empty()));
             }
-            let st = st.clone();
-            let tail = format!("--{boundary}--\r\n");
-            let stream = futures::stream::iter(parts)
-                .flat_map(move |(pre, a, b)| {
-                    futures::stream::once(async move { Ok::<Bytes, std::io::Error>(Bytes::from(pre)) })
-                        .chain(data::range_stream(st.clone(), hashes.clone(), size, a, b))
-                        .chain(futures::stream::once(async { Ok(Bytes::from_static(b"\r\n")) }))
-                })
-                .chain(futures::stream::once(async move { Ok(Bytes::from(tail)) }));
+            let parts = parts.into_iter().map(|(pre, a, b)| (Bytes::from(pre), a, b)).collect();
+            let tail = Bytes::from(format!("--{boundary}--\r\n"));
+            let stream = data::multipart_stream(st.clone(), hashes, size, parts, tail);
             Ok(reply(StatusCode::PARTIAL_CONTENT, headers, Body::from_stream(stream)))
         }
     }
+}
+
+/// Most ranges one GET may ask for; with more, the Range header is ignored (the whole object,
+/// 200). Swift draws the line at 100 too.
+const MAX_RANGES: usize = 100;
+
+/// Resolved ranges sorted, with those that overlap or touch merged: an answer is never more
+/// bytes than the object however the ranges repeat (20000 × `0-` once announced 84 GB for a
+/// 4 MB object). HTTP lets a server coalesce ranges, and clients may not rely on their order.
+fn coalesce(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (a, b) in ranges {
+        match out.last_mut() {
+            Some((_, last)) if a <= last.saturating_add(1) => *last = (*last).max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
 }
 
 /// What the original says of an object's data (`inline`, by its name).
@@ -712,5 +727,19 @@ pub async fn public_object(State(st): State<AppState>, Path(id): Path<String>, r
     match serve_data(&st, &method, req.headers(), info, headers).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coalesce;
+
+    #[test]
+    fn ranges_merge_where_they_overlap_or_touch() {
+        assert_eq!(coalesce(vec![(4, 5), (0, 1)]), vec![(0, 1), (4, 5)], "sorted, apart");
+        assert_eq!(coalesce(vec![(0, 9); 20000]), vec![(0, 9)]);
+        assert_eq!(coalesce(vec![(0, 3), (4, 5), (2, 8), (10, 10)]), vec![(0, 8), (10, 10)]);
+        assert_eq!(coalesce(vec![(5, u64::MAX), (0, 0)]), vec![(0, 0), (5, u64::MAX)]);
+        assert!(coalesce(vec![]).is_empty());
     }
 }
