@@ -171,14 +171,14 @@ pub struct Hashmap {
     pub block_hash: String,
     #[serde(deserialize_with = "lenient::u64")]
     pub bytes: u64,
-    pub hashes: Vec<String>,
+    pub hashes: Vec<BlockHash>,
 }
 
 /// `PUT ?hashmap` body.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct HashmapPut {
     pub bytes: u64,
-    pub hashes: Vec<String>,
+    pub hashes: Vec<BlockHash>,
 }
 
 /// `GET ?version=list` reply: `{"versions": [[id, 1796151221.306357], ...]}` (the original
@@ -186,10 +186,6 @@ pub struct HashmapPut {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VersionList {
     pub versions: Vec<(u64, UnixTime)>,
-}
-
-pub fn hashes_to_hex(hashes: &[BlockHash]) -> Vec<String> {
-    hashes.iter().map(|h| h.to_hex()).collect()
 }
 
 /// `X-Object-Sharing`: who may read and who may write.

@@ -268,12 +268,7 @@ impl Storage for PithosClient {
                 format!("unsupported block size/hash {} {}", hm.block_size, hm.block_hash),
             ));
         }
-        let hashes = hm
-            .hashes
-            .iter()
-            .map(|h| BlockHash::from_hex(h).ok_or_else(|| protocol("GET", name, format!("bad hash {h}"))))
-            .collect::<Result<Vec<_>>>()?;
-        Ok((hm.bytes, hashes))
+        Ok((hm.bytes, hm.hashes))
     }
 
     async fn read(&self, container: &str, name: &str, version: u64, start: u64, len: u64) -> Result<Bytes> {
@@ -318,7 +313,7 @@ impl Storage for PithosClient {
     ) -> Result<PutOutcome> {
         let body = serde_json::to_vec(&HashmapPut {
             bytes: size,
-            hashes: hashes.iter().map(|h| h.to_hex()).collect(),
+            hashes: hashes.to_vec(),
         })
         .expect("serializable");
         let url = self.url(container, name);

@@ -67,9 +67,9 @@ impl From<StoreError> for ApiError {
             Forbidden => ApiError::forbidden(e.to_string()),
             UserExists(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             MissingBlocks(ref hashes) => {
-                let list: Vec<String> = hashes.iter().map(|h| h.to_hex()).collect();
+                // (a hash serializes as its hex digits: no string per hash on the way)
                 ApiError {
-                    body_override: Some(serde_json::to_string(&list).unwrap_or_default()),
+                    body_override: Some(serde_json::to_string(hashes).unwrap_or_default()),
                     ..ApiError::new(StatusCode::CONFLICT, e.to_string())
                 }
             }

@@ -138,3 +138,29 @@ pub fn base_url(h: &HeaderMap) -> String {
         .unwrap_or("http");
     format!("{scheme}://{host}")
 }
+
+/// A whole request body of at most `limit` bytes, read into one buffer the size
+/// `Content-Length` announces (collecting frames and joining them would hold it twice);
+/// `None` when it is longer. An announced length past the limit is refused before reading.
+pub async fn body_bytes(h: &HeaderMap, body: axum::body::Body, limit: usize) -> ApiResult<Option<bytes::Bytes>> {
+    use http_body_util::BodyExt;
+    let announced = h
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Ok(None);
+    }
+    let mut buf = bytes::BytesMut::with_capacity(announced.unwrap_or(0) as usize);
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("Request body incomplete: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Ok(None);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Some(buf.freeze()))
+}

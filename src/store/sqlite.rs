@@ -1305,13 +1305,20 @@ impl Store for SqliteStore {
     }
 
     fn missing_blocks(&self, hashes: &[BlockHash]) -> Result<Vec<BlockHash>> {
-        let mut out: Vec<BlockHash> = vec![];
-        for h in hashes {
-            if self.blocks.stored_len(h)?.is_none() && !out.contains(h) {
-                out.push(*h);
+        // Each distinct hash looked at once, and the missing ones named in the order given:
+        // sorted (hash, position) pairs, O(n log n) and 36 bytes a hash (a `contains` per hash
+        // cost ~10 CPU-minutes for a 1.3M-hash map; a hash set would take twice the memory).
+        let mut by_hash: Vec<(BlockHash, u32)> = hashes.iter().zip(0u32..).map(|(h, i)| (*h, i)).collect();
+        by_hash.sort_unstable();
+        by_hash.dedup_by(|later, first| later.0 == first.0);
+        let mut missing: Vec<(u32, BlockHash)> = vec![];
+        for (h, i) in by_hash {
+            if self.blocks.stored_len(&h)?.is_none() {
+                missing.push((i, h));
             }
         }
-        Ok(out)
+        missing.sort_unstable_by_key(|(i, _)| *i);
+        Ok(missing.into_iter().map(|(_, h)| h).collect())
     }
 
     fn read_block(&self, hash: &BlockHash) -> Result<Vec<u8>> {

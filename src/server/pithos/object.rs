@@ -124,7 +124,7 @@ async fn read(ctx: &Ctx, path: &ObjectPath) -> ApiResult<Response> {
             block_size: BLOCK_SIZE as u64,
             block_hash: BLOCK_HASH.to_string(),
             bytes: info.size,
-            hashes: hashes_to_hex(&hashes),
+            hashes,
         };
         let mut h: Vec<_> = headers.into_iter().filter(|(k, _)| k != "content-type").collect();
         h.push(("content-type".into(), "application/json; charset=UTF-8".into()));
@@ -387,9 +387,9 @@ async fn put(ctx: &Ctx, path: &ObjectPath, body: Body) -> ApiResult<Response> {
 /// A hashmap PUT body, checked: well-formed, as many hashes as the size needs, and a last
 /// block no longer than the size allows. Missing blocks → 409 with their list.
 async fn read_hashmap_body(ctx: &Ctx, body: Body) -> ApiResult<(u64, Vec<BlockHash>)> {
-    let bytes = axum::body::to_bytes(body, MAX_HASHMAP_BODY)
-        .await
-        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Hashmap too large"))?;
+    let bytes = crate::server::request::body_bytes(&ctx.headers, body, MAX_HASHMAP_BODY)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Hashmap too large"))?;
     let hm: HashmapPut =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("Invalid hashmap: {e}")))?;
     if hm.bytes > MAX_OBJECT_SIZE {
@@ -403,19 +403,14 @@ async fn read_hashmap_body(ctx: &Ctx, body: Body) -> ApiResult<(u64, Vec<BlockHa
             block_count(hm.bytes)
         )));
     }
-    let hashes: Vec<BlockHash> = hm
-        .hashes
-        .iter()
-        .map(|h| {
-            BlockHash::from_hex(h)
-                .ok_or_else(|| ApiError::bad_request(format!("Invalid hashmap: bad block hash '{h}'")))
-        })
-        .collect::<ApiResult<_>>()?;
+    drop(bytes);
+    let hashes = Arc::new(hm.hashes);
     let hs = hashes.clone();
     let missing = ctx.st.run(move |s| s.missing_blocks(&hs)).await?;
     if !missing.is_empty() {
         return Err(crate::store::StoreError::MissingBlocks(missing).into());
     }
+    let hashes = Arc::try_unwrap(hashes).unwrap_or_else(|a| a.to_vec());
     if let Some(last) = hashes.last().copied() {
         let want = block_len(hm.bytes, hashes.len() as u64 - 1) as u64;
         let have = ctx.st.run(move |s| s.block_stored_len(&last)).await?.unwrap_or(0);
