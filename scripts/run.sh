@@ -4,6 +4,8 @@
 # prints the kamaki configuration and what to try.
 #   scripts/run.sh            # listens on 127.0.0.1:8080 (IMGFS_LISTEN to change)
 set -euo pipefail
+# The token and the kamaki lines written below are secrets: readable by this user only.
+umask 077
 cd "$(dirname "$0")/.."
 DATA=${IMGFS_DATA:-$PWD/imgfs-data}
 LISTEN=${IMGFS_LISTEN:-127.0.0.1:8080}

@@ -28,6 +28,16 @@ pub fn open_data_dir(dir: &Path) -> Result<Arc<store::sqlite::SqliteStore>, Data
         source,
     };
     std::fs::create_dir_all(dir).map_err(unusable)?;
+    // Other people's private images live here: no other local user may even look inside
+    // (also for a directory an older version left 0755; what it holds is then out of reach).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir).map_err(unusable)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(unusable)?;
+            tracing::info!(dir = %dir.display(), "data directory made private (0700, was {mode:o})");
+        }
+    }
     // Writable, and on a file system that takes files: found now rather than at the first PUT.
     let probe = dir.join(".imgfs-probe");
     std::fs::write(&probe, b"ok").map_err(unusable)?;

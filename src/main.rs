@@ -105,6 +105,12 @@ fn main() -> ExitCode {
     } else {
         Cli::parse()
     };
+    if !matches!(cli.cmd, Cmd::Mount { .. }) {
+        // What the server and the user commands write (metadata, blocks, tokens) is the
+        // server's user's alone: files 0600, directories 0700.
+        // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+        unsafe { libc::umask(0o077) };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("IMGFS_LOG")

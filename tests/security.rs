@@ -396,3 +396,49 @@ fn a_huge_hashmap_costs_linear_time_and_bounded_memory() {
     eprintln!("1M-hash hashmap PUT: {took:?}, server peak RSS {peak} MiB");
     assert!(peak < 160, "server peak RSS {peak} MiB (300 MiB before)");
 }
+
+#[test]
+fn what_the_server_writes_is_its_users_alone_and_names_are_one_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = two();
+    t.alice.put("pithos/img", &pattern(5 << 20, 3));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&t.s.data), 0o700, "the data directory");
+    assert_eq!(mode(&t.s.data.join("meta.db")), 0o600);
+    let mut files = vec![];
+    let mut dirs = vec![t.s.data.join("blocks")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                assert_eq!(mode(&p), 0o700, "{}", p.display());
+                dirs.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.len() >= 2, "the blocks are there");
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    // A name with a line break would read as two names in a text listing.
+    for name in ["a%0Ab", "a%0Db", "x%09y"] {
+        let r = t
+            .alice
+            .os("PUT", &format!("pithos/{name}"))
+            .header("Content-Type", "text/plain")
+            .body("x")
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 400, "{name}");
+    }
+    let r = t
+        .alice
+        .os("PUT", "images%0Aevil")
+        .header("Content-Length", "0")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(String::from_utf8(t.alice.get("pithos")).unwrap(), "img\n");
+}

@@ -44,8 +44,11 @@ fn decode_segment(raw: &str, what: &str) -> ApiResult<String> {
         .decode_utf8()
         .map_err(|_| ApiError::bad_request(format!("{what} name is not UTF-8")))?
         .into_owned();
-    if s.contains('\0') {
-        return Err(ApiError::bad_request(format!("{what} name contains NUL")));
+    // (a text listing is a name a line: a line break in a name would read as two names)
+    if s.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "{what} names may not contain control characters (NUL, line breaks, ...)"
+        )));
     }
     Ok(s)
 }
