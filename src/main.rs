@@ -29,6 +29,15 @@ enum Cmd {
         /// Address to listen on
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Connections served at once (more wait to be accepted)
+        #[arg(long, default_value_t = 1024, value_name = "N")]
+        max_connections: usize,
+        /// Seconds a request's headers may take, and a kept-alive connection may idle
+        #[arg(long, default_value_t = 20, value_name = "SECS")]
+        header_timeout: u64,
+        /// Seconds a request body may send nothing
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        body_idle_timeout: u64,
     },
     /// Mount an account (SOURCE: an identity URL or kamaki:CLOUD) on MOUNTPOINT
     Mount {
@@ -130,7 +139,18 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Serve { data, listen } => {
+        Cmd::Serve {
+            data,
+            listen,
+            max_connections,
+            header_timeout,
+            body_idle_timeout,
+        } => {
+            let limits = imgfs::server::Limits {
+                max_connections: max_connections.max(1),
+                header_timeout: std::time::Duration::from_secs(header_timeout.max(1)),
+                body_idle_timeout: std::time::Duration::from_secs(body_idle_timeout.max(1)),
+            };
             let dir = data_dir(&data);
             let store = imgfs::open_data_dir(&dir)?;
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -144,7 +164,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("listening on {addr}");
                 use std::io::Write;
                 std::io::stdout().flush()?;
-                serve(AppState { store }, listener).await?;
+                serve(AppState { store }, listener, limits).await?;
                 Ok(())
             })
         }

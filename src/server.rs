@@ -109,12 +109,84 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Serves until SIGINT or SIGTERM, then finishes the requests in flight.
-pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> Result<(), ServeError> {
-    let app = router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+/// What one client may hold of the server: connections, and time without sending.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// How long a request's headers may take to arrive, and how long a kept-alive
+    /// connection may sit idle before its next request.
+    pub header_timeout: std::time::Duration,
+    /// How long a request body may send nothing (a slow upload that keeps sending is fine).
+    pub body_idle_timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 1024,
+            header_timeout: std::time::Duration::from_secs(20),
+            body_idle_timeout: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// How long requests in flight may take to finish after SIGTERM.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Serves until SIGINT or SIGTERM, then finishes the requests in flight (up to 30 s).
+/// Connections beyond `limits.max_connections` wait to be accepted; one that sends no
+/// headers, or no body bytes, for its timeout is closed (slow clients cannot pile up).
+pub async fn serve(state: AppState, listener: tokio::net::TcpListener, limits: Limits) -> Result<(), ServeError> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let app = router(state).layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+        limits.body_idle_timeout,
+    ));
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // (out of descriptors, say: wait rather than spin)
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()))
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // (a client gone or timed out is no server error)
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {},
+        _ = tokio::time::sleep(DRAIN) => tracing::warn!("requests still in flight after {DRAIN:?}; stopping"),
+    }
     Ok(())
 }
 

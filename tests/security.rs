@@ -442,3 +442,59 @@ fn what_the_server_writes_is_its_users_alone_and_names_are_one_line() {
     assert_eq!(r.status(), 400);
     assert_eq!(String::from_utf8(t.alice.get("pithos")).unwrap(), "img\n");
 }
+
+#[test]
+fn slow_clients_are_cut_off_and_cannot_crowd_out_the_others() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let s = Server::start_args(&[
+        "--header-timeout",
+        "2",
+        "--body-idle-timeout",
+        "2",
+        "--max-connections",
+        "64",
+    ]);
+    let u = s.add_user("carol");
+    let api = Api::new(&s, &u);
+    api.put("pithos/x", b"x");
+    // 300 clients that send half a request line and then nothing (slowloris), more than the
+    // server serves at once.
+    let slow: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
+            c.write_all(b"GET /object-store/v1/ HT").unwrap();
+            c
+        })
+        .collect();
+    // A client with its whole request is served once slow ones are cut off (2 s each).
+    let t0 = Instant::now();
+    assert_eq!(api.get("pithos/x"), b"x");
+    let waited = t0.elapsed();
+    // Every slow client was closed, none waits forever.
+    for mut c in slow {
+        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut buf = [0u8; 512];
+        let n = c.read(&mut buf).unwrap_or(0);
+        // (closed at once, or told 408 first)
+        let rest = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(n == 0 || rest.starts_with("HTTP/1.1 408"), "a slow client got {rest:?}");
+    }
+    // A body that stops arriving: the request ends (no reply, or an error), the connection
+    // is freed.
+    let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
+    write!(
+        c,
+        "PUT /object-store/v1/{}/pithos/partial HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {}\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\nonly some",
+        u.uuid, u.token
+    )
+    .unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let t1 = Instant::now();
+    let mut buf = vec![];
+    let _ = c.read_to_end(&mut buf);
+    assert!(t1.elapsed() < Duration::from_secs(12), "the stalled upload held on");
+    assert_eq!(api.head("pithos/partial").status(), 404, "nothing short was stored");
+    eprintln!("served after {waited:?} behind 300 slow clients");
+    assert!(!s.log().contains("panicked"));
+}

@@ -49,6 +49,21 @@ impl Server {
     /// Starts a server on a data directory and a given address (to come back where a client
     /// expects it after a crash).
     pub fn start_at(data: &Path, listen: &str) -> Server {
+        Server::start_with(data, listen, &[])
+    }
+
+    /// A fresh server started with extra `imgfs serve` arguments.
+    pub fn start_args(args: &[&str]) -> Server {
+        let tmp = tempfile::Builder::new()
+            .prefix("imgfs-test-")
+            .tempdir_in(test_root())
+            .unwrap();
+        let mut s = Server::start_with(&tmp.path().join("data"), "127.0.0.1:0", args);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    fn start_with(data: &Path, listen: &str, args: &[&str]) -> Server {
         std::fs::create_dir_all(data).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -58,6 +73,7 @@ impl Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", listen, "--data"])
             .arg(data)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -208,8 +224,15 @@ impl Api {
     }
 
     pub fn put(&self, path: &str, data: &[u8]) -> Response {
+        let r = self.try_put(path, data);
+        assert_eq!(r.status(), 201, "PUT {path}: {}", r.text().unwrap_or_default());
+        r
+    }
+
+    /// [`Api::put`] without the check of its status (still retried where writes may be busy).
+    pub fn try_put(&self, path: &str, data: &[u8]) -> Response {
         let mut pause = Duration::from_millis(20);
-        let r = loop {
+        loop {
             // (the original refuses a PUT without a type: 411)
             let r = self
                 .os("PUT", path)
@@ -218,13 +241,11 @@ impl Api {
                 .send()
                 .unwrap();
             if !(self.retry_busy && r.status() == 500 && pause < Duration::from_secs(5)) {
-                break r;
+                return r;
             }
             std::thread::sleep(pause);
             pause *= 2;
-        };
-        assert_eq!(r.status(), 201, "PUT {path}: {}", r.text().unwrap_or_default());
-        r
+        }
     }
 
     pub fn get(&self, path: &str) -> Vec<u8> {
