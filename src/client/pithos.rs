@@ -29,6 +29,9 @@ pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .pool_max_idle_per_host(16)
+        // (below imgfs serve's 20 s of kept-alive idleness, so that a pooled connection is
+        // not reused just as the server closes it)
+        .pool_idle_timeout(Duration::from_secs(15))
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(300))
         .build()

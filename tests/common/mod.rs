@@ -269,7 +269,11 @@ impl Api {
 /// A blocking HTTP client (reqwest's rustls backend needs its crypto provider chosen).
 pub fn http() -> Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    Client::builder().timeout(Duration::from_secs(300)).build().unwrap()
+    Client::builder()
+        .timeout(Duration::from_secs(300))
+        .pool_idle_timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
 }
 
 pub fn header(r: &Response, name: &str) -> String {
