@@ -340,8 +340,13 @@ pub trait Store: Send + Sync {
     fn accounts_sharing_with(&self, user: &str) -> Result<Vec<String>>;
 
     // Blocks.
-    fn put_block(&self, data: &[u8]) -> Result<BlockHash>;
-    fn missing_blocks(&self, hashes: &[BlockHash]) -> Result<Vec<BlockHash>>;
+    /// Stores a block that `account` sent; from then on it is present for that account.
+    fn put_block(&self, account: &str, data: &[u8]) -> Result<BlockHash>;
+    /// The hashes (each once, in the order given) that are not present for `account`: a
+    /// block is present for an account that sent it, holds it in an object of its own, or
+    /// copied in an object it could read — never merely because another account stored it
+    /// (knowing a block's hash must not be enough to read it, nor to learn that it exists).
+    fn missing_blocks(&self, account: &str, hashes: &[BlockHash]) -> Result<Vec<BlockHash>>;
     /// A block's stored bytes (trailing NULs trimmed; the caller pads).
     fn read_block(&self, hash: &BlockHash) -> Result<Vec<u8>>;
     /// Length of a block's stored bytes.

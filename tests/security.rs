@@ -39,6 +39,17 @@ fn names(api: &Api, account: &str, path: &str) -> Vec<String> {
         .collect()
 }
 
+/// Files under a block store directory.
+fn block_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().path())
+                .map(|p| if p.is_dir() { block_files(&p) } else { 1 })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 fn dir_marker(api: &Api, path: &str) {
     let r = api
         .os("PUT", path)
@@ -497,4 +508,59 @@ fn slow_clients_are_cut_off_and_cannot_crowd_out_the_others() {
     assert_eq!(api.head("pithos/partial").status(), 404, "nothing short was stored");
     eprintln!("served after {waited:?} behind 300 slow clients");
     assert!(!s.log().contains("panicked"));
+}
+
+#[test]
+fn knowing_a_blocks_hash_is_not_enough_to_read_it() {
+    let t = two();
+    let secret = b"alice's 4-digit PIN is 4711, and other private bytes".to_vec();
+    t.alice.put("pithos/secret.txt", &secret);
+    let h = sha256_hex(&secret);
+    let blocks_before = block_files(&t.s.data.join("blocks"));
+    let hashmap = |hash: &str, len: usize| format!(r#"{{"bytes": {len}, "hashes": ["{hash}"]}}"#);
+    let put_map = |api: &Api, name: &str, body: String| {
+        api.os("PUT", &format!("pithos/{name}?hashmap=True&format=json"))
+            .header("Content-Type", "application/octet-stream")
+            .body(body)
+            .send()
+            .unwrap()
+    };
+    // bob names alice's block: it is missing for him (as any hash he never sent), and no
+    // object of his is made from it.
+    let r = put_map(&t.bob, "stolen", hashmap(&h, secret.len()));
+    assert_eq!(r.status(), 409);
+    assert_eq!(r.json::<Vec<String>>().unwrap(), [h.as_str()]);
+    let guess = sha256_hex(b"a guess nobody stored");
+    let r = put_map(&t.bob, "guess", hashmap(&guess, 21));
+    assert_eq!(r.status(), 409, "a stored and an unknown hash answer the same");
+    assert_eq!(t.bob.head("pithos/stolen").status(), 404);
+    // Once bob sends the bytes himself, he has the block: one stored copy still.
+    let r = t
+        .bob
+        .os("POST", "pithos?update&format=json")
+        .header("Content-Type", "application/octet-stream")
+        .body(secret.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(put_map(&t.bob, "mine", hashmap(&h, secret.len())).status(), 201);
+    assert_eq!(t.bob.get("pithos/mine"), secret);
+    assert_eq!(block_files(&t.s.data.join("blocks")), blocks_before, "deduplicated");
+    // An object shared with bob and copied by him gives him its blocks.
+    let other = pattern(3 << 20, 11);
+    t.alice.put("pithos/shared.img", &other);
+    share(&t.alice, "pithos/shared.img", &format!("read={}", t.bob.user.uuid));
+    let oh = sha256_hex(&other);
+    assert_eq!(put_map(&t.bob, "early", hashmap(&oh, other.len())).status(), 409);
+    let r = t
+        .bob
+        .os("PUT", "pithos/copy.img")
+        .header("X-Copy-From", "/pithos/shared.img")
+        .header("X-Source-Account", &t.alice.user.uuid)
+        .header("Content-Length", "0")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(put_map(&t.bob, "again.img", hashmap(&oh, other.len())).status(), 201);
+    assert_eq!(t.bob.get("pithos/again.img"), other);
 }

@@ -40,7 +40,13 @@ pub struct Ingested {
 /// Cuts a body into blocks as it arrives, stores each (several in flight), and computes its
 /// MD5. A body that ends early or errors fails the whole call; the blocks already written stay
 /// unreferenced.
-pub async fn ingest<S, E>(st: &AppState, mut body: S, max_size: u64, want_md5: bool) -> ApiResult<Ingested>
+pub async fn ingest<S, E>(
+    st: &AppState,
+    account: &str,
+    mut body: S,
+    max_size: u64,
+    want_md5: bool,
+) -> ApiResult<Ingested>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
@@ -60,8 +66,8 @@ where
     let mut hashes = vec![];
     let store = st.store.clone();
     let spawn = |data: Bytes| {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || store.put_block(&data))
+        let (store, account) = (store.clone(), account.to_string());
+        tokio::task::spawn_blocking(move || store.put_block(&account, &data))
     };
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("Request body incomplete: {e}")))?;
@@ -211,6 +217,7 @@ pub fn multipart_stream(
 /// and size (before any truncation).
 pub async fn patch<S, E>(
     st: &AppState,
+    account: &str,
     hashes: Arc<Vec<BlockHash>>,
     size: u64,
     offset: u64,
@@ -236,8 +243,8 @@ where
     let mut received: u64 = 0;
     let store = st.store.clone();
     let put = |b: Bytes| {
-        let store = store.clone();
-        async move { Ok::<_, ApiError>(tokio::task::spawn_blocking(move || store.put_block(&b)).await??) }
+        let (store, account) = (store.clone(), account.to_string());
+        async move { Ok::<_, ApiError>(tokio::task::spawn_blocking(move || store.put_block(&account, &b)).await??) }
     };
     while let Some(chunk) = data.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("Request body incomplete: {e}")))?;
@@ -270,6 +277,7 @@ where
 /// Cuts a block list to `new_size` bytes (or extends it with zero blocks).
 pub async fn truncate(
     st: &AppState,
+    account: &str,
     hashes: Arc<Vec<BlockHash>>,
     size: u64,
     new_size: u64,
@@ -286,8 +294,8 @@ pub async fn truncate(
     if tail != 0 {
         let mut last = read_block(st, &hashes, size, (n - 1) as u64).await?.to_vec();
         last.truncate(tail);
-        let store = st.store.clone();
-        out[n - 1] = tokio::task::spawn_blocking(move || store.put_block(&last)).await??;
+        let (store, account) = (st.store.clone(), account.to_string());
+        out[n - 1] = tokio::task::spawn_blocking(move || store.put_block(&account, &last)).await??;
     }
     Ok(out)
 }

@@ -720,7 +720,8 @@ async fn list_objects(
 async fn block_upload(ctx: &Ctx, account: &str, container: &str, body: Body) -> ApiResult<Response> {
     let (a, c) = (account.to_string(), container.to_string());
     ctx.st.run(move |s| s.container_info(&a, &c)).await?;
-    let ing = crate::server::data::ingest(&ctx.st, body.into_data_stream(), MAX_BLOCK_POST, false).await?;
+    let ing =
+        crate::server::data::ingest(&ctx.st, &ctx.user.uuid, body.into_data_stream(), MAX_BLOCK_POST, false).await?;
     let list: Vec<String> = ing.hashes.iter().map(|h| h.to_hex()).collect();
     Ok(reply(
         StatusCode::ACCEPTED,

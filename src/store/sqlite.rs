@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = r#"
 CREATE TABLE users (uuid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL UNIQUE,
@@ -47,6 +47,36 @@ CREATE TABLE attrs (version INTEGER NOT NULL, domain TEXT NOT NULL, key TEXT NOT
                     PRIMARY KEY (version, domain, key));
 CREATE INDEX attrs_key ON attrs (domain, key);
 "#;
+
+/// Version 2: which blocks each account may use in a hashmap (sent them, holds them, copied
+/// them) — `Store::missing_blocks`.
+const BLOCK_PRESENCE: &str = r#"
+CREATE TABLE account_blocks (account TEXT NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (account, hash)) WITHOUT ROWID;
+"#;
+
+/// Records that `account` has these blocks.
+fn add_presence(c: &Connection, account: &str, hashes: impl IntoIterator<Item = [u8; 32]>) -> Result<()> {
+    let mut st = c.prepare_cached("INSERT OR IGNORE INTO account_blocks (account, hash) VALUES (?1, ?2)")?;
+    for h in hashes {
+        st.execute(params![account, &h[..]])?;
+    }
+    Ok(())
+}
+
+/// From version 1: every account has the blocks its stored versions hold.
+fn migrate_to_2(tx: &Transaction) -> Result<()> {
+    tx.execute_batch(BLOCK_PRESENCE)?;
+    let mut st = tx.prepare(
+        "SELECT k.account, v.hashes FROM versions v JOIN paths p ON p.id = v.path
+         JOIN containers k ON k.id = p.container",
+    )?;
+    let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+    for r in rows {
+        let (account, hashes) = r?;
+        add_presence(tx, &account, unpack_hashes(&hashes).into_iter().map(|h| h.0))?;
+    }
+    Ok(())
+}
 
 /// The container every new user gets (kamaki's default).
 pub const DEFAULT_CONTAINER: &str = "pithos";
@@ -129,8 +159,15 @@ impl SqliteStore {
         if v == 0 {
             let tx = conn.unchecked_transaction()?;
             tx.execute_batch(SCHEMA)?;
+            tx.execute_batch(BLOCK_PRESENCE)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
+        } else if v == 1 {
+            let tx = conn.unchecked_transaction()?;
+            migrate_to_2(&tx)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
+            tracing::info!("metadata database migrated to schema version {SCHEMA_VERSION} (block presence)");
         } else if v != SCHEMA_VERSION {
             return Err(StoreError::Invalid(format!(
                 "metadata database schema version {v} is not the supported {SCHEMA_VERSION}"
@@ -1010,7 +1047,8 @@ impl Store for SqliteStore {
     }
 
     fn put_object(&self, path: &ObjectPath, obj: &NewObject, cond: &Precondition) -> Result<ObjectInfo> {
-        let missing = self.missing_blocks(&obj.hashes)?;
+        // (the blocks must be the writer's: sent, held or copied by them)
+        let missing = self.missing_blocks(&obj.modified_by, &obj.hashes)?;
         if !missing.is_empty() {
             return Err(StoreError::MissingBlocks(missing));
         }
@@ -1040,6 +1078,8 @@ impl Store for SqliteStore {
                 modified_by: &obj.modified_by,
             };
             let vid = commit_version(tx, &ctx, pid, &d, &obj.meta, &image)?;
+            // The account now holds them (also where a writer it shares with sent them).
+            add_presence(tx, &path.account, obj.hashes.iter().map(|h| h.0))?;
             set_path_permissions(tx, pid, obj.sharing.as_ref(), obj.public)?;
             let row = load_row(tx, vid)?;
             info_of(tx, &ctx, &path.name, &row, true)
@@ -1145,6 +1185,12 @@ impl Store for SqliteStore {
                     modified_by: &spec.modified_by,
                 };
                 let vid = commit_version(tx, &dctx, dpid, &d, &meta, &image)?;
+                // A copy of something it may read gives the destination account its blocks.
+                add_presence(
+                    tx,
+                    &spec.dst.account,
+                    unpack_hashes(&srow.hashes).into_iter().map(|h| h.0),
+                )?;
                 if spec.is_move && !same {
                     // Permissions travel with a moved object (an image stays public).
                     let sharing = sinfo.sharing.clone().unwrap_or_default();
@@ -1300,11 +1346,14 @@ impl Store for SqliteStore {
         })
     }
 
-    fn put_block(&self, data: &[u8]) -> Result<BlockHash> {
-        self.blocks.put(data)
+    fn put_block(&self, account: &str, data: &[u8]) -> Result<BlockHash> {
+        // Durable before it is counted as present.
+        let h = self.blocks.put(data)?;
+        self.with_tx(|tx| add_presence(tx, account, [h.0]))?;
+        Ok(h)
     }
 
-    fn missing_blocks(&self, hashes: &[BlockHash]) -> Result<Vec<BlockHash>> {
+    fn missing_blocks(&self, account: &str, hashes: &[BlockHash]) -> Result<Vec<BlockHash>> {
         // Each distinct hash looked at once, and the missing ones named in the order given:
         // sorted (hash, position) pairs, O(n log n) and 36 bytes a hash (a `contains` per hash
         // cost ~10 CPU-minutes for a 1.3M-hash map; a hash set would take twice the memory).
@@ -1312,11 +1361,16 @@ impl Store for SqliteStore {
         by_hash.sort_unstable();
         by_hash.dedup_by(|later, first| later.0 == first.0);
         let mut missing: Vec<(u32, BlockHash)> = vec![];
-        for (h, i) in by_hash {
-            if self.blocks.stored_len(&h)?.is_none() {
-                missing.push((i, h));
+        self.with_read(|c| {
+            let mut st = c.prepare_cached("SELECT 1 FROM account_blocks WHERE account = ?1 AND hash = ?2")?;
+            for (h, i) in by_hash {
+                let present = st.exists(params![account, &h.0[..]])? && self.blocks.stored_len(&h)?.is_some();
+                if !present {
+                    missing.push((i, h));
+                }
             }
-        }
+            Ok(())
+        })?;
         missing.sort_unstable_by_key(|(i, _)| *i);
         Ok(missing.into_iter().map(|(_, h)| h).collect())
     }
@@ -1358,5 +1412,55 @@ impl SqliteStore {
             let row = load_row(tx, vid)?;
             info_of(tx, &ctx, &path.name, &row, true)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::blocks::FsBlocks;
+
+    fn open(dir: &Path) -> SqliteStore {
+        let blocks = FsBlocks::open(&dir.join("blocks")).unwrap();
+        SqliteStore::open(&dir.join("meta.db"), Arc::new(blocks)).unwrap()
+    }
+
+    #[test]
+    fn a_version_1_database_learns_which_account_holds_which_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let (alice, bob) = {
+            let s = open(dir.path());
+            let (a, _) = s.create_user("alice").unwrap();
+            let (b, _) = s.create_user("bob").unwrap();
+            let h = s.put_block(&a.uuid, b"alice's block").unwrap();
+            let obj = NewObject {
+                size: 13,
+                hashes: vec![h],
+                content_type: "text/plain".into(),
+                md5: None,
+                meta: Meta::new(),
+                modified_by: a.uuid.clone(),
+                sharing: None,
+                public: None,
+            };
+            let p = ObjectPath::new(&a.uuid, DEFAULT_CONTAINER, "f");
+            s.put_object(&p, &obj, &Precondition::default()).unwrap();
+            // What a version 1 database has: no presence table.
+            let c = s.conn.lock().unwrap();
+            c.execute_batch("DROP TABLE account_blocks; PRAGMA user_version = 1;")
+                .unwrap();
+            (a, b)
+        };
+        let s = open(dir.path());
+        let h = crate::api::hashing::block_hash(b"alice's block");
+        assert!(s.missing_blocks(&alice.uuid, &[h]).unwrap().is_empty(), "backfilled");
+        assert_eq!(s.missing_blocks(&bob.uuid, &[h]).unwrap(), [h], "only for its holder");
+        let v: i64 = s
+            .conn
+            .lock()
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
     }
 }

@@ -357,7 +357,7 @@ async fn put(ctx: &Ctx, path: &ObjectPath, body: Body) -> ApiResult<Response> {
         if ctx.headers.get("content-length").is_none() && !chunked {
             return Err(ApiError::new(StatusCode::LENGTH_REQUIRED, "Missing Content-Length"));
         }
-        let ing = data::ingest(&ctx.st, body.into_data_stream(), MAX_OBJECT_SIZE, true).await?;
+        let ing = data::ingest(&ctx.st, &ctx.user.uuid, body.into_data_stream(), MAX_OBJECT_SIZE, true).await?;
         let md5 = ing.md5.clone().unwrap_or_default();
         if let Some(etag) = header(&ctx.headers, "etag")? {
             if !etag.trim_matches('"').eq_ignore_ascii_case(&md5) {
@@ -406,7 +406,8 @@ async fn read_hashmap_body(ctx: &Ctx, body: Body) -> ApiResult<(u64, Vec<BlockHa
     drop(bytes);
     let hashes = Arc::new(hm.hashes);
     let hs = hashes.clone();
-    let missing = ctx.st.run(move |s| s.missing_blocks(&hs)).await?;
+    let me = ctx.user.uuid.clone();
+    let missing = ctx.st.run(move |s| s.missing_blocks(&me, &hs)).await?;
     if !missing.is_empty() {
         return Err(crate::store::StoreError::MissingBlocks(missing).into());
     }
@@ -634,7 +635,7 @@ async fn data_update(ctx: &Ctx, path: &ObjectPath, body: Body, source: Option<St
                 (hashes.to_vec(), cur.size)
             } else {
                 let stream = Box::pin(data::range_stream(ctx.st.clone(), shashes, sinfo.size, 0, len - 1));
-                data::patch(&ctx.st, hashes.clone(), cur.size, offset, stream, len).await?
+                data::patch(&ctx.st, &ctx.user.uuid, hashes.clone(), cur.size, offset, stream, len).await?
             }
         }
         None => {
@@ -654,11 +655,20 @@ async fn data_update(ctx: &Ctx, path: &ObjectPath, body: Body, source: Option<St
             if offset.checked_add(len).is_none_or(|end| end > MAX_OBJECT_SIZE) {
                 return Err(too_large());
             }
-            data::patch(&ctx.st, hashes.clone(), cur.size, offset, body.into_data_stream(), len).await?
+            data::patch(
+                &ctx.st,
+                &ctx.user.uuid,
+                hashes.clone(),
+                cur.size,
+                offset,
+                body.into_data_stream(),
+                len,
+            )
+            .await?
         }
     };
     if let Some(n) = truncate_to {
-        new_hashes = data::truncate(&ctx.st, Arc::new(new_hashes), new_size, n).await?;
+        new_hashes = data::truncate(&ctx.st, &ctx.user.uuid, Arc::new(new_hashes), new_size, n).await?;
         new_size = n;
     }
     let obj = NewObject {
