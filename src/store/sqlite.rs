@@ -1363,8 +1363,11 @@ impl Store for SqliteStore {
         let mut missing: Vec<(u32, BlockHash)> = vec![];
         self.with_read(|c| {
             let mut st = c.prepare_cached("SELECT 1 FROM account_blocks WHERE account = ?1 AND hash = ?2")?;
+            let zeros = BlockHash::empty();
             for (h, i) in by_hash {
-                let present = st.exists(params![account, &h.0[..]])? && self.blocks.stored_len(&h)?.is_some();
+                // (the all-zero block says nothing: everyone has it)
+                let held = h == zeros || st.exists(params![account, &h.0[..]])?;
+                let present = held && self.blocks.stored_len(&h)?.is_some();
                 if !present {
                     missing.push((i, h));
                 }
