@@ -141,17 +141,16 @@ pub fn base_url(h: &HeaderMap) -> String {
 
 /// A whole request body of at most `limit` bytes, read into one buffer the size
 /// `Content-Length` announces (collecting frames and joining them would hold it twice);
-/// `None` when it is longer. An announced length past the limit is refused before reading.
+/// `None` when it is longer. (A body announced longer is still read up to the limit before
+/// the refusal: a client that writes its whole body before reading the answer then sees
+/// the 413, not a connection reset.)
 pub async fn body_bytes(h: &HeaderMap, body: axum::body::Body, limit: usize) -> ApiResult<Option<bytes::Bytes>> {
     use http_body_util::BodyExt;
     let announced = h
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if announced.is_some_and(|n| n > limit as u64) {
-        return Ok(None);
-    }
-    let mut buf = bytes::BytesMut::with_capacity(announced.unwrap_or(0) as usize);
+    let mut buf = bytes::BytesMut::with_capacity(announced.unwrap_or(0).min(limit as u64) as usize);
     let mut body = body;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ApiError::bad_request(format!("Request body incomplete: {e}")))?;
