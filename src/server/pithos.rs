@@ -722,11 +722,10 @@ async fn block_upload(ctx: &Ctx, account: &str, container: &str, body: Body) -> 
     ctx.st.run(move |s| s.container_info(&a, &c)).await?;
     let ing =
         crate::server::data::ingest(&ctx.st, &ctx.user.uuid, body.into_data_stream(), MAX_BLOCK_POST, false).await?;
-    let list: Vec<String> = ing.hashes.iter().map(|h| h.to_hex()).collect();
     Ok(reply(
         StatusCode::ACCEPTED,
         vec![("content-type".into(), "application/json; charset=UTF-8".into())],
-        Body::from(serde_json::to_string(&list).unwrap_or_default()),
+        Body::from(serde_json::to_string(&ing.hashes).unwrap_or_default()),
     ))
 }
 
