@@ -38,6 +38,22 @@ enum Cmd {
         /// Seconds a request body may send nothing
         #[arg(long, default_value_t = 60, value_name = "SECS")]
         body_idle_timeout: u64,
+        /// Seconds an uploaded block waits for the object that uses it, and a block nobody
+        /// holds is kept, before the garbage collector deletes it
+        #[arg(long, default_value_t = 3600, value_name = "SECS")]
+        gc_grace: u64,
+        /// Seconds between garbage collections (0: only at start-up)
+        #[arg(long, default_value_t = 600, value_name = "SECS")]
+        gc_interval: u64,
+    },
+    /// Collect garbage in a data directory now (beside a running server too), printing what
+    /// was freed as JSON
+    Gc {
+        #[command(flatten)]
+        data: DataArg,
+        /// Seconds unheld data must be old to go (what `serve --gc-grace` says)
+        #[arg(long, default_value_t = 3600, value_name = "SECS")]
+        grace: u64,
     },
     /// Mount an account (SOURCE: an identity URL or kamaki:CLOUD) on MOUNTPOINT
     Mount {
@@ -71,6 +87,14 @@ enum UserCmd {
     },
     /// List users (uuid and name)
     List {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Set a user's quota: the bytes its account may make the server store (uploads not yet
+    /// in an object and kept versions included); 0 = no limit
+    Quota {
+        name: String,
+        bytes: u64,
         #[command(flatten)]
         data: DataArg,
     },
@@ -145,6 +169,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             max_connections,
             header_timeout,
             body_idle_timeout,
+            gc_grace,
+            gc_interval,
         } => {
             let limits = imgfs::server::Limits {
                 max_connections: max_connections.max(1),
@@ -164,6 +190,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("listening on {addr}");
                 use std::io::Write;
                 std::io::stdout().flush()?;
+                imgfs::server::collector::spawn(
+                    store.clone(),
+                    imgfs::server::collector::GcSchedule {
+                        grace: std::time::Duration::from_secs(gc_grace),
+                        interval: std::time::Duration::from_secs(gc_interval),
+                    },
+                );
                 serve(AppState { store }, listener, limits).await?;
                 Ok(())
             })
@@ -200,6 +233,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("kamaki config set cloud.imgfs.url {url}/identity/v2.0");
             eprintln!("kamaki config set cloud.imgfs.token {token}");
             eprintln!("kamaki config set default_cloud imgfs");
+            Ok(())
+        }
+        Cmd::Gc { data, grace } => {
+            let store = imgfs::open_data_dir(&data_dir(&data))?;
+            let report = store.collect_garbage(std::time::Duration::from_secs(grace))?;
+            println!("{}", serde_json::to_string(&report)?);
+            if report.skipped {
+                anyhow::bail!("another collector is running over this data directory; nothing was done");
+            }
+            Ok(())
+        }
+        Cmd::User {
+            cmd: UserCmd::Quota { name, bytes, data },
+        } => {
+            let store = imgfs::open_data_dir(&data_dir(&data))?;
+            let user = store
+                .user_by_name(&name)?
+                .ok_or_else(|| anyhow::anyhow!("no user named {name}"))?;
+            store.set_account_quota(&user.uuid, bytes)?;
             Ok(())
         }
         Cmd::User {

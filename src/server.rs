@@ -1,6 +1,7 @@
 //! `imgfs serve`: the identity, object-storage and image APIs over a [`Store`]. The routes
 //! are built by [`router`] apart from [`serve`], so tests can drive the app on any listener.
 
+pub mod collector;
 mod data;
 mod error;
 mod identity;

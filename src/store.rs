@@ -351,4 +351,28 @@ pub trait Store: Send + Sync {
     fn read_block(&self, hash: &BlockHash) -> Result<Vec<u8>>;
     /// Length of a block's stored bytes.
     fn block_stored_len(&self, hash: &BlockHash) -> Result<Option<u64>>;
+
+    // Space.
+    /// One garbage collection ([`sqlite`]'s `gc` module says why it never loses data):
+    /// uploads no version took within `grace` stop being charged, blocks nobody has held for
+    /// `grace` are deleted, and so are stray files older than `grace`. Skipped (and said so)
+    /// while another collector runs over the same database.
+    fn collect_garbage(&self, grace: std::time::Duration) -> Result<GcReport>;
+}
+
+/// What one garbage collection gave back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GcReport {
+    /// Another collector held the lease: nothing was done.
+    pub skipped: bool,
+    /// Uploaded blocks that no version took within the grace period (no longer charged).
+    pub uploads_expired: u64,
+    /// Blocks nobody held, deleted.
+    pub blocks_freed: u64,
+    /// Block files the metadata did not know (a crash between write and commit), deleted.
+    pub orphans_freed: u64,
+    /// Temp files of writes a crash cut, deleted.
+    pub temp_files_freed: u64,
+    /// Disk bytes of all the files deleted.
+    pub bytes_freed: u64,
 }

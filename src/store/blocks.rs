@@ -19,12 +19,19 @@ use crate::store::{Result, StoreError};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 /// Block I/O by hash; the seam where a Swift-API or other remote block store can go.
 pub trait BlockStore: Send + Sync {
     fn put(&self, data: &[u8]) -> Result<BlockHash>;
     fn get(&self, hash: &BlockHash) -> Result<Vec<u8>>;
     fn stored_len(&self, hash: &BlockHash) -> Result<Option<u64>>;
+    /// Deletes a block; false when it was not there. Only the collector calls this, for a
+    /// block the metadata says nobody holds.
+    fn remove(&self, hash: &BlockHash) -> Result<bool>;
+    /// Deletes temp files of writes older than `older_than` (a crash cut them) and calls
+    /// `found` with each block older than that; returns the temp files' count and bytes.
+    fn sweep(&self, older_than: SystemTime, found: &mut dyn FnMut(BlockHash, u64) -> Result<()>) -> Result<(u64, u64)>;
 }
 
 pub struct FsBlocks {
@@ -265,6 +272,63 @@ impl BlockStore for FsBlocks {
             Err(e) => Err(e.into()),
         }
     }
+
+    fn remove(&self, hash: &BlockHash) -> Result<bool> {
+        if hash.is_empty_block() {
+            return Ok(false);
+        }
+        match fs::remove_file(self.path_of(hash)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn sweep(&self, older_than: SystemTime, found: &mut dyn FnMut(BlockHash, u64) -> Result<()>) -> Result<(u64, u64)> {
+        let (mut temps, mut temp_bytes) = (0u64, 0u64);
+        for top in sorted_dir(&self.root)? {
+            for leaf in sorted_dir(&top)? {
+                for file in sorted_dir(&leaf)? {
+                    let Some(name) = file.file_name().and_then(|n| n.to_str()) else {
+                        continue;
+                    };
+                    let m = match fs::symlink_metadata(&file) {
+                        Ok(m) if m.is_file() => m,
+                        // (gone meanwhile, or not ours to judge)
+                        _ => continue,
+                    };
+                    if m.modified()? >= older_than {
+                        continue;
+                    }
+                    if name.starts_with(".tmp-") {
+                        match fs::remove_file(&file) {
+                            Ok(()) => {
+                                temps += 1;
+                                temp_bytes += m.len();
+                            }
+                            Err(e) if e.kind() == ErrorKind::NotFound => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    } else if let Some(h) = BlockHash::from_hex(name).filter(|h| h.to_hex() == name) {
+                        found(h, m.len())?;
+                    }
+                }
+            }
+        }
+        Ok((temps, temp_bytes))
+    }
+}
+
+/// The entries of a block store directory (missing: none), in name order.
+fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(vec![]),
+        Err(e) => return Err(e.into()),
+    };
+    let mut v = rd.map(|e| e.map(|e| e.path())).collect::<std::io::Result<Vec<_>>>()?;
+    v.sort();
+    Ok(v)
 }
 
 #[cfg(test)]

@@ -23,7 +23,10 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-const SCHEMA_VERSION: i64 = 2;
+mod gc;
+mod refs;
+
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = r#"
 CREATE TABLE users (uuid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL UNIQUE,
@@ -54,15 +57,6 @@ const BLOCK_PRESENCE: &str = r#"
 CREATE TABLE account_blocks (account TEXT NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (account, hash)) WITHOUT ROWID;
 "#;
 
-/// Records that `account` has these blocks.
-fn add_presence(c: &Connection, account: &str, hashes: impl IntoIterator<Item = [u8; 32]>) -> Result<()> {
-    let mut st = c.prepare_cached("INSERT OR IGNORE INTO account_blocks (account, hash) VALUES (?1, ?2)")?;
-    for h in hashes {
-        st.execute(params![account, &h[..]])?;
-    }
-    Ok(())
-}
-
 /// From version 1: every account has the blocks its stored versions hold.
 fn migrate_to_2(tx: &Transaction) -> Result<()> {
     tx.execute_batch(BLOCK_PRESENCE)?;
@@ -70,10 +64,13 @@ fn migrate_to_2(tx: &Transaction) -> Result<()> {
         "SELECT k.account, v.hashes FROM versions v JOIN paths p ON p.id = v.path
          JOIN containers k ON k.id = p.container",
     )?;
+    let mut ins = tx.prepare("INSERT OR IGNORE INTO account_blocks (account, hash) VALUES (?1, ?2)")?;
     let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
     for r in rows {
         let (account, hashes) = r?;
-        add_presence(tx, &account, unpack_hashes(&hashes).into_iter().map(|h| h.0))?;
+        for h in hashes.chunks_exact(32) {
+            ins.execute(params![account, h])?;
+        }
     }
     Ok(())
 }
@@ -156,22 +153,28 @@ impl SqliteStore {
         // NORMAL could lose the last commits on power loss; acknowledged must mean durable.
         conn.pragma_update(None, "synchronous", "FULL")?;
         let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if v == 0 {
-            let tx = conn.unchecked_transaction()?;
-            tx.execute_batch(SCHEMA)?;
-            tx.execute_batch(BLOCK_PRESENCE)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-            tx.commit()?;
-        } else if v == 1 {
-            let tx = conn.unchecked_transaction()?;
-            migrate_to_2(&tx)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-            tx.commit()?;
-            tracing::info!("metadata database migrated to schema version {SCHEMA_VERSION} (block presence)");
-        } else if v != SCHEMA_VERSION {
+        if v > SCHEMA_VERSION {
             return Err(StoreError::Invalid(format!(
-                "metadata database schema version {v} is not the supported {SCHEMA_VERSION}"
+                "metadata database schema version {v} is newer than the supported {SCHEMA_VERSION}"
             )));
+        }
+        if v < SCHEMA_VERSION {
+            // Each step from the version before; a new database takes them all (one path to test).
+            let tx = conn.unchecked_transaction()?;
+            if v < 1 {
+                tx.execute_batch(SCHEMA)?;
+            }
+            if v < 2 {
+                migrate_to_2(&tx)?;
+            }
+            if v < 3 {
+                refs::migrate_to_3(&tx, &|h| blocks.stored_len(h))?;
+            }
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
+            if v > 0 {
+                tracing::info!("metadata database migrated from schema version {v} to {SCHEMA_VERSION}");
+            }
         }
         Ok(SqliteStore {
             conn: Mutex::new(conn),
@@ -428,17 +431,8 @@ fn container_bytes(c: &Connection, container: i64) -> Result<u64> {
     Ok(b as u64)
 }
 
-fn account_bytes(c: &Connection, account: &str) -> Result<u64> {
-    let b: i64 = c.query_row(
-        "SELECT COALESCE(SUM(v.size), 0) FROM containers k JOIN paths p ON p.container = k.id
-         JOIN versions v ON v.id = p.latest WHERE k.account = ?1",
-        [account],
-        |r| r.get(0),
-    )?;
-    Ok(b as u64)
-}
-
-/// Refuses a write that grows usage past the container's or the account's quota.
+/// Refuses a write that grows the container's object bytes past its quota (the account's
+/// quota counts stored blocks: [`check_account_quota`]).
 fn check_quota(c: &Connection, ctx: &PathCtx, old_size: u64, new_size: u64) -> Result<()> {
     if new_size <= old_size {
         return Ok(());
@@ -447,13 +441,26 @@ fn check_quota(c: &Connection, ctx: &PathCtx, old_size: u64, new_size: u64) -> R
     if ctx.container.quota > 0 && container_bytes(c, ctx.container.id)? + growth > ctx.container.quota {
         return Err(StoreError::QuotaExceeded);
     }
-    let aq: i64 = c
-        .query_row("SELECT quota FROM accounts WHERE uuid = ?1", [&ctx.account], |r| {
-            r.get(0)
-        })
-        .optional()?
-        .unwrap_or(0);
-    if aq > 0 && account_bytes(c, &ctx.account)? + growth > aq as u64 {
+    Ok(())
+}
+
+fn account_quota(c: &Connection, account: &str) -> Result<u64> {
+    let q: Option<i64> = c
+        .prepare_cached("SELECT quota FROM accounts WHERE uuid = ?1")?
+        .query_row([account], |r| r.get(0))
+        .optional()?;
+    Ok(q.unwrap_or(0).max(0) as u64)
+}
+
+/// Refuses a change (made already, in this transaction) that grew what the account is charged
+/// (`before` → now) past its quota; one that shrinks it passes even over quota.
+fn check_account_quota(c: &Connection, account: &str, before: u64) -> Result<()> {
+    let quota = account_quota(c, account)?;
+    if quota == 0 {
+        return Ok(());
+    }
+    let after = refs::stored(c, account)?;
+    if after > before && after > quota {
         return Err(StoreError::QuotaExceeded);
     }
     Ok(())
@@ -472,6 +479,8 @@ struct VersionData<'a> {
 /// Inserts a version as the path's current one and applies the container's versioning policy.
 fn commit_version(c: &Connection, ctx: &PathCtx, pid: i64, d: &VersionData, meta: &Meta, image: &Meta) -> Result<i64> {
     let now = now_micros();
+    let charged_before = refs::stored(c, &ctx.account)?;
+    refs::hold(c, &ctx.account, d.hashes, now)?;
     c.execute(
         "INSERT INTO versions (path, uuid, size, content_type, hashes, merkle, md5, mtime, modified_by)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -494,6 +503,7 @@ fn commit_version(c: &Connection, ctx: &PathCtx, pid: i64, d: &VersionData, meta
     if ctx.container.versioning == Versioning::None {
         purge_history(c, pid, Some(vid))?;
     }
+    check_account_quota(c, &ctx.account, charged_before)?;
     touch_container(c, ctx.container.id, now)?;
     Ok(vid)
 }
@@ -506,15 +516,18 @@ fn touch_container(c: &Connection, container: i64, now: Micros) -> Result<()> {
     Ok(())
 }
 
-/// Drops every version of a path except `keep`.
+/// Drops every version of a path except `keep`, giving their blocks back.
 fn purge_history(c: &Connection, pid: i64, keep: Option<i64>) -> Result<()> {
     let keep = keep.unwrap_or(-1);
-    c.execute(
-        "DELETE FROM attrs WHERE version IN (SELECT id FROM versions WHERE path = ?1 AND id != ?2)",
-        params![pid, keep],
-    )?;
-    c.execute("DELETE FROM versions WHERE path = ?1 AND id != ?2", params![pid, keep])?;
-    Ok(())
+    refs::drop_versions(
+        c,
+        &format!(
+            "SELECT v.id, k.account, v.hashes FROM versions v JOIN paths p ON p.id = v.path
+             JOIN containers k ON k.id = p.container WHERE v.path = ?1 AND v.id != {keep}"
+        ),
+        pid.into(),
+        now_micros(),
+    )
 }
 
 /// Marks a path deleted: a deletion-marker version, no current version, no permissions.
@@ -710,7 +723,8 @@ impl Store for SqliteStore {
                 .collect::<rusqlite::Result<_>>()?;
             Ok(AccountInfo {
                 container_count: count as u64,
-                bytes: account_bytes(c, account)?,
+                // What the account makes the server store (what its quota counts).
+                bytes: refs::stored(c, account)?,
                 modified: amod.max(cmod.unwrap_or(0)),
                 quota: quota as u64,
                 meta,
@@ -877,14 +891,12 @@ impl Store for SqliteStore {
             if n > 0 {
                 return Err(StoreError::ContainerNotEmpty);
             }
-            tx.execute(
-                "DELETE FROM attrs WHERE version IN (SELECT v.id FROM versions v JOIN paths p ON v.path = p.id
-                 WHERE p.container = ?1)",
-                [row.id],
-            )?;
-            tx.execute(
-                "DELETE FROM versions WHERE path IN (SELECT id FROM paths WHERE container = ?1)",
-                [row.id],
+            refs::drop_versions(
+                tx,
+                "SELECT v.id, k.account, v.hashes FROM versions v JOIN paths p ON p.id = v.path
+                 JOIN containers k ON k.id = p.container WHERE p.container = ?1",
+                row.id.into(),
+                now_micros(),
             )?;
             tx.execute("DELETE FROM paths WHERE container = ?1", [row.id])?;
             tx.execute("DELETE FROM container_meta WHERE container = ?1", [row.id])?;
@@ -1077,9 +1089,20 @@ impl Store for SqliteStore {
                 md5: obj.md5.as_deref(),
                 modified_by: &obj.modified_by,
             };
+            // Checked again under the write lock: the collector may have taken a block that
+            // was present for the writer when it asked (an upload that expired meanwhile).
+            let mut held = tx.prepare_cached("SELECT 1 FROM account_blocks WHERE account = ?1 AND hash = ?2")?;
+            let mut gone = vec![];
+            for h in refs::distinct(&packed) {
+                if !held.exists(params![&obj.modified_by, &h[..]])? {
+                    gone.push(BlockHash(h));
+                }
+            }
+            if !gone.is_empty() {
+                return Err(StoreError::MissingBlocks(gone));
+            }
+            // (the owner now holds them, also where a writer it shares with sent them)
             let vid = commit_version(tx, &ctx, pid, &d, &obj.meta, &image)?;
-            // The account now holds them (also where a writer it shares with sent them).
-            add_presence(tx, &path.account, obj.hashes.iter().map(|h| h.0))?;
             set_path_permissions(tx, pid, obj.sharing.as_ref(), obj.public)?;
             let row = load_row(tx, vid)?;
             info_of(tx, &ctx, &path.name, &row, true)
@@ -1184,13 +1207,8 @@ impl Store for SqliteStore {
                     md5: srow.md5.as_deref(),
                     modified_by: &spec.modified_by,
                 };
+                // (a copy of something it may read gives the destination account its blocks)
                 let vid = commit_version(tx, &dctx, dpid, &d, &meta, &image)?;
-                // A copy of something it may read gives the destination account its blocks.
-                add_presence(
-                    tx,
-                    &spec.dst.account,
-                    unpack_hashes(&srow.hashes).into_iter().map(|h| h.0),
-                )?;
                 if spec.is_move && !same {
                     // Permissions travel with a moved object (an image stays public).
                     let sharing = sinfo.sharing.clone().unwrap_or_default();
@@ -1347,9 +1365,37 @@ impl Store for SqliteStore {
     }
 
     fn put_block(&self, account: &str, data: &[u8]) -> Result<BlockHash> {
+        let size = crate::api::hashing::trim_trailing_zeros(data).len() as u64;
+        // Refused before it costs any disk, and again below (concurrent uploads).
+        let quota = self.with_read(|c| {
+            let q = account_quota(c, account)?;
+            if q > 0 && size > 0 && refs::stored(c, account)? + size > q {
+                // (a block the account has already costs nothing more)
+                let h = crate::api::hashing::block_hash(crate::api::hashing::trim_trailing_zeros(data));
+                let has = c
+                    .prepare_cached("SELECT 1 FROM account_blocks WHERE account = ?1 AND hash = ?2")?
+                    .exists(params![account, &h.0[..]])?;
+                if !has {
+                    return Err(StoreError::QuotaExceeded);
+                }
+            }
+            Ok(q)
+        })?;
         // Durable before it is counted as present.
         let h = self.blocks.put(data)?;
-        self.with_tx(|tx| add_presence(tx, account, [h.0]))?;
+        self.with_tx(|tx| {
+            let before = refs::stored(tx, account)?;
+            refs::sent(tx, account, &h.0, size, now_micros())?;
+            if quota > 0 {
+                check_account_quota(tx, account, before)?;
+            }
+            // The collector deletes files under this lock, so a block it took between the
+            // write above and this transaction is seen here, and written again.
+            if self.blocks.stored_len(&h)?.is_none() {
+                self.blocks.put(data)?;
+            }
+            Ok(())
+        })?;
         Ok(h)
     }
 
@@ -1384,6 +1430,10 @@ impl Store for SqliteStore {
 
     fn block_stored_len(&self, hash: &BlockHash) -> Result<Option<u64>> {
         self.blocks.stored_len(hash)
+    }
+
+    fn collect_garbage(&self, grace: std::time::Duration) -> Result<GcReport> {
+        self.collect(grace)
     }
 }
 
@@ -1422,6 +1472,7 @@ impl SqliteStore {
 mod tests {
     use super::*;
     use crate::store::blocks::FsBlocks;
+    use std::collections::BTreeMap;
 
     fn open(dir: &Path) -> SqliteStore {
         let blocks = FsBlocks::open(&dir.join("blocks")).unwrap();
@@ -1448,10 +1499,13 @@ mod tests {
             };
             let p = ObjectPath::new(&a.uuid, DEFAULT_CONTAINER, "f");
             s.put_object(&p, &obj, &Precondition::default()).unwrap();
-            // What a version 1 database has: no presence table.
+            // What a version 1 database has: no presence table, no counts.
             let c = s.conn.lock().unwrap();
-            c.execute_batch("DROP TABLE account_blocks; PRAGMA user_version = 1;")
-                .unwrap();
+            c.execute_batch(
+                "DROP TABLE account_blocks; DROP TABLE blocks; DROP TABLE gc_lease;
+                 ALTER TABLE accounts DROP COLUMN stored; PRAGMA user_version = 1;",
+            )
+            .unwrap();
             (a, b)
         };
         let s = open(dir.path());
@@ -1465,5 +1519,281 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(v, SCHEMA_VERSION);
+        // and counts what each holds
+        check_counts(&s);
+        assert_eq!(s.account_info(&alice.uuid).unwrap().bytes, 13);
+        assert_eq!(s.account_info(&bob.uuid).unwrap().bytes, 0);
+    }
+
+    /// The counts are what the versions say: each account's rows hold the blocks its versions
+    /// name (refs = how many versions), each block's refs = how many accounts have a row,
+    /// each account is charged the sizes of its rows, and every held block has its file.
+    fn check_counts(s: &SqliteStore) {
+        let c = s.conn.lock().unwrap();
+        let mut want: BTreeMap<(String, Vec<u8>), i64> = BTreeMap::new();
+        let mut st = c
+            .prepare(
+                "SELECT k.account, v.hashes FROM versions v JOIN paths p ON p.id = v.path
+                 JOIN containers k ON k.id = p.container WHERE v.deleted = 0",
+            )
+            .unwrap();
+        for r in st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .unwrap()
+        {
+            let (a, hashes) = r.unwrap();
+            for h in refs::distinct(&hashes) {
+                *want.entry((a.clone(), h.to_vec())).or_default() += 1;
+            }
+        }
+        let mut st = c
+            .prepare("SELECT account, hash, refs FROM account_blocks WHERE refs > 0")
+            .unwrap();
+        let have: BTreeMap<(String, Vec<u8>), i64> = st
+            .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(have, want, "account rows = what the versions hold");
+        let bad: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM blocks b WHERE refs != (SELECT COUNT(*) FROM account_blocks a WHERE a.hash = b.hash)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(bad, 0, "block refs = accounts holding");
+        let orphan_rows: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM account_blocks a WHERE NOT EXISTS (SELECT 1 FROM blocks b WHERE b.hash = a.hash)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(orphan_rows, 0);
+        let bad: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM accounts x WHERE stored != (SELECT COALESCE(SUM(b.size), 0)
+                 FROM account_blocks a JOIN blocks b ON b.hash = a.hash WHERE a.account = x.uuid)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(bad, 0, "charge = sizes of the rows");
+        let mut st = c.prepare("SELECT hash FROM blocks WHERE refs > 0").unwrap();
+        for h in st.query_map([], |r| r.get::<_, Vec<u8>>(0)).unwrap() {
+            let h = BlockHash(h.unwrap().try_into().unwrap());
+            assert!(
+                s.blocks.stored_len(&h).unwrap().is_some(),
+                "held block {h} has its file"
+            );
+        }
+    }
+
+    fn obj(by: &str, hashes: Vec<BlockHash>, size: u64) -> NewObject {
+        NewObject {
+            size,
+            hashes,
+            content_type: "application/octet-stream".into(),
+            md5: None,
+            meta: Meta::new(),
+            modified_by: by.into(),
+            sharing: None,
+            public: None,
+        }
+    }
+
+    fn block_files(dir: &Path) -> usize {
+        fn walk(p: &Path, n: &mut usize) {
+            for e in std::fs::read_dir(p).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, n);
+                } else {
+                    *n += 1;
+                }
+            }
+        }
+        let mut n = 0;
+        walk(&dir.join("blocks"), &mut n);
+        n
+    }
+
+    /// Overwrites, metadata versions, copies, deletes, purges and abandoned uploads keep the
+    /// counts exact; the collector deletes exactly what nobody holds, and space comes back.
+    #[test]
+    fn counts_follow_versions_and_the_collector_frees_what_nobody_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let (a, _) = s.create_user("alice").unwrap();
+        let (b, _) = s.create_user("bob").unwrap();
+        let put = |acc: &str, data: &[u8]| s.put_block(acc, data).unwrap();
+        let (b1, b2, b3) = (put(&a.uuid, b"one"), put(&a.uuid, b"two"), put(&a.uuid, b"three"));
+        // Sent, not yet in a version: charged already.
+        assert_eq!(s.account_info(&a.uuid).unwrap().bytes, 11);
+        check_counts(&s);
+        let f = ObjectPath::new(&a.uuid, DEFAULT_CONTAINER, "f");
+        let none = PolicyUpdate {
+            versioning: Some(Some(Versioning::None)),
+            ..Default::default()
+        };
+        s.put_container(&a.uuid, "flat", &none, &Meta::new()).unwrap();
+        let g = ObjectPath::new(&a.uuid, "flat", "g");
+        let pc = Precondition::default();
+        s.put_object(&f, &obj(&a.uuid, vec![b1, b2, b2], 12), &pc).unwrap();
+        s.put_object(&f, &obj(&a.uuid, vec![b2, b3], 8), &pc).unwrap(); // history keeps b1
+        s.update_object_meta(&f, &MetaUpdate::Merge(Meta::new()), &a.uuid)
+            .unwrap();
+        s.put_object(&g, &obj(&a.uuid, vec![b3], 5), &pc).unwrap();
+        check_counts(&s);
+        // Each distinct block once, history included: 3 + 3 + 5.
+        assert_eq!(s.account_info(&a.uuid).unwrap().bytes, 11);
+        // Bob copies what alice shares: charged to bob, one file on disk.
+        s.set_permissions(&f, Some(&Sharing::parse(&format!("read={}", b.uuid)).unwrap()), None)
+            .unwrap();
+        let spec = CopySpec {
+            src: f.clone(),
+            src_version: None,
+            dst: ObjectPath::new(&b.uuid, DEFAULT_CONTAINER, "copy"),
+            is_move: false,
+            recursive: false,
+            content_type: None,
+            meta: None,
+            modified_by: b.uuid.clone(),
+            sharing: None,
+            public: None,
+            reader: Some(b.uuid.clone()),
+        };
+        s.copy_object(&spec, &pc).unwrap();
+        assert_eq!(s.account_info(&b.uuid).unwrap().bytes, 8);
+        check_counts(&s);
+        // An abandoned upload of bob's, and an overwrite under "none" that drops b3 from g.
+        let lost = put(&b.uuid, b"abandoned");
+        s.put_object(&g, &obj(&a.uuid, vec![], 0), &pc).unwrap();
+        check_counts(&s);
+        assert_eq!(block_files(dir.path()), 4);
+        // Within the grace period nothing goes.
+        let r = s.collect_garbage(std::time::Duration::from_secs(3600)).unwrap();
+        assert_eq!((r.uploads_expired, r.blocks_freed), (0, 0));
+        // After it: bob's abandoned upload, and nothing anyone holds.
+        let r = s.collect_garbage(std::time::Duration::ZERO).unwrap();
+        assert_eq!((r.uploads_expired, r.blocks_freed, r.bytes_freed), (1, 1, 9), "{r:?}");
+        assert_eq!(s.missing_blocks(&b.uuid, &[lost]).unwrap(), [lost]);
+        assert_eq!(block_files(dir.path()), 3);
+        check_counts(&s);
+        // Deleting everything (history purged with the container) frees it all.
+        s.delete_object(&ObjectPath::new(&b.uuid, DEFAULT_CONTAINER, "copy"), &b.uuid, false)
+            .unwrap();
+        assert_eq!(s.account_info(&b.uuid).unwrap().bytes, 8, "history under auto is kept");
+        s.put_container(&b.uuid, "x", &PolicyUpdate::default(), &Meta::new())
+            .unwrap();
+        s.delete_container(&b.uuid, DEFAULT_CONTAINER).unwrap();
+        assert_eq!(s.account_info(&b.uuid).unwrap().bytes, 0);
+        s.delete_object(&f, &a.uuid, false).unwrap();
+        s.delete_object(&g, &a.uuid, false).unwrap();
+        s.delete_container(&a.uuid, DEFAULT_CONTAINER).unwrap();
+        s.delete_container(&a.uuid, "flat").unwrap();
+        assert_eq!(s.account_info(&a.uuid).unwrap().bytes, 0);
+        check_counts(&s);
+        let r = s.collect_garbage(std::time::Duration::ZERO).unwrap();
+        assert_eq!(r.blocks_freed, 3, "{r:?}");
+        assert_eq!(block_files(dir.path()), 0);
+        check_counts(&s);
+    }
+
+    /// A block file without a row (a crash between its write and its transaction) and a
+    /// temp file of a cut write go once older than the grace period; a block being uploaded
+    /// again is written again if the collector took it.
+    #[test]
+    fn stray_files_are_swept_and_a_collected_block_is_rewritten_by_its_next_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let (a, _) = s.create_user("alice").unwrap();
+        let h = s.blocks.put(b"orphan").unwrap();
+        let tmp = dir.path().join("blocks/00/00/.tmp-cut");
+        std::fs::create_dir_all(tmp.parent().unwrap()).unwrap();
+        std::fs::write(&tmp, b"half a block").unwrap();
+        let r = s.collect_garbage(std::time::Duration::ZERO).unwrap();
+        assert_eq!((r.orphans_freed, r.temp_files_freed), (0, 0), "young files stay");
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let hex = h.to_hex();
+        for p in [
+            tmp.clone(),
+            dir.path().join("blocks").join(&hex[0..2]).join(&hex[2..4]).join(&hex),
+        ] {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        let r = s.collect_garbage(std::time::Duration::from_secs(1800)).unwrap();
+        assert_eq!(
+            (r.orphans_freed, r.temp_files_freed, r.bytes_freed),
+            (1, 1, 18),
+            "{r:?}"
+        );
+        assert_eq!(s.blocks.stored_len(&h).unwrap(), None);
+        assert!(!tmp.exists());
+        // The file vanishes between an upload's write and its transaction (what a collector
+        // in another process could do): the upload's transaction writes it again.
+        let h = s.put_block(&a.uuid, b"again").unwrap();
+        s.blocks.remove(&h).unwrap();
+        s.put_block(&a.uuid, b"again").unwrap();
+        assert_eq!(s.read_block(&h).unwrap(), b"again");
+        check_counts(&s);
+    }
+
+    /// Only one collector at a time: another's live lease makes a run a no-op.
+    #[test]
+    fn one_collector_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        s.with_tx(|tx| {
+            tx.execute(
+                "INSERT INTO gc_lease (id, holder, until) VALUES (1, 'elsewhere', ?1)",
+                [now_micros() + 60_000_000],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        assert!(s.collect_garbage(std::time::Duration::ZERO).unwrap().skipped);
+        s.with_tx(|tx| {
+            tx.execute("UPDATE gc_lease SET until = ?1", [now_micros() - 1])?;
+            Ok(())
+        })
+        .unwrap();
+        assert!(
+            !s.collect_garbage(std::time::Duration::ZERO).unwrap().skipped,
+            "an expired lease is taken"
+        );
+    }
+
+    /// An account's quota counts what it makes the server store: uploads not yet in an object,
+    /// and history; a metadata-only version costs nothing.
+    #[test]
+    fn the_account_quota_counts_uploads_and_history_not_metadata_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let (a, _) = s.create_user("alice").unwrap();
+        s.set_account_quota(&a.uuid, 10).unwrap();
+        let b1 = s.put_block(&a.uuid, b"123456").unwrap();
+        assert!(matches!(s.put_block(&a.uuid, b"abcde"), Err(StoreError::QuotaExceeded)));
+        // the same block again costs nothing
+        s.put_block(&a.uuid, b"123456").unwrap();
+        let f = ObjectPath::new(&a.uuid, DEFAULT_CONTAINER, "f");
+        let pc = Precondition::default();
+        s.put_object(&f, &obj(&a.uuid, vec![b1], 6), &pc).unwrap();
+        for _ in 0..5 {
+            s.update_object_meta(&f, &MetaUpdate::Merge(Meta::new()), &a.uuid)
+                .unwrap();
+        }
+        assert_eq!(s.account_info(&a.uuid).unwrap().bytes, 6);
+        let b2 = s.put_block(&a.uuid, b"wxyz").unwrap();
+        s.put_object(&f, &obj(&a.uuid, vec![b2], 4), &pc).unwrap();
+        assert_eq!(s.account_info(&a.uuid).unwrap().bytes, 10, "history counts");
+        assert!(matches!(s.put_block(&a.uuid, b"!"), Err(StoreError::QuotaExceeded)));
+        check_counts(&s);
     }
 }
