@@ -16,9 +16,10 @@ TOOLS="$ROOT/target/test-tools"
 mkdir -p "$TOOLS"
 
 # System packages: curl for the scripts; fuse3 and attr for the filesystem tests; vim,
-# emacs, nano (driven through tmux) for the editor tests on metafiles.
+# emacs, nano (driven through tmux) for the editor tests on metafiles; openssl makes the TLS
+# tests' certificates.
 need=()
-for pkg in curl fuse3 attr python3-venv vim emacs-nox nano tmux; do
+for pkg in curl openssl fuse3 attr python3-venv vim emacs-nox nano tmux; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -27,7 +27,16 @@ pub fn open_data_dir(dir: &Path) -> Result<Arc<store::sqlite::SqliteStore>, Data
         dir: dir.to_path_buf(),
         source,
     };
+    let existed = dir.is_dir();
     std::fs::create_dir_all(dir).map_err(unusable)?;
+    if !existed {
+        // (a new directory's name is durable once its parent is fsynced)
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::File::open(parent)
+                .and_then(|f| f.sync_all())
+                .map_err(unusable)?;
+        }
+    }
     // Other people's private images live here: no other local user may even look inside
     // (also for a directory an older version left 0755; what it holds is then out of reach).
     {
@@ -48,5 +57,7 @@ pub fn open_data_dir(dir: &Path) -> Result<Arc<store::sqlite::SqliteStore>, Data
     };
     let blocks = store::blocks::FsBlocks::open(&dir.join("blocks")).map_err(store_err)?;
     let s = store::sqlite::SqliteStore::open(&dir.join("meta.db"), Arc::new(blocks)).map_err(store_err)?;
+    // meta.db's name (SQLite makes its WAL's durable, not the database file's)
+    std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(unusable)?;
     Ok(Arc::new(s))
 }

@@ -45,6 +45,12 @@ enum Cmd {
         /// Seconds between garbage collections (0: only at start-up)
         #[arg(long, default_value_t = 600, value_name = "SECS")]
         gc_interval: u64,
+        /// Serve https with this certificate chain (PEM); needs --tls-key
+        #[arg(long, value_name = "PEM", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1)
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Collect garbage in a data directory now (beside a running server too), printing what
     /// was freed as JSON
@@ -90,6 +96,25 @@ enum UserCmd {
         #[command(flatten)]
         data: DataArg,
     },
+    /// Issue a new token for a user; prints {"uuid","name","token","expires"}. The user's
+    /// other tokens keep working until they expire, unless --rotate
+    Token {
+        name: String,
+        /// Revoke the user's other tokens now (after a leak)
+        #[arg(long)]
+        rotate: bool,
+        /// Seconds the token works [default: 30 days]
+        #[arg(long, value_name = "SECS")]
+        lifetime: Option<u64>,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Revoke every token of a user (requests with them get 401 at once)
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
     /// Set a user's quota: the bytes its account may make the server store (uploads not yet
     /// in an object and kept versions included); 0 = no limit
     Quota {
@@ -98,6 +123,12 @@ enum UserCmd {
         #[command(flatten)]
         data: DataArg,
     },
+}
+
+fn find_user(store: &dyn Store, name: &str) -> anyhow::Result<imgfs::store::User> {
+    store
+        .user_by_name(name)?
+        .ok_or_else(|| anyhow::anyhow!("no user named {name}"))
 }
 
 fn data_dir(d: &DataArg) -> PathBuf {
@@ -171,7 +202,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             body_idle_timeout,
             gc_grace,
             gc_interval,
+            tls_cert,
+            tls_key,
         } => {
+            let tls = match (&tls_cert, &tls_key) {
+                (Some(c), Some(k)) => Some(imgfs::server::tls_config(c, k)?),
+                _ => None,
+            };
             let limits = imgfs::server::Limits {
                 max_connections: max_connections.max(1),
                 header_timeout: std::time::Duration::from_secs(header_timeout.max(1)),
@@ -185,7 +222,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
                 let addr = listener.local_addr()?;
-                tracing::info!(%addr, data = %dir.display(), "imgfs serve listening");
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                tracing::info!(%addr, scheme, data = %dir.display(), "imgfs serve listening");
                 // Scripts and tests started with port 0 read the address from here.
                 println!("listening on {addr}");
                 use std::io::Write;
@@ -197,7 +235,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         interval: std::time::Duration::from_secs(gc_interval),
                     },
                 );
-                serve(AppState { store }, listener, limits).await?;
+                serve(AppState { store }, listener, limits, tls).await?;
                 Ok(())
             })
         }
@@ -245,12 +283,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::User {
+            cmd:
+                UserCmd::Token {
+                    name,
+                    rotate,
+                    lifetime,
+                    data,
+                },
+        } => {
+            let store = imgfs::open_data_dir(&data_dir(&data))?;
+            let user = find_user(store.as_ref(), &name)?;
+            let lifetime = lifetime.map_or(imgfs::store::DEFAULT_TOKEN_LIFETIME, std::time::Duration::from_secs);
+            let (token, expires) = store.issue_token(&user.uuid, lifetime, rotate)?;
+            println!(
+                "{}",
+                serde_json::json!({"uuid": user.uuid, "name": user.name, "token": token,
+                                   "expires": imgfs::api::timefmt::iso_micros(expires)})
+            );
+            Ok(())
+        }
+        Cmd::User {
+            cmd: UserCmd::Revoke { name, data },
+        } => {
+            let store = imgfs::open_data_dir(&data_dir(&data))?;
+            let user = find_user(store.as_ref(), &name)?;
+            let n = store.revoke_tokens(&user.uuid)?;
+            eprintln!("revoked {n} live token(s) of {name}");
+            Ok(())
+        }
+        Cmd::User {
             cmd: UserCmd::Quota { name, bytes, data },
         } => {
             let store = imgfs::open_data_dir(&data_dir(&data))?;
-            let user = store
-                .user_by_name(&name)?
-                .ok_or_else(|| anyhow::anyhow!("no user named {name}"))?;
+            let user = find_user(store.as_ref(), &name)?;
             store.set_account_quota(&user.uuid, bytes)?;
             Ok(())
         }

@@ -4,13 +4,13 @@
 
 use crate::api::hashing::BLOCK_SIZE;
 use crate::client::pithos::{http_client, PithosClient};
-use crate::client::session::{authenticate, read_token_file, resolve_source};
+use crate::client::session::{authenticate, read_token_file, resolve_source, TokenCell};
 use crate::client::Storage;
 use crate::fs::fuse::FuseFs;
 use crate::fs::{Fs, FsOptions};
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -188,6 +188,20 @@ pub fn parse_helper_args(argv: &[String]) -> Result<MountArgs, MountError> {
     Ok(a)
 }
 
+/// Where the token is read again after the server refused it (a rotation): the token file,
+/// or kamaki's config; a token from the environment cannot change.
+fn token_source(c: &MountConfig, home: &Path) -> Option<Box<dyn Fn() -> Option<String> + Send + Sync>> {
+    if let Some(f) = &c.token_file {
+        let f = f.clone();
+        return Some(Box::new(move || read_token_file(&f).ok()));
+    }
+    if std::env::var("IMGFS_TOKEN").is_ok_and(|t| !t.trim().is_empty()) {
+        return None;
+    }
+    let (source, rc) = (c.source.clone(), home.join(".kamakirc"));
+    Some(Box::new(move || resolve_source(&source, &rc).ok().and_then(|(_, t)| t)))
+}
+
 fn token(c: &MountConfig, kamaki_token: Option<String>) -> Result<String, MountError> {
     if let Some(f) = &c.token_file {
         return Ok(read_token_file(f)?);
@@ -343,8 +357,16 @@ fn serve_inner(
         .map_err(|e| MountError::Other(e.to_string()))?;
     let http = http_client();
     let account = rt.block_on(authenticate(&http, &identity_url, &token))?;
-    let storage =
-        PithosClient::new(http, &account.object_store, &account.uuid, &token).with_images(account.image.clone());
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
+    let cell = match token_source(&cfg, &home) {
+        Some(reread) => TokenCell::rereadable(&token, reread),
+        None => TokenCell::fixed(&token),
+    };
+    let storage = PithosClient::new(http, &account.object_store, &account.uuid, &token)
+        .with_token(cell)
+        .with_images(account.image.clone());
     if let Some(c) = &cfg.fs.container {
         let exists = rt
             .block_on(storage.container_exists(c))

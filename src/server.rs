@@ -40,9 +40,17 @@ impl AppState {
         let Some(token) = request::token(headers, q)?.map(|t| t.to_string()) else {
             return Err(ApiError::unauthorized("No authentication token"));
         };
-        match self.run(move |s| s.authenticate(&token)).await? {
-            Some(u) => Ok(u),
-            None => Err(ApiError::invalid_token()),
+        self.session(token).await.map(|s| s.user)
+    }
+
+    /// The session of a token; 401 for an unknown, revoked or expired one.
+    pub async fn session(&self, token: String) -> ApiResult<crate::store::Session> {
+        use crate::store::TokenCheck;
+        match self.run(move |s| s.check_token(&token)).await? {
+            TokenCheck::Valid(s) => Ok(s),
+            // (Astakos's words)
+            TokenCheck::Expired => Err(ApiError::unauthorized("Authentication expired")),
+            TokenCheck::Unknown => Err(ApiError::invalid_token()),
         }
     }
 }
@@ -129,12 +137,43 @@ const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 /// Serves until SIGINT or SIGTERM, then finishes the requests in flight (up to 30 s).
 /// Connections beyond `limits.max_connections` wait to be accepted; one that sends no
 /// headers, or no body bytes, for its timeout is closed (slow clients cannot pile up).
-pub async fn serve(state: AppState, listener: tokio::net::TcpListener, limits: Limits) -> Result<(), ServeError> {
+///
+/// With `tls`, every connection is TLS (the handshake within the header timeout), and the
+/// URLs the identity service hands out say https.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<(), ServeError> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
-    let app = router(state).layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-        limits.body_idle_timeout,
-    ));
+    let mut app = router(state)
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            limits.body_idle_timeout,
+        ))
+        // HTTP/2 names the host in the URI (`:authority`), not in a Host header; the catalog's
+        // URLs are built from Host.
+        .layer(tower::util::MapRequestLayer::new(|mut r: Request| {
+            if !r.headers().contains_key(axum::http::header::HOST) {
+                if let Some(v) = r
+                    .uri()
+                    .authority()
+                    .and_then(|a| axum::http::HeaderValue::from_str(a.as_str()).ok())
+                {
+                    r.headers_mut().insert(axum::http::header::HOST, v);
+                }
+            }
+            r
+        }));
+    if tls.is_some() {
+        // (what `base_url` builds the catalog from; a client's own value is overridden)
+        app = app.layer(tower::util::MapRequestLayer::new(|mut r: Request| {
+            r.headers_mut()
+                .insert("x-forwarded-proto", axum::http::HeaderValue::from_static("https"));
+            r
+        }));
+    }
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -162,14 +201,15 @@ pub async fn serve(state: AppState, listener: tokio::net::TcpListener, limits: L
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()))
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, app, watcher, tls) = (builder.clone(), app.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
-            // (a client gone or timed out is no server error)
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended");
+            match tls {
+                None => serve_connection(&builder, TokioIo::new(stream), app, watcher).await,
+                Some(acceptor) => match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => serve_connection(&builder, TokioIo::new(s), app, watcher).await,
+                    Ok(Err(e)) => tracing::info!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::info!("TLS handshake timed out"),
+                },
             }
             drop(permit);
         });
@@ -180,6 +220,58 @@ pub async fn serve(state: AppState, listener: tokio::net::TcpListener, limits: L
         _ = tokio::time::sleep(DRAIN) => tracing::warn!("requests still in flight after {DRAIN:?}; stopping"),
     }
     Ok(())
+}
+
+async fn serve_connection<I>(
+    builder: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    io: I,
+    app: Router,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let conn = builder
+        .serve_connection(io, hyper_util::service::TowerToHyperService::new(app))
+        .into_owned();
+    // (a client gone or timed out is no server error)
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended");
+    }
+}
+
+/// The TLS configuration of a certificate chain and its private key (PEM files), with the
+/// `ring` provider; h2 and http/1.1 offered by ALPN.
+pub fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |path: &std::path::Path, e: &dyn std::fmt::Display| TlsError::Pem {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad(cert, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(cert, &e))?;
+    if certs.is_empty() {
+        return Err(bad(cert, &"no certificate in the file"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(TlsError::Config)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {message}")]
+    Pem { path: String, message: String },
+    #[error("TLS configuration: {0}")]
+    Config(rustls::Error),
 }
 
 async fn shutdown_signal() {

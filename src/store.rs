@@ -64,6 +64,26 @@ pub struct User {
     pub name: String,
 }
 
+/// How long a token works unless its issuer says otherwise: Astakos's default, 30 days.
+pub const DEFAULT_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+/// A valid token's user and when the token stops working.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub user: User,
+    pub expires: Micros,
+}
+
+/// What a token is worth.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenCheck {
+    Valid(Session),
+    /// A token this server issued, past its expiry.
+    Expired,
+    /// Never issued here, or revoked.
+    Unknown,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Versioning {
     Auto,
@@ -269,9 +289,22 @@ pub enum Listed {
 /// each atomic and durable before returning.
 pub trait Store: Send + Sync {
     // Users and tokens.
+    /// A new user with a token of [`DEFAULT_TOKEN_LIFETIME`] and the default container.
     fn create_user(&self, name: &str) -> Result<(User, String)>;
     fn list_users(&self) -> Result<Vec<User>>;
-    fn authenticate(&self, token: &str) -> Result<Option<User>>;
+    fn check_token(&self, token: &str) -> Result<TokenCheck>;
+    /// The user of a valid token (expired, revoked and unknown tokens: none).
+    fn authenticate(&self, token: &str) -> Result<Option<User>> {
+        Ok(match self.check_token(token)? {
+            TokenCheck::Valid(s) => Some(s.user),
+            _ => None,
+        })
+    }
+    /// A new token for the user, valid for `lifetime`; with `revoke_others` the user's other
+    /// tokens stop working at once. Returns the secret and its expiry.
+    fn issue_token(&self, uuid: &str, lifetime: std::time::Duration, revoke_others: bool) -> Result<(String, Micros)>;
+    /// Every token of the user stops working; how many were live.
+    fn revoke_tokens(&self, uuid: &str) -> Result<u64>;
     fn user_by_uuid(&self, uuid: &str) -> Result<Option<User>>;
     fn user_by_name(&self, name: &str) -> Result<Option<User>>;
 

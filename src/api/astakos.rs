@@ -141,7 +141,8 @@ impl TokenReply {
 
 /// The full token reply of `POST /identity/v2.0/tokens`, URLs rooted at `base`
 /// (`http://host:port`).
-pub fn token_reply(base: &str, token: &str, uuid: &str, name: &str) -> Value {
+/// `expires`: the token's expiry, ISO 8601 (`2026-12-31T00:00:00.000000+00:00`).
+pub fn token_reply(base: &str, token: &str, uuid: &str, name: &str, expires: &str) -> Value {
     // As the original's catalog: the image service without its version (clients append it,
     // `with_version`), which `SNF:exposeVersion` says.
     let ep = |version: &str, path: &str| {
@@ -151,7 +152,7 @@ pub fn token_reply(base: &str, token: &str, uuid: &str, name: &str) -> Value {
                 "SNF:exposeVersion": if versioned { "True" } else { "False" }}])
     };
     json!({"access": {
-    "token": {"id": token, "expires": "2099-01-01T00:00:00.000000+00:00",
+    "token": {"id": token, "expires": expires,
               "tenant": {"id": uuid, "name": name}},
     "user": {"id": uuid, "name": name, "roles": [], "roles_links": [], "projects": [uuid]},
     "serviceCatalog": [
@@ -183,7 +184,7 @@ mod tests {
 
     #[test]
     fn reply_has_what_kamaki_needs() {
-        let v = token_reply("http://h:1", "tok", "u", "alice");
+        let v = token_reply("http://h:1", "tok", "u", "alice", "2099-01-01T00:00:00.000000+00:00");
         let r: TokenReply = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(r.endpoint("object-store"), Some("http://h:1/object-store/v1"));
         assert_eq!(r.endpoint("IMAGE"), Some("http://h:1/image"));

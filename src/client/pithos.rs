@@ -18,7 +18,7 @@ pub struct PithosClient {
     pub(super) http: reqwest::Client,
     /// `<object-store>/<account>`
     pub(super) base: String,
-    pub(super) token: String,
+    pub(super) token: std::sync::Arc<crate::client::session::TokenCell>,
     pub(super) account: String,
     /// The image registry's endpoint, when the cloud has one.
     pub(super) images: Option<String>,
@@ -43,10 +43,16 @@ impl PithosClient {
         PithosClient {
             http,
             base: format!("{}/{}", object_store.trim_end_matches('/'), encode_path(account)),
-            token: token.into(),
+            token: std::sync::Arc::new(crate::client::session::TokenCell::fixed(token)),
             account: account.into(),
             images: None,
         }
+    }
+
+    /// Send the token `cell` holds (read again from its source after a 401).
+    pub fn with_token(mut self, cell: crate::client::session::TokenCell) -> PithosClient {
+        self.token = std::sync::Arc::new(cell);
+        self
     }
 
     /// Also speak to the image registry at `url` (see [`crate::client::Registry`]).
@@ -75,14 +81,21 @@ impl PithosClient {
         let path = url.strip_prefix(&self.base).unwrap_or(&url).to_string();
         let mut backoff = FIRST_BACKOFF;
         let mut last = String::new();
+        let mut refreshed = false;
         for attempt in 1..=ATTEMPTS {
+            let token = self.token.get();
             let rq = build(
                 self.http
                     .request(method.clone(), &url)
-                    .header(crate::api::pithos::X_AUTH_TOKEN, &self.token),
+                    .header(crate::api::pithos::X_AUTH_TOKEN, &token),
             );
             match rq.send().await {
                 Ok(r) if ok.contains(&r.status().as_u16()) => return Ok(r),
+                // (expired or rotated: once more with what the token's source holds now)
+                Ok(r) if r.status() == StatusCode::UNAUTHORIZED && !refreshed && self.token.refresh(&token) => {
+                    refreshed = true;
+                    continue;
+                }
                 Ok(r) if r.status().is_server_error() => {
                     last = format!("{} {}", r.status(), fault_text(r).await);
                 }

@@ -70,6 +70,51 @@ pub fn parse_kamakirc(text: &str, cloud: &str) -> (Option<String>, Option<String
     (url, token)
 }
 
+/// The token a client sends, and how to read it again when the server refuses it: a token
+/// rotated into the same file (or kamaki's config) is picked up without a remount.
+pub struct TokenCell {
+    current: std::sync::RwLock<String>,
+    reread: Option<Box<dyn Fn() -> Option<String> + Send + Sync>>,
+}
+
+impl TokenCell {
+    pub fn fixed(token: &str) -> TokenCell {
+        TokenCell {
+            current: std::sync::RwLock::new(token.to_string()),
+            reread: None,
+        }
+    }
+
+    pub fn rereadable(token: &str, reread: impl Fn() -> Option<String> + Send + Sync + 'static) -> TokenCell {
+        TokenCell {
+            current: std::sync::RwLock::new(token.to_string()),
+            reread: Some(Box::new(reread)),
+        }
+    }
+
+    pub fn get(&self) -> String {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// After the server refused `used`: true when there is another token to try (read again
+    /// from its source now, or by a request before this one).
+    pub fn refresh(&self, used: &str) -> bool {
+        let Some(reread) = &self.reread else { return false };
+        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if *cur != used {
+            return true;
+        }
+        match reread() {
+            Some(t) if t != used => {
+                tracing::info!("the server refused the token; using the one its source holds now");
+                *cur = t;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Reads a token file; warns when others may read it.
 pub fn read_token_file(path: &str) -> Result<String, SessionError> {
     use std::os::unix::fs::PermissionsExt;

@@ -30,7 +30,7 @@ pub async fn tokens(State(st): State<AppState>, headers: HeaderMap, body: Bytes)
     }
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         // Public mode: the catalog alone.
-        let full = token_reply(&base, "", "", "");
+        let full = token_reply(&base, "", "", "", "");
         return Ok(json_reply(
             json!({"access": {"serviceCatalog": full["access"]["serviceCatalog"]}}),
         ));
@@ -41,11 +41,14 @@ pub async fn tokens(State(st): State<AppState>, headers: HeaderMap, body: Bytes)
         .token()
         .ok_or_else(|| ApiError::bad_request("Missing credentials"))?
         .to_string();
+    // (the identity service's own fault, not the forwarded one the object store gives)
     let t = token.clone();
-    let user = st
-        .run(move |s| s.authenticate(&t))
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("Invalid token"))?;
+    let session = match st.run(move |s| s.check_token(&t)).await? {
+        crate::store::TokenCheck::Valid(s) => s,
+        crate::store::TokenCheck::Expired => return Err(ApiError::unauthorized("Authentication expired")),
+        crate::store::TokenCheck::Unknown => return Err(ApiError::unauthorized("Invalid token")),
+    };
+    let user = &session.user;
     if let Some(pc) = &req.auth.password_credentials {
         if pc.username != user.uuid {
             return Err(ApiError::unauthorized("Invalid token"));
@@ -56,7 +59,13 @@ pub async fn tokens(State(st): State<AppState>, headers: HeaderMap, body: Bytes)
             return Err(ApiError::bad_request("Not conforming tenantName"));
         }
     }
-    Ok(json_reply(token_reply(&base, &token, &user.uuid, &user.name)))
+    Ok(json_reply(token_reply(
+        &base,
+        &token,
+        &user.uuid,
+        &user.name,
+        &crate::api::timefmt::iso_micros(session.expires),
+    )))
 }
 
 pub async fn user_catalogs(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
@@ -103,11 +112,12 @@ pub async fn swift_auth(State(st): State<AppState>, headers: HeaderMap) -> ApiRe
         Some((a, u)) => vec![a.to_string(), u.to_string()],
         None => vec![user.clone()],
     };
-    let k = key.clone();
-    let found = st.run(move |s| s.authenticate(&k)).await?;
-    let Some(found) = found else {
-        return Err(ApiError::unauthorized("Invalid credentials"));
+    let session = match st.session(key.clone()).await {
+        Ok(s) => s,
+        Err(e) if e.status == StatusCode::UNAUTHORIZED && e.message == "Authentication expired" => return Err(e),
+        Err(_) => return Err(ApiError::unauthorized("Invalid credentials")),
     };
+    let found = &session.user;
     if !names.iter().all(|n| *n == found.name || *n == found.uuid) {
         return Err(ApiError::unauthorized("Invalid credentials"));
     }
@@ -123,6 +133,8 @@ pub async fn swift_auth(State(st): State<AppState>, headers: HeaderMap) -> ApiRe
     h.insert(STORAGE_URL, v(&url)?);
     h.insert(AUTH_TOKEN, v(&key)?);
     h.insert(STORAGE_TOKEN, v(&key)?);
-    h.insert(AUTH_TOKEN_EXPIRES, HeaderValue::from_static("86400"));
+    // Seconds the token has left.
+    let left = (session.expires - crate::api::timefmt::now_micros()).max(0) / 1_000_000;
+    h.insert(AUTH_TOKEN_EXPIRES, v(&left.to_string())?);
     Ok(r)
 }

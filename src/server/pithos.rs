@@ -767,4 +767,35 @@ mod tests {
         assert!(parse_endpoint(&format!("/acc/c/{}", "x".repeat(1025))).is_err());
         assert!(parse_endpoint(&format!("/acc/{}", "x".repeat(257))).is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// Any path and query a client sends: a 400 or an endpoint, never a panic; and what
+        /// is accepted holds no control character, no `.`/`..` segment, no empty account.
+        #[test]
+        fn paths_and_queries_never_panic(
+            path in proptest::prelude::prop_oneof![
+                "(/[a-z%0-9.]{0,6}){0,5}/?",
+                "/[ -~]{0,40}",
+                proptest::prelude::any::<String>(),
+            ],
+            query in proptest::prelude::prop_oneof!["([a-z%0-9+]{0,5}=?[a-z%0-9+&=]{0,6}&?){0,4}", proptest::prelude::any::<String>()],
+        ) {
+            let _ = crate::server::request::Query::parse(Some(&query));
+            match parse_endpoint(&path) {
+                Ok(Endpoint::Object { account, container, object }) => {
+                    for n in [&account, &container, &object] {
+                        proptest::prop_assert!(!n.chars().any(char::is_control), "{path:?}");
+                    }
+                    proptest::prop_assert!(!account.is_empty() && !container.is_empty());
+                    proptest::prop_assert!(!object.split('/').any(|s| s == "." || s == ".."));
+                }
+                Ok(Endpoint::Container { account, container }) => {
+                    proptest::prop_assert!(!account.is_empty() && !container.contains('/'));
+                }
+                _ => {}
+            }
+        }
+    }
 }

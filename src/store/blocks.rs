@@ -36,6 +36,11 @@ pub trait BlockStore: Send + Sync {
 
 pub struct FsBlocks {
     root: PathBuf,
+    /// Block directories (by the hash's first two bytes) this process made durable: created
+    /// if missing, and their parents fsynced, so that a block renamed into one survives a
+    /// power cut. Held while making one durable, so that no writer uses a directory another
+    /// is still making durable.
+    durable_dirs: std::sync::Mutex<std::collections::HashSet<u16>>,
 }
 
 /// Removes a temp file unless the rename that publishes it went through.
@@ -52,9 +57,31 @@ impl Drop for DeleteOnDrop {
 impl FsBlocks {
     pub fn open(root: &Path) -> Result<FsBlocks> {
         fs::create_dir_all(root)?;
+        // (the root's own entry: durable once its parent is)
+        if let Some(parent) = root.parent() {
+            File::open(parent)?.sync_all()?;
+        }
         Ok(FsBlocks {
             root: root.to_path_buf(),
+            durable_dirs: Default::default(),
         })
+    }
+
+    /// Makes the directory of a block durable: created, and its entry and its parent's entry
+    /// fsynced (a new directory's name is durable only once its parent is fsynced). Once per
+    /// directory and process: a directory found existing may have been made by a process that
+    /// died before its fsync.
+    fn ensure_dir(&self, hex: &str) -> Result<PathBuf> {
+        let dir = self.dir_of(hex);
+        let key = u16::from_str_radix(&hex[0..4], 16).unwrap_or(0);
+        let mut known = self.durable_dirs.lock().unwrap_or_else(|p| p.into_inner());
+        if !known.contains(&key) {
+            fs::create_dir_all(&dir)?;
+            File::open(self.root.join(&hex[0..2]))?.sync_all()?;
+            File::open(&self.root)?.sync_all()?;
+            known.insert(key);
+        }
+        Ok(dir)
     }
 
     fn dir_of(&self, hex: &str) -> PathBuf {
@@ -217,14 +244,13 @@ impl BlockStore for FsBlocks {
             return Ok(hash);
         }
         let hex = hash.to_hex();
-        let dir = self.dir_of(&hex);
+        let dir = self.ensure_dir(&hex)?;
         let dest = dir.join(&hex);
         if let Ok(m) = fs::metadata(&dest) {
             if m.len() == stored.len() as u64 {
                 return Ok(hash);
             }
         }
-        fs::create_dir_all(&dir)?;
         let tmp = dir.join(format!(".tmp-{hex}-{:016x}", rand::random::<u64>()));
         let mut guard = DeleteOnDrop(Some(tmp.clone()));
         write_durably(&tmp, stored)?;

@@ -19,14 +19,14 @@ use crate::store::access::{decide, Access, SharedDirs};
 use crate::store::blocks::BlockStore;
 use crate::store::*;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
-use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 mod gc;
 mod refs;
+mod tokens;
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = r#"
 CREATE TABLE users (uuid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL UNIQUE,
@@ -128,10 +128,6 @@ fn unpack_hashes(b: &[u8]) -> Vec<BlockHash> {
         .collect()
 }
 
-fn token_hash(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
-}
-
 struct ContainerRow {
     id: i64,
     versioning: Versioning,
@@ -169,6 +165,9 @@ impl SqliteStore {
             }
             if v < 3 {
                 refs::migrate_to_3(&tx, &|h| blocks.stored_len(h))?;
+            }
+            if v < 4 {
+                tokens::migrate_to_4(&tx)?;
             }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
@@ -605,9 +604,8 @@ fn names_under(c: &Connection, container: i64, prefix: &str) -> Result<Vec<(i64,
 
 impl Store for SqliteStore {
     fn create_user(&self, name: &str) -> Result<(User, String)> {
-        let token = hex::encode(rand::random::<[u8; 24]>());
         let uuid = uuid::Uuid::new_v4().to_string();
-        self.with_tx(|tx| {
+        let token = self.with_tx(|tx| {
             let exists: Option<String> = tx
                 .query_row("SELECT uuid FROM users WHERE name = ?1", [name], |r| r.get(0))
                 .optional()?;
@@ -615,9 +613,10 @@ impl Store for SqliteStore {
                 return Err(StoreError::UserExists(name.to_string()));
             }
             let now = now_micros();
+            // (the legacy column gets a value that never was a token)
             tx.execute(
                 "INSERT INTO users (uuid, name, token_hash, created) VALUES (?1, ?2, ?3, ?4)",
-                params![uuid, name, token_hash(&token), now],
+                params![uuid, name, rand::random::<[u8; 32]>().to_vec(), now],
             )?;
             tx.execute(
                 "INSERT INTO accounts (uuid, quota, modified) VALUES (?1, 0, ?2)",
@@ -627,7 +626,7 @@ impl Store for SqliteStore {
                 "INSERT INTO containers (account, name, versioning, quota, modified) VALUES (?1, ?2, 'auto', 0, ?3)",
                 params![uuid, DEFAULT_CONTAINER, now],
             )?;
-            Ok(())
+            Ok(tokens::issue(tx, &uuid, DEFAULT_TOKEN_LIFETIME, false)?.0)
         })?;
         Ok((
             User {
@@ -651,19 +650,24 @@ impl Store for SqliteStore {
         })
     }
 
-    fn authenticate(&self, token: &str) -> Result<Option<User>> {
-        let h = token_hash(token);
-        self.with_read(|c| {
-            let found: Option<(String, String, Vec<u8>)> = c
-                .query_row(
-                    "SELECT uuid, name, token_hash FROM users WHERE token_hash = ?1",
-                    [&h],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            use subtle::ConstantTimeEq;
-            Ok(found.and_then(|(uuid, name, stored)| bool::from(stored.ct_eq(&h)).then_some(User { uuid, name })))
+    fn check_token(&self, token: &str) -> Result<TokenCheck> {
+        self.with_read(|c| tokens::check(c, token))
+    }
+
+    fn issue_token(&self, uuid: &str, lifetime: std::time::Duration, revoke_others: bool) -> Result<(String, Micros)> {
+        self.with_tx(|tx| {
+            let known: bool = tx
+                .prepare_cached("SELECT 1 FROM users WHERE uuid = ?1")?
+                .exists([uuid])?;
+            if !known {
+                return Err(StoreError::Invalid(format!("no user {uuid}")));
+            }
+            tokens::issue(tx, uuid, lifetime, revoke_others)
         })
+    }
+
+    fn revoke_tokens(&self, uuid: &str) -> Result<u64> {
+        self.with_tx(|tx| tokens::revoke(tx, uuid))
     }
 
     fn user_by_uuid(&self, uuid: &str) -> Result<Option<User>> {
@@ -1502,7 +1506,7 @@ mod tests {
             // What a version 1 database has: no presence table, no counts.
             let c = s.conn.lock().unwrap();
             c.execute_batch(
-                "DROP TABLE account_blocks; DROP TABLE blocks; DROP TABLE gc_lease;
+                "DROP TABLE account_blocks; DROP TABLE blocks; DROP TABLE gc_lease; DROP TABLE tokens;
                  ALTER TABLE accounts DROP COLUMN stored; PRAGMA user_version = 1;",
             )
             .unwrap();

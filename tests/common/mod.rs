@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 mod cloud;
+pub mod lazyfs;
 #[allow(unused_imports)]
 pub use cloud::*;
 
@@ -61,6 +62,11 @@ impl Server {
         let mut s = Server::start_with(&tmp.path().join("data"), "127.0.0.1:0", args);
         s._tmp = Some(tmp);
         s
+    }
+
+    /// A server on an existing (or new) data directory, with extra `imgfs serve` arguments.
+    pub fn start_on_with(data: &Path, args: &[&str]) -> Server {
+        Server::start_with(data, "127.0.0.1:0", args)
     }
 
     fn start_with(data: &Path, listen: &str, args: &[&str]) -> Server {

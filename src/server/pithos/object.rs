@@ -587,17 +587,7 @@ async fn data_update(ctx: &Ctx, path: &ObjectPath, body: Body, source: Option<St
     let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Object too large");
     let truncate_to: Option<u64> = match header(&ctx.headers, X_OBJECT_BYTES)? {
         None => None,
-        Some(v) => {
-            let n: u64 = v
-                .trim()
-                .parse()
-                .map_err(|_| ApiError::bad_request("Invalid X-Object-Bytes"))?;
-            // (the new size's hashmap is built in memory: bounded like any object's)
-            if n > MAX_OBJECT_SIZE {
-                return Err(too_large());
-            }
-            Some(n)
-        }
+        Some(v) => Some(object_bytes(&v)?),
     };
     // The length a Content-Range names (`a-b`: b - a + 1), without wrapping at 2^64.
     let range_len = |last: u64| {
@@ -735,9 +725,33 @@ pub async fn public_object(State(st): State<AppState>, Path(id): Path<String>, r
     }
 }
 
+/// `X-Object-Bytes`: a size of at most [`MAX_OBJECT_SIZE`] (the new size's hashmap is built
+/// in memory: bounded like any object's).
+fn object_bytes(v: &str) -> ApiResult<u64> {
+    let n: u64 = v
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::bad_request("Invalid X-Object-Bytes"))?;
+    if n > MAX_OBJECT_SIZE {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Object too large"));
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::coalesce;
+    use super::{coalesce, object_bytes, MAX_OBJECT_SIZE};
+
+    proptest::proptest! {
+        /// Any X-Object-Bytes: a size within the bound, or a 400/413.
+        #[test]
+        fn object_bytes_are_bounded(v in proptest::prelude::prop_oneof![" ?[0-9]{1,25} ?", proptest::prelude::any::<String>()]) {
+            match object_bytes(&v) {
+                Ok(n) => proptest::prop_assert!(n <= MAX_OBJECT_SIZE),
+                Err(e) => proptest::prop_assert!(e.status == 400 || e.status == 413, "{v:?}: {}", e.status),
+            }
+        }
+    }
 
     #[test]
     fn ranges_merge_where_they_overlap_or_touch() {

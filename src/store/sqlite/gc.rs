@@ -86,6 +86,7 @@ impl SqliteStore {
 
     fn collect_leased(&self, me: &str, grace: Duration) -> Result<GcReport> {
         let mut report = GcReport::default();
+        self.with_tx(|tx| super::tokens::forget_expired(tx))?;
         let cutoff = now_micros() - grace.as_micros() as i64;
         // Uploads that no version took in time.
         loop {
