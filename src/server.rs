@@ -45,12 +45,21 @@ impl AppState {
 
     /// The session of a token; 401 for an unknown, revoked or expired one.
     pub async fn session(&self, token: String) -> ApiResult<crate::store::Session> {
+        self.session_or(token, ApiError::invalid_token).await
+    }
+
+    /// [`AppState::session`], with the route's own fault for a token it does not know (an
+    /// expired one says so everywhere, in Astakos's words).
+    pub async fn session_or(
+        &self,
+        token: String,
+        unknown: impl FnOnce() -> ApiError,
+    ) -> ApiResult<crate::store::Session> {
         use crate::store::TokenCheck;
         match self.run(move |s| s.check_token(&token)).await? {
             TokenCheck::Valid(s) => Ok(s),
-            // (Astakos's words)
             TokenCheck::Expired => Err(ApiError::unauthorized("Authentication expired")),
-            TokenCheck::Unknown => Err(ApiError::invalid_token()),
+            TokenCheck::Unknown => Err(unknown()),
         }
     }
 }

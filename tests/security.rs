@@ -564,3 +564,37 @@ fn knowing_a_blocks_hash_is_not_enough_to_read_it() {
     assert_eq!(put_map(&t.bob, "again.img", hashmap(&oh, other.len())).status(), 201);
     assert_eq!(t.bob.get("pithos/again.img"), other);
 }
+
+/// Block uploads into another account's container: only for someone it shares something
+/// with for writing; otherwise the same 403 whether the container exists or not, and nothing
+/// is stored or charged.
+#[test]
+fn block_uploads_into_another_account_need_write_access_and_say_nothing() {
+    let t = two();
+    let acc = t.alice.user.uuid.clone();
+    t.alice.put("pithos/private.txt", b"alice's");
+    let block = pattern(1 << 20, unique_seed());
+    let post = |container: &str| {
+        t.bob
+            .os_of(&acc, "POST", &format!("{container}?update&format=json"))
+            .header("Content-Type", "application/octet-stream")
+            .body(block.clone())
+            .send()
+            .unwrap()
+            .status()
+    };
+    let before = block_files(&t.s.data.join("blocks"));
+    assert_eq!(post("pithos"), 403, "an existing container");
+    assert_eq!(post("no-such-container"), 403, "the same for a missing one");
+    assert_eq!(block_files(&t.s.data.join("blocks")), before, "nothing stored");
+    assert_eq!(header(&t.bob.head(""), "x-account-bytes-used"), "0", "nothing charged");
+    share(&t.alice, "pithos/private.txt", &format!("read={}", t.bob.user.uuid));
+    assert_eq!(post("pithos"), 403, "reading is not writing");
+    share(&t.alice, "pithos/private.txt", &format!("write={}", t.bob.user.uuid));
+    assert_eq!(post("pithos"), 202, "a writer may send blocks");
+    assert_eq!(
+        header(&t.bob.head(""), "x-account-bytes-used"),
+        (1u64 << 20).to_string(),
+        "charged to the sender"
+    );
+}

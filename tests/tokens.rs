@@ -102,6 +102,14 @@ fn tokens_are_issued_with_an_expiry_rotated_revoked_and_refused_after() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 401, "the image API too");
+    let r = http()
+        .get(format!("{}/auth/v1.0", s.url()))
+        .header("X-Auth-User", "alice")
+        .header("X-Auth-Key", &t4)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401, "Swift's auth too");
+    assert!(r.text().unwrap().contains("Authentication expired"));
     // Revocation: nothing of alice's works; a new token does.
     user_cmd(&s, &["revoke", "alice"]);
     assert_eq!(account_status(&s, &with_token(&u, &t3)).0, 401);

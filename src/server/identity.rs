@@ -42,12 +42,9 @@ pub async fn tokens(State(st): State<AppState>, headers: HeaderMap, body: Bytes)
         .ok_or_else(|| ApiError::bad_request("Missing credentials"))?
         .to_string();
     // (the identity service's own fault, not the forwarded one the object store gives)
-    let t = token.clone();
-    let session = match st.run(move |s| s.check_token(&t)).await? {
-        crate::store::TokenCheck::Valid(s) => s,
-        crate::store::TokenCheck::Expired => return Err(ApiError::unauthorized("Authentication expired")),
-        crate::store::TokenCheck::Unknown => return Err(ApiError::unauthorized("Invalid token")),
-    };
+    let session = st
+        .session_or(token.clone(), || ApiError::unauthorized("Invalid token"))
+        .await?;
     let user = &session.user;
     if let Some(pc) = &req.auth.password_credentials {
         if pc.username != user.uuid {
@@ -112,11 +109,9 @@ pub async fn swift_auth(State(st): State<AppState>, headers: HeaderMap) -> ApiRe
         Some((a, u)) => vec![a.to_string(), u.to_string()],
         None => vec![user.clone()],
     };
-    let session = match st.session(key.clone()).await {
-        Ok(s) => s,
-        Err(e) if e.status == StatusCode::UNAUTHORIZED && e.message == "Authentication expired" => return Err(e),
-        Err(_) => return Err(ApiError::unauthorized("Invalid credentials")),
-    };
+    let session = st
+        .session_or(key.clone(), || ApiError::unauthorized("Invalid credentials"))
+        .await?;
     let found = &session.user;
     if !names.iter().all(|n| *n == found.name || *n == found.uuid) {
         return Err(ApiError::unauthorized("Invalid credentials"));
