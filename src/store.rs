@@ -328,6 +328,10 @@ pub trait Store: Send + Sync {
     fn delete_container(&self, account: &str, container: &str) -> Result<()>;
     /// Deletes every current object of the container (`DELETE ?delimiter`).
     fn clear_container(&self, account: &str, container: &str, modified_by: &str) -> Result<()>;
+    /// `DELETE <container>?until=`: the history of every path up to `until` (versions that
+    /// are not current, deletion markers) goes; current versions stay. Their blocks are
+    /// given back.
+    fn purge_container(&self, account: &str, container: &str, until: Micros) -> Result<()>;
     fn list_objects(&self, account: &str, container: &str, q: &ListQuery) -> Result<Vec<Listed>>;
 
     // Objects.
@@ -355,6 +359,10 @@ pub trait Store: Send + Sync {
         modified_by: &str,
     ) -> Result<ObjectInfo>;
     fn delete_object(&self, path: &ObjectPath, modified_by: &str, recursive: bool) -> Result<()>;
+    /// `DELETE <object>?until=`: as the original, every version of the path up to `until`
+    /// goes, the current one too when it is that old (then the name is gone, with its
+    /// permissions). A name with neither (never used, or purged) is not found.
+    fn purge_object(&self, path: &ObjectPath, until: Micros) -> Result<()>;
     /// The object whose current version has this UUID.
     fn object_by_uuid(&self, uuid: &str) -> Result<Option<ObjectInfo>>;
     /// The object published under this public id.

@@ -420,6 +420,98 @@ fn steps(d: &Data) -> Vec<Step> {
         step("container for delete", "PUT", Os, "/{me}/empty").h("Content-Length", "0"),
         step("container delete", "DELETE", Os, "/{me}/empty"),
         step("container delete missing", "DELETE", Os, "/{me}/empty"),
+        // Purges (`DELETE ?until=`): history up to a time. kamaki's `container delete` sends
+        // `until=<time()>`, a float, which the original reads as no `until` at all.
+        step("purge container create", "PUT", Os, "/{me}/purging").h("Content-Length", "0"),
+        step("purge put v1", "PUT", Os, "/{me}/purging/a.txt")
+            .h("Content-Type", "text/plain")
+            .body("one"),
+        step("purge head v1", "HEAD", Os, "/{me}/purging/a.txt").save("x-object-version", "purge.v1"),
+        step("purge put v2", "PUT", Os, "/{me}/purging/a.txt")
+            .h("Content-Type", "text/plain")
+            .body("two"),
+        step("purge put b", "PUT", Os, "/{me}/purging/b.txt")
+            .h("Content-Type", "text/plain")
+            .body("bee"),
+        step("purge delete b", "DELETE", Os, "/{me}/purging/b.txt"),
+        step(
+            "purge container by another",
+            "DELETE",
+            Os,
+            "/{me}/purging?until=9999999999",
+        )
+        .who(Who::Other),
+        step(
+            "purge container history",
+            "DELETE",
+            Os,
+            "/{me}/purging?until=9999999999",
+        ),
+        step(
+            "purge versions after container purge",
+            "GET",
+            Os,
+            "/{me}/purging/a.txt?version=list&format=json",
+        ),
+        step(
+            "purge old version gone",
+            "GET",
+            Os,
+            "/{me}/purging/a.txt?version={purge.v1}",
+        ),
+        step("purge current stays", "GET", Os, "/{me}/purging/a.txt"),
+        step(
+            "purge deleted object gone",
+            "GET",
+            Os,
+            "/{me}/purging/b.txt?version=list&format=json",
+        ),
+        step(
+            "purge listing after container purge",
+            "GET",
+            Os,
+            "/{me}/purging?format=json",
+        ),
+        step(
+            "purge object by another",
+            "DELETE",
+            Os,
+            "/{me}/purging/a.txt?until=9999999999",
+        )
+        .who(Who::Other),
+        step("purge object", "DELETE", Os, "/{me}/purging/a.txt?until=9999999999"),
+        step("purge object gone", "HEAD", Os, "/{me}/purging/a.txt"),
+        step(
+            "purge object versions gone",
+            "GET",
+            Os,
+            "/{me}/purging/a.txt?version=list&format=json",
+        ),
+        step(
+            "purge object never made",
+            "DELETE",
+            Os,
+            "/{me}/purging/nosuch?until=9999999999",
+        ),
+        step(
+            "purge listing after object purge",
+            "GET",
+            Os,
+            "/{me}/purging?format=json",
+        ),
+        step(
+            "purge bad until is a delete",
+            "DELETE",
+            Os,
+            "/{me}/purging?until=1733150000.25",
+        ),
+        step("purge container gone", "HEAD", Os, "/{me}/purging"),
+        step(
+            "purge missing container",
+            "DELETE",
+            Os,
+            "/{me}/purging?until=9999999999",
+        ),
         // Images (spec/plankton.md; kamaki's image commands; the mount's registry).
         step("image register", "POST", Img, "images/")
             .h("X-Image-Meta-Name", "Deb%20Image")

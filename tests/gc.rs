@@ -145,12 +145,16 @@ fn after_overwrites_deletes_and_purges_disk_usage_returns_to_the_live_data() {
 }
 
 /// 20 writers make objects of shared and unique blocks while others delete theirs, and
-/// collectors with no grace period run all along (the server's own every second, and `imgfs gc`
-/// processes back to back): each acknowledged object reads back whole. A writer whose blocks
+/// collectors with no grace period run all along (two servers over one data directory, each
+/// its own every second, and `imgfs gc` processes back to back; the lease in the database
+/// lets one run at a time): each acknowledged object reads back whole. A writer whose blocks
 /// were collected before its hashmap PUT gets 409 for them and sends them again, as kamaki does.
 #[test]
 fn a_collector_racing_20_writers_of_shared_blocks_loses_nothing() {
     let s = Server::start_args(&["--gc-grace", "0", "--gc-interval", "1"]);
+    // A second server over the same database and blocks, collecting too: writers send their
+    // blocks through one and their hashmaps through the other.
+    let s2 = Server::start_on_with(&s.data, &["--gc-grace", "0", "--gc-interval", "1"]);
     let users: Vec<_> = (0..4).map(|i| s.add_user(&format!("u{i}"))).collect();
     for u in &users {
         let r = Api::new(&s, u)
@@ -183,7 +187,9 @@ fn a_collector_racing_20_writers_of_shared_blocks_loses_nothing() {
     let retries = Arc::new(AtomicU64::new(0));
     let writers: Vec<_> = (0..20)
         .map(|w| {
-            let api = Api::new(&s, &users[w % users.len()]);
+            let user = &users[w % users.len()];
+            let (one, other) = if w % 2 == 0 { (&s, &s2) } else { (&s2, &s) };
+            let (api, blocks) = (Api::new(one, user), Api::new(other, user));
             let (pool, retries) = (pool.clone(), retries.clone());
             std::thread::spawn(move || {
                 let mut kept = vec![];
@@ -193,7 +199,7 @@ fn a_collector_racing_20_writers_of_shared_blocks_loses_nothing() {
                     data.extend_from_slice(&pool[(w * 3 + round as usize) % pool.len()]);
                     data.extend_from_slice(&pattern(1000 + w, seed));
                     let name = format!("flat/w{w}-r{round}.img");
-                    put_by_hashmap(&api, &name, &data, &retries);
+                    put_by_hashmap(&api, &blocks, &name, &data, &retries);
                     // Every other object goes again at once (no history in "flat"): its blocks
                     // may become nobody's while another writer is about to name them.
                     if round % 2 == 1 {
@@ -243,8 +249,8 @@ fn a_collector_racing_20_writers_of_shared_blocks_loses_nothing() {
     assert!(!s.log().contains("panicked"));
 }
 
-/// kamaki's way: PUT the hashmap, send what the 409 names, PUT again.
-fn put_by_hashmap(api: &Api, name: &str, data: &[u8], retries: &AtomicU64) {
+/// kamaki's way: PUT the hashmap, send what the 409 names (through `blocks`), PUT again.
+fn put_by_hashmap(api: &Api, blocks: &Api, name: &str, data: &[u8], retries: &AtomicU64) {
     let hashes: Vec<String> = data
         .chunks(BLOCK)
         .map(|b| {
@@ -270,7 +276,7 @@ fn put_by_hashmap(api: &Api, name: &str, data: &[u8], retries: &AtomicU64) {
                 for m in missing {
                     let i = hashes.iter().position(|h| *h == m).expect("a hash of ours");
                     let block = &data[i * BLOCK..((i + 1) * BLOCK).min(data.len())];
-                    let r = upload_block(api, block);
+                    let r = upload_block(blocks, block);
                     assert_eq!(r.status(), 202, "{}", r.text().unwrap_or_default());
                 }
             }
@@ -333,5 +339,61 @@ fn quotas_count_uploads_and_history_and_statfs_tells_the_truth() {
     let v: Vec<u64> = df.split_whitespace().map(|x| x.parse().unwrap()).collect();
     assert_eq!(v[0] * v[1], 3 * BLOCK as u64, "size = quota ({df})");
     assert_eq!(v[0] * v[2], 0, "nothing left ({df})");
+    assert!(!s.log().contains("panicked"));
+}
+
+/// `DELETE ?until=` on a container (history only) and on an object (all of it, as the
+/// original) gives history's blocks back: the charge falls, a write refused for the quota
+/// fits again, and after a collection the disk holds the current data only.
+#[test]
+fn purging_history_gives_the_quota_and_the_disk_back() {
+    let s = Server::start_args(&["--gc-interval", "0"]);
+    let u = s.add_user("alice");
+    let api = Api::new(&s, &u);
+    let out = Command::new(BIN)
+        .args(["user", "quota", "alice", &(3 * BLOCK).to_string(), "--data"])
+        .arg(&s.data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seed = unique_seed();
+    let v: Vec<Vec<u8>> = (0..4).map(|i| pattern(BLOCK, seed + i)).collect();
+    api.put("pithos/a.img", &v[0]);
+    api.put("pithos/a.img", &v[1]);
+    api.put("pithos/b.img", &v[2]);
+    assert_eq!(api.os("DELETE", "pithos/b.img").send().unwrap().status(), 204);
+    assert_eq!(account_bytes(&api), 3 * BLOCK as u64, "history is charged");
+    assert_eq!(api.try_put("pithos/c.img", &v[3]).status(), 413);
+
+    let purge = |path: &str| api.os("DELETE", &format!("{path}?until=9999999999")).send().unwrap();
+    assert_eq!(purge("pithos").status(), 204);
+    assert_eq!(
+        account_bytes(&api),
+        BLOCK as u64,
+        "only a.img's current version is left"
+    );
+    assert_eq!(api.get("pithos/a.img"), v[1]);
+    let versions = api.get("pithos/a.img?version=list&format=json");
+    let versions: serde_json::Value = serde_json::from_slice(&versions).unwrap();
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 1, "{versions}");
+    assert_eq!(
+        api.os("GET", "pithos/b.img?version=list&format=json")
+            .send()
+            .unwrap()
+            .status(),
+        404
+    );
+    api.put("pithos/c.img", &v[3]);
+    let r = gc_now(&s.data);
+    assert_eq!(r["blocks_freed"], 2, "{r}");
+    assert_eq!(block_usage(&s.data).0, live_usage([&v[1], &v[3]]));
+
+    assert_eq!(purge("pithos/a.img").status(), 204);
+    assert_eq!(api.os("HEAD", "pithos/a.img").send().unwrap().status(), 404);
+    assert_eq!(account_bytes(&api), BLOCK as u64);
+    let r = gc_now(&s.data);
+    assert_eq!(r["blocks_freed"], 1, "{r}");
+    assert_eq!(block_usage(&s.data).0, live_usage([&v[3]]));
+    assert_eq!(api.get("pithos/c.img"), v[3]);
     assert!(!s.log().contains("panicked"));
 }

@@ -307,4 +307,19 @@ fn walkthrough_with_kamaki_0_16(peer: Peer) {
     assert!(!out.contains(&id), "{out}");
     assert_eq!(alice.get("pithos/debian_base3.diskdump"), img_data);
     assert_eq!(alice.head("pithos/debian_base3.diskdump.meta").status(), 200);
+
+    // Containers go as kamaki deletes them: `container delete` ends with `DELETE ?until=<a
+    // float>`, which the original reads as a plain delete; `-r` empties the container first.
+    k.ok(&["container", "create", "scratch"]);
+    k.ok(&["container", "delete", "--yes", "scratch"]);
+    assert_eq!(alice.head("scratch").status(), 404);
+    k.fails(&["container", "delete", "--yes", "images"]);
+    assert_eq!(
+        alice.head("images/hello.txt").status(),
+        200,
+        "a non-empty container stays"
+    );
+    k.ok(&["container", "delete", "-r", "--yes", "images"]);
+    assert_eq!(alice.head("images").status(), 404);
+    assert_eq!(alice.get("pithos/debian_base3.diskdump"), img_data);
 }

@@ -300,7 +300,7 @@ async fn account_level(ctx: &Ctx, account: &str) -> ApiResult<Response> {
             if !owner {
                 return foreign_account_listing(ctx, account).await;
             }
-            if ctx.query.has("until") {
+            if ctx.query.until().is_some() {
                 return Err(ApiError::bad_request("until is not supported by this server"));
             }
             let a = acc.clone();
@@ -526,7 +526,7 @@ async fn container_level(ctx: &Ctx, account: &str, container: &str, body: Body) 
     let (acc, cont) = (account.to_string(), container.to_string());
     match ctx.method {
         Method::HEAD | Method::GET => {
-            if ctx.query.has("until") {
+            if ctx.query.until().is_some() {
                 return Err(ApiError::bad_request("until is not supported by this server"));
             }
             let (a, c) = (acc.clone(), cont.clone());
@@ -596,8 +596,9 @@ async fn container_level(ctx: &Ctx, account: &str, container: &str, body: Body) 
             if !owner {
                 return Err(ApiError::forbidden("Not allowed"));
             }
-            if ctx.query.has("until") {
-                return Err(ApiError::bad_request("until is not supported by this server"));
+            if let Some(until) = ctx.query.until() {
+                ctx.st.run(move |s| s.purge_container(&acc, &cont, until)).await?;
+                return Ok(reply(StatusCode::NO_CONTENT, vec![], Body::empty()));
             }
             let by = ctx.user.uuid.clone();
             if ctx.query.has("delimiter") {

@@ -46,6 +46,14 @@ impl Query {
         }
     }
 
+    /// `until`, Unix seconds, in microseconds (versions made at or before it). As the original
+    /// (`get_int_parameter`), a value that is not a whole number ≥ 0 counts as absent: kamaki's
+    /// `container delete` sends `until=<time()>`, a float, and means a plain delete.
+    pub fn until(&self) -> Option<crate::api::timefmt::Micros> {
+        let secs: i64 = self.get("until")?.trim().parse().ok().filter(|s| *s >= 0)?;
+        Some(secs.saturating_mul(1_000_000))
+    }
+
     /// `format=json|xml|text` or the `Accept` header.
     pub fn wants_json(&self, headers: &HeaderMap) -> bool {
         match self.get("format") {

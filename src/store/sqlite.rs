@@ -549,6 +549,19 @@ fn delete_path(c: &Connection, ctx: &PathCtx, pid: i64, row: &Row, by: &str) -> 
     Ok(())
 }
 
+/// Removes the names (`paths` rows matching `cond` on `paths`) left with neither a current
+/// version nor history.
+fn forget_unused_paths(c: &Connection, cond: &str, param: i64) -> Result<()> {
+    c.execute(
+        &format!(
+            "DELETE FROM paths WHERE {cond} AND latest IS NULL
+             AND NOT EXISTS (SELECT 1 FROM versions v WHERE v.path = paths.id)"
+        ),
+        [param],
+    )?;
+    Ok(())
+}
+
 fn set_path_permissions(c: &Connection, pid: i64, sharing: Option<&Sharing>, public: Option<bool>) -> Result<()> {
     if let Some(s) = sharing {
         let v = if s.is_empty() { None } else { Some(s.to_string()) };
@@ -921,6 +934,25 @@ impl Store for SqliteStore {
         })
     }
 
+    fn purge_container(&self, account: &str, container: &str, until: Micros) -> Result<()> {
+        self.with_tx(|tx| {
+            let row = container_row(tx, account, container)?;
+            let now = now_micros();
+            refs::drop_versions(
+                tx,
+                &format!(
+                    "SELECT v.id, k.account, v.hashes FROM versions v JOIN paths p ON p.id = v.path
+                     JOIN containers k ON k.id = p.container
+                     WHERE p.container = ?1 AND v.mtime <= {until} AND v.id IS NOT p.latest"
+                ),
+                row.id.into(),
+                now,
+            )?;
+            forget_unused_paths(tx, "container = ?1", row.id)?;
+            touch_container(tx, row.id, now)
+        })
+    }
+
     fn list_objects(&self, account: &str, container: &str, q: &ListQuery) -> Result<Vec<Listed>> {
         self.with_read(|c| {
             let ctx = path_ctx(c, account, container)?;
@@ -1281,6 +1313,36 @@ impl Store for SqliteStore {
             } else {
                 Err(StoreError::ObjectNotFound)
             }
+        })
+    }
+
+    fn purge_object(&self, path: &ObjectPath, until: Micros) -> Result<()> {
+        self.with_tx(|tx| {
+            let ctx = path_ctx(tx, &path.account, &path.container)?;
+            let Some((pid, latest)) = path_row(tx, ctx.container.id, &path.name)? else {
+                return Err(StoreError::ObjectNotFound);
+            };
+            let now = now_micros();
+            if let Some(vid) = latest {
+                let mtime: Micros = tx.query_row("SELECT mtime FROM versions WHERE id = ?1", [vid], |r| r.get(0))?;
+                if mtime <= until {
+                    tx.execute(
+                        "UPDATE paths SET latest = NULL, sharing = NULL, public_id = NULL WHERE id = ?1",
+                        [pid],
+                    )?;
+                }
+            }
+            refs::drop_versions(
+                tx,
+                &format!(
+                    "SELECT v.id, k.account, v.hashes FROM versions v JOIN paths p ON p.id = v.path
+                     JOIN containers k ON k.id = p.container WHERE v.path = ?1 AND v.mtime <= {until}"
+                ),
+                pid.into(),
+                now,
+            )?;
+            forget_unused_paths(tx, "id = ?1", pid)?;
+            touch_container(tx, ctx.container.id, now)
         })
     }
 
@@ -1685,10 +1747,23 @@ mod tests {
         assert_eq!(s.missing_blocks(&b.uuid, &[lost]).unwrap(), [lost]);
         assert_eq!(block_files(dir.path()), 3);
         check_counts(&s);
-        // Deleting everything (history purged with the container) frees it all.
-        s.delete_object(&ObjectPath::new(&b.uuid, DEFAULT_CONTAINER, "copy"), &b.uuid, false)
-            .unwrap();
+        // Alice purges her container's history: f keeps its current version, b1 goes.
+        s.purge_container(&a.uuid, DEFAULT_CONTAINER, now_micros()).unwrap();
+        assert_eq!(s.list_versions(&f).unwrap().len(), 1);
+        assert_eq!(s.account_info(&a.uuid).unwrap().bytes, 8);
+        assert!(s.access(&b.uuid, &f).unwrap().is_some(), "the sharing stays");
+        check_counts(&s);
+        // Deleting everything (history purged with the object or the container) frees it all.
+        let copy = ObjectPath::new(&b.uuid, DEFAULT_CONTAINER, "copy");
+        s.delete_object(&copy, &b.uuid, false).unwrap();
         assert_eq!(s.account_info(&b.uuid).unwrap().bytes, 8, "history under auto is kept");
+        s.purge_object(&copy, now_micros()).unwrap();
+        assert_eq!(s.account_info(&b.uuid).unwrap().bytes, 0);
+        assert!(matches!(
+            s.purge_object(&copy, now_micros()),
+            Err(StoreError::ObjectNotFound)
+        ));
+        check_counts(&s);
         s.put_container(&b.uuid, "x", &PolicyUpdate::default(), &Meta::new())
             .unwrap();
         s.delete_container(&b.uuid, DEFAULT_CONTAINER).unwrap();

@@ -36,6 +36,9 @@ pub struct Cloud {
     pub peer: Peer,
     imgfs: Option<Server>,
     synnefo: Option<Synnefo>,
+    /// On the original: a lock that makes its tests take turns, whatever runs them (several
+    /// test binaries, cargo's threads), since they count the requests in its one log.
+    _turn: Option<std::fs::File>,
 }
 
 /// The original, as scripts/test.sh left it running: its folder and the URLs of its env.sh.
@@ -77,6 +80,22 @@ impl Synnefo {
             image: var("SNF_PLANKTON_URL"),
             dir,
         }
+    }
+
+    /// Waits for the other tests on the original to finish; the turn ends when the file closes.
+    fn take_turn(&self) -> std::fs::File {
+        use std::os::fd::AsRawFd;
+        let path = self.dir.join("run/tests.lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        // SAFETY: flock on a descriptor this function owns.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "flock {}: {}", path.display(), std::io::Error::last_os_error());
+        f
     }
 
     /// A new Astakos user (verified, accepted, its token issued) and its `pithos` container,
@@ -183,12 +202,18 @@ impl Cloud {
                 peer,
                 imgfs: Some(Server::start()),
                 synnefo: None,
+                _turn: None,
             },
-            Peer::Synnefo => Cloud {
-                peer,
-                imgfs: None,
-                synnefo: Some(Synnefo::from_env()),
-            },
+            Peer::Synnefo => {
+                let synnefo = Synnefo::from_env();
+                let turn = synnefo.take_turn();
+                Cloud {
+                    peer,
+                    imgfs: None,
+                    synnefo: Some(synnefo),
+                    _turn: Some(turn),
+                }
+            }
         }
     }
 
@@ -208,8 +233,8 @@ impl Cloud {
         self.imgfs.as_ref()
     }
 
-    /// Every request the server logged so far (on the original, every test's: its tier runs
-    /// one test at a time). The server logs a request as it answers; callers let the last
+    /// Every request the server logged so far (on the original, every test's: its tests take
+    /// turns). The server logs a request as it answers; callers let the last
     /// line land first.
     pub fn requests(&self) -> Vec<Logged> {
         match (&self.imgfs, &self.synnefo) {

@@ -691,10 +691,11 @@ async fn delete(ctx: &Ctx, path: &ObjectPath) -> ApiResult<Response> {
     if !ctx.is_owner(&path.account) {
         return Err(ApiError::forbidden("Only the owner may delete an object"));
     }
-    if ctx.query.has("until") {
-        return Err(ApiError::bad_request("until is not supported by this server"));
-    }
     let p = path.clone();
+    if let Some(until) = ctx.query.until() {
+        ctx.st.run(move |s| s.purge_object(&p, until)).await?;
+        return Ok(reply(StatusCode::NO_CONTENT, vec![], Body::empty()));
+    }
     let by = ctx.user.uuid.clone();
     let recursive = ctx.query.has("delimiter");
     ctx.st.run(move |s| s.delete_object(&p, &by, recursive)).await?;
