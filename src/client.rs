@@ -6,6 +6,7 @@
 pub mod pithos;
 pub mod plankton;
 pub mod session;
+pub mod tls;
 
 use crate::api::hashing::BlockHash;
 use crate::api::metafile::Registration;
@@ -49,6 +50,22 @@ impl ClientError {
 }
 
 pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// An error with its causes (reqwest's own message leaves out why a connection failed).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let next = c.to_string();
+        // (io::Error shows its inner error's message, then hands out the inner's source)
+        if !s.ends_with(&next) {
+            s.push_str(": ");
+            s.push_str(&next);
+        }
+        src = c.source();
+    }
+    s
+}
 
 /// What a listing or HEAD says about an object.
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -5,6 +5,7 @@
 use crate::api::hashing::BLOCK_SIZE;
 use crate::client::pithos::{http_client, PithosClient};
 use crate::client::session::{authenticate, read_token_file, resolve_source, TokenCell};
+use crate::client::tls::Roots;
 use crate::client::Storage;
 use crate::fs::fuse::FuseFs;
 use crate::fs::{Fs, FsOptions};
@@ -40,6 +41,8 @@ pub struct MountConfig {
     pub mountpoint: PathBuf,
     pub foreground: bool,
     pub token_file: Option<String>,
+    /// A private CA's certificates (PEM), trusted beside the system's.
+    pub ca_file: Option<PathBuf>,
     pub allow_other: bool,
     pub log_file: Option<PathBuf>,
     pub fs: FsOptions,
@@ -78,6 +81,7 @@ pub fn parse_options(args: &MountArgs) -> Result<MountConfig, MountError> {
         mountpoint: args.mountpoint.clone(),
         foreground: args.foreground,
         token_file: None,
+        ca_file: None,
         allow_other: false,
         log_file: None,
         fs: FsOptions {
@@ -139,6 +143,12 @@ pub fn parse_options(args: &MountArgs) -> Result<MountConfig, MountError> {
                         .to_string(),
                 )
             }
+            "ca_file" => {
+                c.ca_file = Some(PathBuf::from(
+                    v.filter(|v| !v.is_empty())
+                        .ok_or_else(|| MountError::BadValue("ca_file", String::new()))?,
+                ))
+            }
             "log_file" => {
                 c.log_file = Some(PathBuf::from(
                     v.filter(|v| !v.is_empty())
@@ -199,7 +209,9 @@ fn token_source(c: &MountConfig, home: &Path) -> Option<Box<dyn Fn() -> Option<S
         return None;
     }
     let (source, rc) = (c.source.clone(), home.join(".kamakirc"));
-    Some(Box::new(move || resolve_source(&source, &rc).ok().and_then(|(_, t)| t)))
+    Some(Box::new(move || {
+        resolve_source(&source, &rc).ok().and_then(|s| s.token)
+    }))
 }
 
 fn token(c: &MountConfig, kamaki_token: Option<String>) -> Result<String, MountError> {
@@ -217,12 +229,18 @@ fn token(c: &MountConfig, kamaki_token: Option<String>) -> Result<String, MountE
 /// Mounts; returns once unmounted (foreground) or once the mount is live (daemon: the parent
 /// returns, the child serves until unmounted).
 pub fn run(args: MountArgs) -> Result<(), MountError> {
-    let cfg = parse_options(&args)?;
+    let mut cfg = parse_options(&args)?;
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/root"));
-    let (identity_url, kamaki_token) = resolve_source(&cfg.source, &home.join(".kamakirc"))?;
-    let token = token(&cfg, kamaki_token)?;
+    let source = resolve_source(&cfg.source, &home.join(".kamakirc"))?;
+    let token = token(&cfg, source.token)?;
+    let identity_url = source.identity_url;
+    if cfg.ca_file.is_none() {
+        cfg.ca_file = source.ca_certs.map(PathBuf::from);
+    }
+    // (read now, so that a bad CA file is reported here rather than by the daemon)
+    Roots::load(cfg.ca_file.as_deref()).map_err(|e| MountError::Other(e.to_string()))?;
     if !cfg.mountpoint.is_dir() {
         return Err(MountError::Other(format!(
             "mount point {} is not a directory",
@@ -355,8 +373,10 @@ fn serve_inner(
         .max_blocking_threads(8)
         .build()
         .map_err(|e| MountError::Other(e.to_string()))?;
-    let http = http_client();
-    let account = rt.block_on(authenticate(&http, &identity_url, &token))?;
+    let roots = Roots::load(cfg.ca_file.as_deref()).map_err(|e| MountError::Other(e.to_string()))?;
+    let trusted = roots.origin.clone();
+    let http = http_client(roots);
+    let account = rt.block_on(authenticate(&http, &trusted, &identity_url, &token))?;
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/root"));

@@ -24,10 +24,10 @@ pub struct PithosClient {
     pub(super) images: Option<String>,
 }
 
-/// A reqwest client with the rustls `ring` provider.
-pub fn http_client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+/// A reqwest client (rustls with `ring`) that checks servers' certificates against `roots`.
+pub fn http_client(roots: crate::client::tls::Roots) -> reqwest::Client {
     reqwest::Client::builder()
+        .use_preconfigured_tls(roots.client_config())
         .pool_max_idle_per_host(16)
         // (below imgfs serve's 20 s of kept-alive idleness, so that a pooled connection is
         // not reused just as the server closes it)
@@ -109,7 +109,14 @@ impl PithosClient {
                         message,
                     });
                 }
-                Err(e) => last = error_chain(&e),
+                Err(e) => {
+                    last = error_chain(&e);
+                    // (the same certificate again would fail the same way)
+                    if let Some(why) = crate::client::tls::certificate_problem(&last) {
+                        tracing::error!(%method, %path, "the server's certificate: {why}");
+                        break;
+                    }
+                }
             }
             if attempt < ATTEMPTS {
                 tracing::warn!(%method, %path, attempt, error = %last, "retrying");
@@ -123,17 +130,6 @@ impl PithosClient {
             message: last,
         })
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 async fn fault_text(r: Response) -> String {

@@ -17,6 +17,12 @@ pub enum SessionError {
     Kamaki { path: String, message: String },
     #[error("cannot reach the identity service at {url}: {message}")]
     Unreachable { url: String, message: String },
+    #[error("the certificate of {host} is not trusted (checked against {roots}): {reason}")]
+    Certificate {
+        host: String,
+        roots: String,
+        reason: String,
+    },
     #[error("the identity service at {url} refused the token ({status})")]
     BadToken { url: String, status: u16 },
     #[error("the identity service at {url} answered {status}: {message}")]
@@ -25,49 +31,72 @@ pub enum SessionError {
     NoService(&'static str),
 }
 
-/// The identity URL and, for `kamaki:` sources, the token from kamaki's config.
-pub fn resolve_source(source: &str, kamakirc: &Path) -> Result<(String, Option<String>), SessionError> {
+/// Where a mount logs in, as its SOURCE says.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Source {
+    pub identity_url: String,
+    /// From kamaki's config, for `kamaki:` sources.
+    pub token: Option<String>,
+    /// kamaki's `ca_certs` (a global setting), for `kamaki:` sources.
+    pub ca_certs: Option<String>,
+}
+
+/// An identity URL as given, or a `kamaki:CLOUD` looked up in kamaki's config.
+pub fn resolve_source(source: &str, kamakirc: &Path) -> Result<Source, SessionError> {
     let Some(cloud) = source.strip_prefix("kamaki:") else {
-        return Ok((source.to_string(), None));
+        return Ok(Source {
+            identity_url: source.to_string(),
+            ..Default::default()
+        });
     };
     let path = kamakirc.display().to_string();
     let text = std::fs::read_to_string(kamakirc).map_err(|e| SessionError::Kamaki {
         path: path.clone(),
         message: e.to_string(),
     })?;
-    let (url, token) = parse_kamakirc(&text, cloud);
-    let url = url.ok_or_else(|| SessionError::Kamaki {
-        path: path.clone(),
-        message: format!("no url for cloud {cloud:?}"),
-    })?;
-    Ok((url, token))
+    let found = parse_kamakirc(&text, cloud);
+    if found.identity_url.is_empty() {
+        return Err(SessionError::Kamaki {
+            path,
+            message: format!("no url for cloud {cloud:?}"),
+        });
+    }
+    Ok(found)
 }
 
-/// kamaki's config is INI-like: `[cloud "NAME"]` sections with `url = ...` and `token = ...`.
-pub fn parse_kamakirc(text: &str, cloud: &str) -> (Option<String>, Option<String>) {
-    let mut in_section = false;
-    let (mut url, mut token) = (None, None);
+/// kamaki's config is INI-like: `[cloud "NAME"]` sections with `url = ...` and `token = ...`,
+/// and a `[global]` section (`ca_certs = ...`). An absent url is left empty.
+pub fn parse_kamakirc(text: &str, cloud: &str) -> Source {
+    #[derive(PartialEq)]
+    enum In {
+        Global,
+        Cloud,
+        Other,
+    }
+    let mut section = In::Other;
+    let mut out = Source::default();
     for line in text.lines() {
         let l = line.trim();
         if l.starts_with('[') {
             let inner = l.trim_matches(|c| c == '[' || c == ']').trim();
             let name = inner.strip_prefix("cloud").map(|r| r.trim().trim_matches('"'));
-            in_section = name == Some(cloud);
+            section = match (inner, name) {
+                ("global", _) => In::Global,
+                (_, Some(n)) if n == cloud => In::Cloud,
+                _ => In::Other,
+            };
             continue;
         }
-        if !in_section {
-            continue;
-        }
-        if let Some((k, v)) = l.split_once('=') {
-            match k.trim() {
-                "url" => url = Some(v.trim().to_string()),
-                // kamaki allows several space-separated tokens; the first is the default.
-                "token" => token = v.split_whitespace().next().map(|t| t.to_string()),
-                _ => {}
-            }
+        let Some((k, v)) = l.split_once('=') else { continue };
+        match (&section, k.trim()) {
+            (In::Cloud, "url") => out.identity_url = v.trim().to_string(),
+            // kamaki allows several space-separated tokens; the first is the default.
+            (In::Cloud, "token") => out.token = v.split_whitespace().next().map(|t| t.to_string()),
+            (In::Global, "ca_certs") => out.ca_certs = Some(v.trim().to_string()).filter(|v| !v.is_empty()),
+            _ => {}
         }
     }
-    (url, token)
+    out
 }
 
 /// The token a client sends, and how to read it again when the server refuses it: a token
@@ -145,7 +174,13 @@ pub struct Account {
 }
 
 /// `POST <identity>/tokens`.
-pub async fn authenticate(http: &reqwest::Client, identity_url: &str, token: &str) -> Result<Account, SessionError> {
+/// `roots` names the certificates `http` trusts, for the message when the server's is not.
+pub async fn authenticate(
+    http: &reqwest::Client,
+    roots: &str,
+    identity_url: &str,
+    token: &str,
+) -> Result<Account, SessionError> {
     let base = with_version(identity_url, IDENTITY_VERSION);
     let url = format!("{base}/tokens");
     let r = http
@@ -154,9 +189,22 @@ pub async fn authenticate(http: &reqwest::Client, identity_url: &str, token: &st
         .json(&TokenRequest::with_token(token))
         .send()
         .await
-        .map_err(|e| SessionError::Unreachable {
-            url: url.clone(),
-            message: e.to_string(),
+        .map_err(|e| {
+            let chain = crate::client::error_chain(&e);
+            match crate::client::tls::certificate_problem(&chain) {
+                Some(reason) => SessionError::Certificate {
+                    host: reqwest::Url::parse(&url)
+                        .ok()
+                        .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+                        .unwrap_or_else(|| url.clone()),
+                    roots: roots.to_string(),
+                    reason,
+                },
+                None => SessionError::Unreachable {
+                    url: url.clone(),
+                    message: chain,
+                },
+            }
         })?;
     let status = r.status().as_u16();
     if status == 401 || status == 403 {
@@ -194,12 +242,19 @@ mod tests {
 
     #[test]
     fn kamakirc_sections() {
-        let rc = "[global]\ndefault_cloud = a\n\n[cloud \"a\"]\nurl = http://x/identity/v2.0\ntoken = t1 t2\n[cloud \"b\"]\nurl = http://y\n";
+        let rc = "[global]\ndefault_cloud = a\nca_certs = /etc/ca.pem\n\n[cloud \"a\"]\nurl = http://x/identity/v2.0\ntoken = t1 t2\n[cloud \"b\"]\nurl = http://y\n";
+        let ca = Some("/etc/ca.pem".to_string());
         assert_eq!(
             parse_kamakirc(rc, "a"),
-            (Some("http://x/identity/v2.0".into()), Some("t1".into()))
+            Source {
+                identity_url: "http://x/identity/v2.0".into(),
+                token: Some("t1".into()),
+                ca_certs: ca.clone()
+            }
         );
-        assert_eq!(parse_kamakirc(rc, "b"), (Some("http://y".into()), None));
-        assert_eq!(parse_kamakirc(rc, "c"), (None, None));
+        let b = parse_kamakirc(rc, "b");
+        assert_eq!((b.identity_url.as_str(), b.token), ("http://y", None));
+        assert_eq!(parse_kamakirc(rc, "c").identity_url, "");
+        assert_eq!(parse_kamakirc("[cloud \"a\"]\nurl = u\n", "a").ca_certs, None);
     }
 }
