@@ -8,6 +8,7 @@ pub mod error;
 pub mod fuse;
 pub mod hash_memo;
 pub mod images;
+pub mod listing;
 pub mod page_cache;
 pub mod views;
 pub mod write;
@@ -908,48 +909,32 @@ impl<S: Storage + Registry> Fs<S> {
                 // The registry's view of this directory's metafiles is asked meanwhile.
                 let listing = async {
                     let mut out = vec![];
-                    let mut marker = String::new();
                     let mut seen_dirs = std::collections::HashSet::new();
-                    loop {
-                        let page = self.sh.storage.list(&container, &prefix, &marker, PAGE).await?;
-                        let n = page.len();
-                        for e in page {
-                            let (name, kind, size, mtime, version, full) = match &e {
-                                Listed::Object(o) => {
-                                    let k = if o.is_dir() { Kind::Dir } else { Kind::File };
-                                    (
-                                        o.name[prefix.len()..].to_string(),
-                                        k,
-                                        o.size,
-                                        o.mtime,
-                                        o.version,
-                                        o.name.clone(),
-                                    )
-                                }
-                                Listed::Prefix(p) => (
-                                    p[prefix.len()..].trim_end_matches('/').to_string(),
-                                    Kind::Dir,
-                                    0,
-                                    now_micros(),
-                                    0,
-                                    p.clone(),
-                                ),
-                            };
-                            marker = full;
-                            // A name with a trailing '/' or an empty segment cannot be a file name here.
-                            if name.is_empty() || name.contains('/') {
-                                continue;
-                            }
-                            if kind == Kind::Dir && !seen_dirs.insert(name.clone()) {
-                                continue;
-                            }
-                            let attr = self.remember_attr(ino, &name, kind, size, mtime, version);
-                            out.push((name, attr));
+                    listing::each_child(self.sh.storage.as_ref(), &container, &prefix, PAGE, |rest, e| {
+                        let (kind, size, mtime, version) = match e {
+                            Listed::Object(o) => (
+                                if o.is_dir() { Kind::Dir } else { Kind::File },
+                                o.size,
+                                o.mtime,
+                                o.version,
+                            ),
+                            Listed::Prefix(_) => (Kind::Dir, 0, now_micros(), 0),
+                        };
+                        let name = match e {
+                            Listed::Prefix(_) => rest.trim_end_matches('/'),
+                            Listed::Object(_) => rest,
+                        };
+                        // A name with a trailing '/' or an empty segment cannot be a file name here.
+                        if name.is_empty() || name.contains('/') {
+                            return;
                         }
-                        if n < PAGE {
-                            break;
+                        if kind == Kind::Dir && !seen_dirs.insert(name.to_string()) {
+                            return;
                         }
-                    }
+                        let attr = self.remember_attr(ino, name, kind, size, mtime, version);
+                        out.push((name.to_string(), attr));
+                    })
+                    .await?;
                     Ok::<_, FsError>(out)
                 };
                 let (listed, metafiles) = tokio::join!(listing, self.live_metafiles_in(&container, &prefix));
@@ -1104,7 +1089,7 @@ impl<S: Storage + Registry> Fs<S> {
                 // a stored one (vim renamed it away to write anew), the writer starts empty.
                 let state = match self.sh.storage.head(&container, &name).await? {
                     Some(st) => {
-                        let known = self.sh.storage.hashmap(&container, &name, st.version).await?.1;
+                        let known = self.hashmap_of(&container, &name, st.version).await?.1;
                         let mut state =
                             WriteState::empty(&container, known, crate::api::pithos::OCTET_STREAM.to_string());
                         state.write(&self.sh, 0, &data).await?;
@@ -1123,7 +1108,7 @@ impl<S: Storage + Registry> Fs<S> {
         };
         if !writing {
             let st = current.ok_or_else(|| FsError::new(libc::ENOENT, format!("{container}/{name} is gone")))?;
-            let (size, hashes) = self.sh.storage.hashmap(&container, &name, st.version).await?;
+            let (size, hashes) = self.hashmap_of(&container, &name, st.version).await?;
             self.update_node(ino, &st);
             let cache = self.pages.admit(ino, st.version);
             return Ok(self.add_handle(Handle::Read(ReadHandle::new(
@@ -1136,7 +1121,7 @@ impl<S: Storage + Registry> Fs<S> {
         }
         let state = match (current, flags & libc::O_TRUNC != 0) {
             (Some(st), trunc) => {
-                let (size, hashes) = self.sh.storage.hashmap(&container, &name, st.version).await?;
+                let (size, hashes) = self.hashmap_of(&container, &name, st.version).await?;
                 let ct = if st.content_type.is_empty() {
                     crate::api::pithos::OCTET_STREAM.to_string()
                 } else {
@@ -1334,6 +1319,23 @@ impl<S: Storage + Registry> Fs<S> {
         }
     }
 
+    /// A version's size and block hashes, checked: one hash per block of the size (more or
+    /// fewer would have reads index past the map, or stop short of the data).
+    async fn hashmap_of(&self, container: &str, name: &str, version: u64) -> FsResult<(u64, Vec<BlockHash>)> {
+        let (size, hashes) = self.sh.storage.hashmap(container, name, version).await?;
+        let blocks = size.div_ceil(BS);
+        if hashes.len() as u64 != blocks && !(size == 0 && hashes.len() <= 1) {
+            return Err(FsError::new(
+                libc::EIO,
+                format!(
+                    "GET {container}/{name}?hashmap&version={version}: {} hashes for {size} bytes ({blocks} blocks)",
+                    hashes.len()
+                ),
+            ));
+        }
+        Ok((size, hashes))
+    }
+
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         let h = self.handle(fh)?;
         let Handle::Write(w) = h.as_ref() else {
@@ -1471,7 +1473,7 @@ impl<S: Storage + Registry> Fs<S> {
             .storage
             .copy(&src.container, &src.name, src.version, &dc, &dn)
             .await?;
-        let (size, hashes) = self.sh.storage.hashmap(&dc, &dn, version).await?;
+        let (size, hashes) = self.hashmap_of(&dc, &dn, version).await?;
         *state = WriteState::from_base(
             Base {
                 container: dc,

@@ -8,6 +8,11 @@ use crate::api::timefmt::UnixTime;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
 
+/// The largest object a single request may create (Swift's and the original's limit).
+pub const MAX_OBJECT_SIZE: u64 = 5 << 40;
+/// The largest hashmap body: a 5 TiB object's hashmap is about 90 MB of JSON.
+pub const MAX_HASHMAP_BODY: usize = 96 << 20;
+
 pub const ACCOUNT_META: &str = "x-account-meta-";
 pub const CONTAINER_META: &str = "x-container-meta-";
 pub const OBJECT_META: &str = "x-object-meta-";

@@ -132,9 +132,73 @@ impl PithosClient {
     }
 }
 
+/// What one listing row may take on the wire at most (a name of 1024 bytes, each escaped as
+/// `\uXXXX`, and the other fields).
+const LISTING_ROW_MAX: usize = 8 << 10;
+const HASHMAP_MAX: usize = pithos::MAX_HASHMAP_BODY;
+/// Replies that hold a few fields (faults, block upload hashes, version lists, containers).
+const SMALL_MAX: usize = 64 << 10;
+const LIST_MAX: usize = 16 << 20;
+
+/// The body of `r`, at most `max` bytes: more is a protocol error and is not read (neither a
+/// server nor whoever sits on the way can make the mount hold more than it asked for).
+pub(super) async fn body_upto(mut r: Response, max: usize, method: &str, path: &str) -> Result<Bytes> {
+    if let Some(n) = r.content_length().filter(|n| *n > max as u64) {
+        return Err(protocol(
+            method,
+            path,
+            format!("a reply of {n} bytes, more than the {max} expected"),
+        ));
+    }
+    // (sized once from the announced length: a 4 MiB block is copied once, not regrown)
+    let mut buf = bytes::BytesMut::with_capacity(r.content_length().unwrap_or(0) as usize);
+    while let Some(chunk) = r.chunk().await.map_err(|e| ClientError::Network {
+        method: method.into(),
+        path: path.into(),
+        message: error_chain(&e),
+    })? {
+        if buf.len() + chunk.len() > max {
+            return Err(protocol(
+                method,
+                path,
+                format!("a reply of more than the {max} bytes expected"),
+            ));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// A JSON reply of at most `max` bytes.
+pub(super) async fn json_upto<T: serde::de::DeserializeOwned>(
+    r: Response,
+    max: usize,
+    method: &str,
+    path: &str,
+) -> Result<T> {
+    let body = body_upto(r, max, method, path).await?;
+    serde_json::from_slice(&body).map_err(|e| protocol(method, path, e))
+}
+
+/// The first `n` bytes of a body; the rest is not read.
+async fn body_prefix(mut r: Response, n: usize, method: &str, path: &str) -> Result<Bytes> {
+    let mut buf = bytes::BytesMut::with_capacity(n.min(crate::api::hashing::BLOCK_SIZE));
+    while buf.len() < n {
+        match r.chunk().await.map_err(|e| ClientError::Network {
+            method: method.into(),
+            path: path.into(),
+            message: error_chain(&e),
+        })? {
+            Some(chunk) => buf.extend_from_slice(&chunk[..chunk.len().min(n - buf.len())]),
+            None => break,
+        }
+    }
+    Ok(buf.freeze())
+}
+
 async fn fault_text(r: Response) -> String {
     let status = r.status();
-    let body = r.bytes().await.unwrap_or_default();
+    let body = body_upto(r, SMALL_MAX, "", "").await.unwrap_or_default();
     parse_fault(&body)
         .map(|f| f.message)
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string())
@@ -177,7 +241,7 @@ impl Storage for PithosClient {
                 |b| b,
             )
             .await?;
-        let v: Vec<ContainerEntry> = r.json().await.map_err(|e| protocol("GET", "/", e))?;
+        let v: Vec<ContainerEntry> = json_upto(r, LIST_MAX, "GET", "/").await?;
         Ok(v.into_iter()
             .map(|c| ContainerStat {
                 name: c.name,
@@ -234,7 +298,26 @@ impl Storage for PithosClient {
         if r.status() == StatusCode::NO_CONTENT {
             return Ok(vec![]);
         }
-        let v: Vec<pithos::ListingRow> = r.json().await.map_err(|e| protocol("GET", container, e))?;
+        let v: Vec<pithos::ListingRow> =
+            json_upto(r, SMALL_MAX + limit.saturating_mul(LISTING_ROW_MAX), "GET", container).await?;
+        if v.len() > limit {
+            return Err(protocol(
+                "GET",
+                container,
+                format!("{} names in a page of {limit}", v.len()),
+            ));
+        }
+        if let Some(bad) = v
+            .iter()
+            .map(|e| e.subdir.as_deref().unwrap_or(&e.name))
+            .find(|n| !n.starts_with(prefix))
+        {
+            return Err(protocol(
+                "GET",
+                container,
+                format!("the listing of {prefix:?} holds {bad:?}, which is not under it"),
+            ));
+        }
         Ok(v.into_iter()
             .map(|mut e| match e.subdir.take() {
                 Some(subdir) => Listed::Prefix(subdir),
@@ -253,7 +336,7 @@ impl Storage for PithosClient {
         if r.status() == StatusCode::NO_CONTENT {
             return Ok(false);
         }
-        let v: Vec<serde_json::Value> = r.json().await.map_err(|e| protocol("GET", container, e))?;
+        let v: Vec<serde_json::Value> = json_upto(r, SMALL_MAX + LISTING_ROW_MAX, "GET", container).await?;
         Ok(!v.is_empty())
     }
 
@@ -272,7 +355,7 @@ impl Storage for PithosClient {
                 ])
             })
             .await?;
-        let hm: Hashmap = r.json().await.map_err(|e| protocol("GET", name, e))?;
+        let hm: Hashmap = json_upto(r, HASHMAP_MAX, "GET", name).await?;
         if hm.block_size != crate::api::hashing::BLOCK_SIZE as u64 || hm.block_hash != crate::api::hashing::BLOCK_HASH {
             return Err(protocol(
                 "GET",
@@ -294,16 +377,13 @@ impl Storage for PithosClient {
                 b.query(&[("version", version.to_string())]).header("Range", &range)
             })
             .await?;
-        let whole = r.status() == StatusCode::OK;
-        let body = r.bytes().await.map_err(|e| ClientError::Network {
-            method: "GET".into(),
-            path: name.into(),
-            message: error_chain(&e),
-        })?;
-        let body = if whole {
-            body.slice((start as usize).min(body.len())..((start + len) as usize).min(body.len()))
+        // (a server that ignores the range sends the whole object: read only up to the end
+        // of the range)
+        let body = if r.status() == StatusCode::OK {
+            let head = body_prefix(r, (start + len) as usize, "GET", name).await?;
+            head.slice((start as usize).min(head.len())..)
         } else {
-            body
+            body_upto(r, len as usize, "GET", name).await?
         };
         if body.len() as u64 != len {
             return Err(protocol(
@@ -337,7 +417,7 @@ impl Storage for PithosClient {
             })
             .await?;
         if r.status() == StatusCode::CONFLICT {
-            let missing: Vec<String> = r.json().await.map_err(|e| protocol("PUT", name, e))?;
+            let missing: Vec<String> = json_upto(r, SMALL_MAX + 68 * hashes.len(), "PUT", name).await?;
             return Ok(PutOutcome::Missing(
                 missing.iter().filter_map(|h| BlockHash::from_hex(h)).collect(),
             ));
@@ -356,7 +436,7 @@ impl Storage for PithosClient {
                     .body(data.clone())
             })
             .await?;
-        let v: Vec<String> = r.json().await.map_err(|e| protocol("POST", container, e))?;
+        let v: Vec<String> = json_upto(r, SMALL_MAX, "POST", container).await?;
         v.first()
             .and_then(|h| BlockHash::from_hex(h))
             .ok_or_else(|| protocol("POST", container, "no hash in the reply"))
@@ -500,7 +580,7 @@ impl Storage for PithosClient {
                 b.query(&[("version", "list"), ("format", "json")])
             })
             .await?;
-        let list: pithos::VersionList = r.json().await.map_err(|e| protocol("GET", name, e))?;
+        let list: pithos::VersionList = json_upto(r, LIST_MAX, "GET", name).await?;
         Ok(list
             .versions
             .into_iter()

@@ -143,11 +143,7 @@ impl Registry for PithosClient {
         }
         let url = self.images_url("images/detail")?;
         let r = self.send(Method::GET, url, &[200], |b| b).await?;
-        let list: Vec<plankton::ImageDetail> = r.json().await.map_err(|e| ClientError::Protocol {
-            method: "GET".into(),
-            path: "images/detail".into(),
-            message: e.to_string(),
-        })?;
+        let list: Vec<plankton::ImageDetail> = super::pithos::json_upto(r, 64 << 20, "GET", "images/detail").await?;
         Ok(list.into_iter().map(Image::from).collect())
     }
 

@@ -5,7 +5,7 @@
 //! does, with the registry's permissions).
 
 use super::error::{FsError, FsResult};
-use super::{Attr, Fs, Handle, Ino, Kind, Loc, ReadHandle, NAME_MAX, PAGE};
+use super::{listing, Attr, Fs, Handle, Ino, Kind, Loc, ReadHandle, NAME_MAX, PAGE};
 use crate::api::metafile;
 use crate::api::plankton::Image;
 use crate::client::{Listed, Registry, Storage};
@@ -82,29 +82,15 @@ impl<S: Storage + Registry> Fs<S> {
                 } else {
                     format!("{dir}/")
                 };
-                let mut marker = String::new();
-                loop {
-                    let page = self.sh.storage.list(&container, &prefix, &marker, PAGE).await?;
-                    let n = page.len();
-                    for e in page {
-                        let Listed::Object(o) = e else {
-                            if let Listed::Prefix(p) = e {
-                                marker = p;
-                            }
-                            continue;
-                        };
-                        marker = o.name.clone();
-                        let name = &o.name[prefix.len()..];
-                        if o.is_dir() || name.is_empty() || name.contains('/') {
-                            continue;
-                        }
-                        let attr = self.remember_view(ino, name, Kind::Dir, 0, o.mtime, 0);
-                        out.push((name.to_string(), attr));
+                listing::each_child(self.sh.storage.as_ref(), &container, &prefix, PAGE, |name, e| {
+                    let Listed::Object(o) = e else { return };
+                    if o.is_dir() || name.is_empty() || name.contains('/') {
+                        return;
                     }
-                    if n < PAGE {
-                        break;
-                    }
-                }
+                    let attr = self.remember_view(ino, name, Kind::Dir, 0, o.mtime, 0);
+                    out.push((name.to_string(), attr));
+                })
+                .await?;
             }
             Loc::Versions { container, path } => {
                 for (version, _) in self.sh.storage.versions(&container, &path).await? {
@@ -133,7 +119,7 @@ impl<S: Storage + Registry> Fs<S> {
                 path,
                 version,
             } => {
-                let (size, hashes) = self.sh.storage.hashmap(&container, &path, version).await?;
+                let (size, hashes) = self.hashmap_of(&container, &path, version).await?;
                 let cache = self.pages.admit(ino, version);
                 Ok(self.add_handle(Handle::Read(ReadHandle::new(
                     ino,

@@ -4,6 +4,7 @@
 
 mod cloud;
 pub mod lazyfs;
+pub mod tamper;
 #[allow(unused_imports)]
 pub use cloud::*;
 

@@ -17,10 +17,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
-/// The largest object a single request may create.
-pub const MAX_OBJECT_SIZE: u64 = 5 << 40;
-/// The largest hashmap body (a 5 TiB object's hashmap is about 90 MB of JSON).
-const MAX_HASHMAP_BODY: usize = 96 << 20;
+pub use crate::api::pithos::{MAX_HASHMAP_BODY, MAX_OBJECT_SIZE};
 
 /// The permission rule for the caller ([`crate::store::access`]); 403 when it grants
 /// nothing, whether or not the object exists.
