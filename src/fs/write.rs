@@ -20,6 +20,15 @@ use tokio::task::JoinHandle;
 
 const BS: u64 = BLOCK_SIZE as u64;
 
+/// ENOSPC and EDQUOT as they are (the writer can free space and retry); other I/O errors of
+/// the staging file are EIO.
+fn errno_of_io(e: &std::io::Error) -> i32 {
+    match e.raw_os_error() {
+        Some(n) if n == libc::ENOSPC || n == libc::EDQUOT => n,
+        _ => libc::EIO,
+    }
+}
+
 enum Slot {
     /// Readable from the base version at this index (or all zeros).
     Clean(BlockHash),
@@ -57,6 +66,8 @@ pub struct WriteState {
     spill_next: u64,
     pub changed: bool,
     pub content_type: String,
+    /// Why the content is not what the writer meant (a write failed): never committed.
+    failed: Option<FsError>,
 }
 
 impl WriteState {
@@ -76,6 +87,7 @@ impl WriteState {
             spill_next: 0,
             changed: false,
             content_type,
+            failed: None,
         }
     }
 
@@ -94,6 +106,7 @@ impl WriteState {
             spill_next: 0,
             changed: true,
             content_type,
+            failed: None,
         }
     }
 
@@ -227,40 +240,73 @@ impl WriteState {
             else {
                 break;
             };
-            let idx = self.touched.remove(pos);
-            let Slot::Dirty(mut data) = std::mem::replace(&mut self.slots[idx], Slot::Spilled(0)) else {
+            let idx = self.touched[pos];
+            let Slot::Dirty(data) = &mut self.slots[idx] else {
                 unreachable!()
             };
+            let len = data.len();
             data.resize(BLOCK_SIZE, 0);
-            if self.spill.is_none() {
-                let f = tempfile::tempfile_in(&sh.opts.staging_dir).map_err(|e| {
-                    FsError::new(
-                        libc::EIO,
-                        format!("cannot create a staging file in {}: {e}", sh.opts.staging_dir.display()),
-                    )
-                })?;
-                self.spill = Some(f);
-            }
-            let at = match self.spill_free.pop() {
-                Some(a) => a,
-                None => {
-                    if self.spill_next + BS > sh.opts.max_staging_bytes {
-                        return Err(FsError::new(
-                            libc::ENOSPC,
-                            "staging limit reached: too many scattered writes before a close or fsync",
-                        ));
-                    }
-                    self.spill_next += BS;
-                    self.spill_next - BS
+            let data = std::mem::take(data);
+            match self.stage(sh, &data) {
+                Ok(at) => {
+                    self.touched.remove(pos);
+                    self.slots[idx] = Slot::Spilled(at);
                 }
-            };
-            let f = self.spill.as_mut().expect("created above");
-            f.seek(SeekFrom::Start(at))
-                .and_then(|_| f.write_all(&data))
-                .map_err(|e| FsError::new(libc::EIO, format!("staging write: {e}")))?;
-            self.slots[idx] = Slot::Spilled(at);
+                Err(e) => {
+                    // The block stays in memory, as it was: nothing is lost, and the caller's
+                    // write fails (and with it the handle's commit).
+                    let mut data = data;
+                    data.truncate(len);
+                    self.slots[idx] = Slot::Dirty(data);
+                    return Err(e);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Writes one block to the staging file; returns where. Whatever fails, the file's
+    /// other blocks stay where they were.
+    fn stage<S: Storage>(&mut self, sh: &Shared<S>, data: &[u8]) -> FsResult<u64> {
+        if self.spill.is_none() {
+            let f = tempfile::tempfile_in(&sh.opts.staging_dir).map_err(|e| {
+                FsError::new(
+                    errno_of_io(&e),
+                    format!("cannot create a staging file in {}: {e}", sh.opts.staging_dir.display()),
+                )
+            })?;
+            self.spill = Some(f);
+        }
+        let (at, fresh) = match self.spill_free.pop() {
+            Some(a) => (a, false),
+            None => {
+                if self.spill_next + BS > sh.opts.max_staging_bytes {
+                    return Err(FsError::new(
+                        libc::ENOSPC,
+                        "staging limit reached: too many scattered writes before a close or fsync",
+                    ));
+                }
+                (self.spill_next, true)
+            }
+        };
+        let f = self.spill.as_mut().expect("created above");
+        match f.seek(SeekFrom::Start(at)).and_then(|_| f.write_all(data)) {
+            Ok(()) => {
+                if fresh {
+                    self.spill_next += BS;
+                }
+                Ok(at)
+            }
+            Err(e) => {
+                if !fresh {
+                    self.spill_free.push(at);
+                }
+                Err(FsError::new(
+                    errno_of_io(&e),
+                    format!("staging write in {}: {e}", sh.opts.staging_dir.display()),
+                ))
+            }
+        }
     }
 
     /// Hashes and uploads a full block in the background.
@@ -310,8 +356,29 @@ impl WriteState {
         }
     }
 
-    /// Writes `data` at `offset`.
+    /// Writes `data` at `offset`. After a failed write the handle is spoiled: its content is
+    /// not what the writer meant, so every later write and commit fails with the same error
+    /// and the server keeps its previous version.
     pub async fn write<S: Storage>(&mut self, sh: &Shared<S>, offset: u64, data: &[u8]) -> FsResult<()> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let r = self.write_unchecked(sh, offset, data).await;
+        if let Err(e) = &r {
+            self.spoil(e);
+        }
+        r
+    }
+
+    fn spoil(&mut self, e: &FsError) {
+        tracing::warn!("a write failed, so this file's new content will not be committed: {e}");
+        self.failed = Some(FsError::new(
+            e.errno,
+            format!("not committed: an earlier write failed ({})", e.message),
+        ));
+    }
+
+    async fn write_unchecked<S: Storage>(&mut self, sh: &Shared<S>, offset: u64, data: &[u8]) -> FsResult<()> {
         if data.is_empty() {
             return Ok(());
         }
@@ -368,8 +435,19 @@ impl WriteState {
         Ok(out)
     }
 
-    /// Truncates or extends (with zeros) to `size`.
+    /// Truncates or extends (with zeros) to `size`; a failure spoils the handle, as a write's.
     pub async fn resize<S: Storage>(&mut self, sh: &Shared<S>, size: u64) -> FsResult<()> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let r = self.resize_unchecked(sh, size).await;
+        if let Err(e) = &r {
+            self.spoil(e);
+        }
+        r
+    }
+
+    async fn resize_unchecked<S: Storage>(&mut self, sh: &Shared<S>, size: u64) -> FsResult<()> {
         if size == self.size {
             return Ok(());
         }
@@ -402,6 +480,9 @@ impl WriteState {
     /// Uploads what is pending and PUTs the hashmap; returns the new version. After it, every
     /// block is clean relative to that version.
     pub async fn commit<S: Storage>(&mut self, sh: &Shared<S>, container: &str, name: &str) -> FsResult<u64> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
         let n = block_count(self.size) as usize;
         self.slots.truncate(n);
         let mut hashes: Vec<Option<BlockHash>> = vec![None; n];
