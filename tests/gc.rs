@@ -77,6 +77,16 @@ fn upload_block(api: &Api, data: &[u8]) -> reqwest::blocking::Response {
         .unwrap()
 }
 
+/// `imgfs user quota NAME BYTES` beside the server.
+fn set_quota(s: &Server, name: &str, bytes: u64) {
+    let out = Command::new(BIN)
+        .args(["user", "quota", name, &bytes.to_string(), "--data"])
+        .arg(&s.data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 fn account_bytes(api: &Api) -> u64 {
     header(&api.head(""), "x-account-bytes-used").parse().unwrap()
 }
@@ -294,12 +304,7 @@ fn quotas_count_uploads_and_history_and_statfs_tells_the_truth() {
     let s = Server::start_args(&["--gc-interval", "0"]);
     let u = s.add_user("alice");
     let api = Api::new(&s, &u);
-    let out = Command::new(BIN)
-        .args(["user", "quota", "alice", &(3 * BLOCK).to_string(), "--data"])
-        .arg(&s.data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    set_quota(&s, "alice", 3 * BLOCK as u64);
     assert_eq!(header(&api.head(""), "x-account-policy-quota"), (3 * BLOCK).to_string());
     let seed = unique_seed();
     let blk: Vec<Vec<u8>> = (0..4).map(|i| pattern(BLOCK, seed + i)).collect();
@@ -350,12 +355,7 @@ fn purging_history_gives_the_quota_and_the_disk_back() {
     let s = Server::start_args(&["--gc-interval", "0"]);
     let u = s.add_user("alice");
     let api = Api::new(&s, &u);
-    let out = Command::new(BIN)
-        .args(["user", "quota", "alice", &(3 * BLOCK).to_string(), "--data"])
-        .arg(&s.data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    set_quota(&s, "alice", 3 * BLOCK as u64);
     let seed = unique_seed();
     let v: Vec<Vec<u8>> = (0..4).map(|i| pattern(BLOCK, seed + i)).collect();
     api.put("pithos/a.img", &v[0]);
