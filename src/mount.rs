@@ -240,7 +240,7 @@ pub fn run(args: MountArgs) -> Result<(), MountError> {
         cfg.ca_file = source.ca_certs.map(PathBuf::from);
     }
     // (read now, so that a bad CA file is reported here rather than by the daemon)
-    Roots::load(cfg.ca_file.as_deref()).map_err(|e| MountError::Other(e.to_string()))?;
+    let roots = Roots::load(cfg.ca_file.as_deref()).map_err(|e| MountError::Other(e.to_string()))?;
     if !cfg.mountpoint.is_dir() {
         return Err(MountError::Other(format!(
             "mount point {} is not a directory",
@@ -257,7 +257,7 @@ pub fn run(args: MountArgs) -> Result<(), MountError> {
         if let Some(log) = &cfg.log_file {
             redirect_stderr(log);
         }
-        return serve(cfg, identity_url, token, None);
+        return serve(cfg, identity_url, token, roots, None);
     }
     let mut fds = [0; 2];
     // SAFETY: pipe writes two fds into the array.
@@ -273,7 +273,7 @@ pub fn run(args: MountArgs) -> Result<(), MountError> {
             let ready = unsafe { OwnedFd::from_raw_fd(fds[1]) };
             unsafe { libc::setsid() };
             detach_stdio(cfg.log_file.as_deref());
-            let code = match serve(cfg, identity_url, token, Some(ready)) {
+            let code = match serve(cfg, identity_url, token, roots, Some(ready)) {
                 Ok(()) => 0,
                 Err(e) => {
                     tracing::error!("{e}");
@@ -350,8 +350,14 @@ fn report(ready: &mut Option<OwnedFd>, msg: &str) {
     }
 }
 
-fn serve(cfg: MountConfig, identity_url: String, token: String, mut ready: Option<OwnedFd>) -> Result<(), MountError> {
-    let res = serve_inner(cfg, identity_url, token, &mut ready);
+fn serve(
+    cfg: MountConfig,
+    identity_url: String,
+    token: String,
+    roots: Roots,
+    mut ready: Option<OwnedFd>,
+) -> Result<(), MountError> {
+    let res = serve_inner(cfg, identity_url, token, roots, &mut ready);
     if let Err(e) = &res {
         report(&mut ready, &format!("ERR {e}"));
     }
@@ -362,6 +368,7 @@ fn serve_inner(
     cfg: MountConfig,
     identity_url: String,
     token: String,
+    roots: Roots,
     ready: &mut Option<OwnedFd>,
 ) -> Result<(), MountError> {
     // Every thread that allocates gets its own glibc arena by default; block buffers churned
@@ -373,7 +380,6 @@ fn serve_inner(
         .max_blocking_threads(8)
         .build()
         .map_err(|e| MountError::Other(e.to_string()))?;
-    let roots = Roots::load(cfg.ca_file.as_deref()).map_err(|e| MountError::Other(e.to_string()))?;
     let trusted = roots.origin.clone();
     let http = http_client(roots);
     let account = rt.block_on(authenticate(&http, &trusted, &identity_url, &token))?;

@@ -112,7 +112,7 @@ fn a_lying_server_gets_eio_and_the_mount_stays_up() {
     let set = |l: Lie| *now.lock().unwrap() = l;
 
     for (l, dir, says) in [
-        (Lie::NameOutside, "d1", "which is not under it"),
+        (Lie::NameOutside, "d1", "which is not under the prefix"),
         (Lie::NotUtf8, "d2", "unexpected reply"),
         (Lie::NoAdvance, "d3", "does not advance"),
         (Lie::Oversized, "d4", "more than the"),
