@@ -366,6 +366,22 @@ fn purging_history_gives_the_quota_and_the_disk_back() {
     assert_eq!(api.try_put("pithos/c.img", &v[3]).status(), 413);
 
     let purge = |path: &str| api.os("DELETE", &format!("{path}?until=9999999999")).send().unwrap();
+    // Another account may purge nothing, whether it exists or not.
+    let bob = s.add_user("bob");
+    let other = Api::new(&s, &bob);
+    for path in ["pithos", "pithos/a.img", "pithos/b.img", "pithos/never"] {
+        let r = other
+            .http
+            .delete(format!("{}/{}/{path}?until=9999999999", s.pithos_url(), u.uuid))
+            .header("X-Auth-Token", &bob.token)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+    }
+    let versions = api.get("pithos/a.img?version=list&format=json");
+    let versions: serde_json::Value = serde_json::from_slice(&versions).unwrap();
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 2, "untouched by bob");
+    assert_eq!(account_bytes(&api), 3 * BLOCK as u64);
     assert_eq!(purge("pithos").status(), 204);
     assert_eq!(
         account_bytes(&api),
