@@ -8,6 +8,7 @@ mod identity;
 mod images;
 mod pithos;
 mod request;
+mod unread_body;
 
 use crate::store::{Store, StoreError, User};
 use axum::extract::Request;
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/image/v1.0/{*rest}", any(images::handle))
         .route("/image/v1/{*rest}", any(images::handle))
         .fallback(|| async { ApiError::bad_request("API endpoint not found") })
+        .layer(middleware::from_fn(unread_body::close_if_unread))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }

@@ -1168,6 +1168,47 @@ fn body_shorter_than_content_length_is_not_stored() {
     assert_eq!(api.head("pithos/short").status(), 404);
 }
 
+/// An answer given before the body was read says `Connection: close` (hyper drops such a
+/// connection; a client that pooled it lost its next request: seen in CI as an incomplete
+/// message right after a 403 to a block upload). One that read the body keeps it alive.
+#[test]
+fn an_answer_before_the_body_is_read_closes_the_connection() {
+    use std::io::{Read, Write};
+    let (s, api) = setup();
+    let head_of = |request: &str, body: &[u8]| -> String {
+        let mut sock = std::net::TcpStream::connect(&s.addr).unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        sock.write_all(request.as_bytes()).unwrap();
+        sock.write_all(body).unwrap();
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while !got.ends_with(b"\r\n\r\n") {
+            assert_eq!(
+                sock.read(&mut byte).expect("an answer before the timeout"),
+                1,
+                "{got:?}"
+            );
+            got.push(byte[0]);
+        }
+        String::from_utf8(got).unwrap().to_ascii_lowercase()
+    };
+    let (acc, token, host) = (&api.user.uuid, &api.user.token, &s.addr);
+    // 1 MiB announced, 1000 bytes sent, a token that is not one: the 401 comes first.
+    let refused = head_of(
+        &format!("PUT /object-store/v1/{acc}/pithos/o HTTP/1.1\r\nHost: {host}\r\nX-Auth-Token: not-{token}\r\nContent-Length: 1048576\r\n\r\n"),
+        &[7u8; 1000],
+    );
+    assert!(refused.starts_with("http/1.1 401"), "{refused}");
+    assert!(refused.contains("\r\nconnection: close\r\n"), "{refused}");
+    let stored = head_of(
+        &format!("PUT /object-store/v1/{acc}/pithos/o HTTP/1.1\r\nHost: {host}\r\nX-Auth-Token: {token}\r\nContent-Length: 1000\r\n\r\n"),
+        &[7u8; 1000],
+    );
+    assert!(stored.starts_with("http/1.1 201"), "{stored}");
+    assert!(!stored.contains("connection: close"), "{stored}");
+    assert_eq!(api.get("pithos/o"), vec![7u8; 1000]);
+}
+
 #[test]
 fn images_register_list_update_unregister() {
     let (s, alice) = setup();
