@@ -315,6 +315,17 @@ struct Nodes {
 /// Nodes kept at least, before sweeping those the kernel has forgotten or never seen.
 const SWEEP_MIN: usize = 16 << 10;
 
+/// The states of `writers` (from [`Fs::writers_of`]), locked in order.
+async fn lock_states(writers: &[Arc<Handle>]) -> Vec<tokio::sync::MutexGuard<'_, WriteState>> {
+    let mut guards = Vec::with_capacity(writers.len());
+    for h in writers {
+        if let Handle::Write(w) = h.as_ref() {
+            guards.push(w.state.lock().await);
+        }
+    }
+    guards
+}
+
 fn to_systime(micros: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_micros(micros.max(0) as u64)
 }
@@ -752,6 +763,19 @@ impl<S: Storage + Registry> Fs<S> {
         })
     }
 
+    /// The write handles open on `ino`. A name operation (unlink, rename) locks their states
+    /// first: a release may be committing just then (a file closed and at once removed or
+    /// renamed, as vim does with its probe file), and the operation must see that commit
+    /// done or not started. Lock order: the source's writers, then the target's.
+    fn writers_of(&self, ino: Ino) -> Vec<Arc<Handle>> {
+        let handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        handles
+            .values()
+            .filter(|h| matches!(h.as_ref(), Handle::Write(w) if w.ino == ino))
+            .cloned()
+            .collect()
+    }
+
     /// Open writers of `ino` stop committing: the name now belongs to something else, or to
     /// nothing.
     fn orphan_writers(&self, ino: Ino) {
@@ -1128,7 +1152,7 @@ impl<S: Storage + Registry> Fs<S> {
                     st.content_type.clone()
                 };
                 if trunc {
-                    WriteState::empty(&container, hashes, ct)
+                    WriteState::emptied_at_open(&container, hashes, ct)
                 } else {
                     let base = Base {
                         container: container.clone(),
@@ -1139,7 +1163,7 @@ impl<S: Storage + Registry> Fs<S> {
                     WriteState::from_base(base, hashes, ct)
                 }
             }
-            (None, _) => WriteState::empty(&container, vec![], crate::api::pithos::OCTET_STREAM.to_string()),
+            (None, _) => WriteState::emptied_at_open(&container, vec![], crate::api::pithos::OCTET_STREAM.to_string()),
         };
         Ok(self.add_handle(Handle::Write(Box::new(WriteHandle::new(ino, state)))))
     }
@@ -1210,7 +1234,7 @@ impl<S: Storage + Registry> Fs<S> {
             );
             ino
         };
-        let state = WriteState::empty(&container, vec![], crate::api::pithos::OCTET_STREAM.to_string());
+        let state = WriteState::emptied_at_open(&container, vec![], crate::api::pithos::OCTET_STREAM.to_string());
         let fh = self.add_handle(Handle::Write(Box::new(WriteHandle::new(ino, state))));
         Ok((self.attr_of(ino, &self.node(ino)?), fh))
     }
@@ -1371,12 +1395,30 @@ impl<S: Storage + Registry> Fs<S> {
         self.commit_locked(w, state, false).await
     }
 
-    /// Commits a write handle's content if it changed (flush, fsync, release).
+    /// A close of one descriptor: commits the content if it changed, except at the first
+    /// flush of a file emptied at open and not written yet (a shell's redirect closes a
+    /// duplicate before the command writes; this mount already answers as if truncated).
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        self.commit_if_changed(fh, false).await
+    }
+
+    /// Commits the content if it changed, now.
+    pub async fn fsync(&self, fh: u64) -> FsResult<()> {
+        self.commit_if_changed(fh, true).await
+    }
+
+    async fn commit_if_changed(&self, fh: u64, now: bool) -> FsResult<()> {
         let h = self.handle(fh)?;
         let Handle::Write(w) = h.as_ref() else { return Ok(()) };
         let mut state = w.state.lock().await;
         if !state.changed || w.orphaned.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if std::mem::take(&mut state.defer_first_flush) && !now {
+            tracing::debug!(
+                ino = w.ino,
+                "nothing written since the open emptied it: committed later"
+            );
             return Ok(());
         }
         self.commit_locked(w, &mut state, true).await
@@ -1433,7 +1475,7 @@ impl<S: Storage + Registry> Fs<S> {
     }
 
     pub async fn release(&self, fh: u64) -> FsResult<()> {
-        let r = self.flush(fh).await;
+        let r = self.commit_if_changed(fh, true).await;
         self.release_handle(fh);
         r
     }
@@ -1610,6 +1652,8 @@ impl<S: Storage + Registry> Fs<S> {
             self.forget_name(parent, name);
             return Ok(());
         }
+        let writers = self.writers_of(attr.ino);
+        let _settled = lock_states(&writers).await;
         let local = self.node(attr.ino)?.fetched.is_none();
         if !local {
             let (container, path) = self.object_loc(attr.ino)?;
@@ -1670,8 +1714,11 @@ impl<S: Storage + Registry> Fs<S> {
                 _ => {}
             }
         }
+        let writers = self.writers_of(attr.ino);
+        let mut settled = lock_states(&writers).await;
         let local = self.node(attr.ino)?.fetched.is_none();
         if !local {
+            settled.clear();
             // An open writer commits first, so the move carries the latest content.
             if attr.kind == Kind::File {
                 let fhs: Vec<u64> = {
@@ -1683,9 +1730,19 @@ impl<S: Storage + Registry> Fs<S> {
                         .collect()
                 };
                 for fh in fhs {
-                    self.flush(fh).await?;
+                    self.fsync(fh).await?;
                 }
             }
+        }
+        let replaced = self
+            .nodes()
+            .by_name
+            .get(&(newparent, newname.to_string()))
+            .copied()
+            .filter(|o| *o != attr.ino);
+        let replaced_writers = replaced.map(|o| self.writers_of(o)).unwrap_or_default();
+        let _replaced_settled = lock_states(&replaced_writers).await;
+        if !local {
             let moved = self.sh.storage.rename(&sc, &sp, &dc, &dp, attr.kind == Kind::Dir).await;
             match (moved, self.node(attr.ino)?.generated) {
                 // A metafile shown only because its image is registered has no object: what
@@ -1696,8 +1753,7 @@ impl<S: Storage + Registry> Fs<S> {
         }
         // An editor's save renames its new file onto `N.meta`: that is a commit of it.
         let registers = attr.kind == Kind::File && !local && crate::api::metafile::image_name(&dp).is_some();
-        let replaced = self.nodes().by_name.get(&(newparent, newname.to_string())).copied();
-        if let Some(old) = replaced.filter(|o| *o != attr.ino) {
+        if let Some(old) = replaced {
             self.orphan_writers(old);
         }
         {

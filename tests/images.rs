@@ -15,6 +15,7 @@ on_both!(
     meta_files_register_update_and_unregister,
     editors_update_the_registration_in_place,
     xattrs_read_and_change_the_registration,
+    every_save_is_one_version,
 );
 
 /// The account's own images, by name, from `GET /images/detail` (which also lists every
@@ -386,6 +387,136 @@ fn editors_update_the_registration_in_place(peer: Peer) {
         detail(&api, "Debian py").is_none(),
         "unregistered at unmount, before the grace period would have ended"
     );
+}
+
+/// How many versions of `path` the server lists (0 when it has none).
+fn version_count(api: &Api, path: &str) -> usize {
+    let r = api
+        .os("GET", &format!("{path}?version=list&format=json"))
+        .send()
+        .unwrap();
+    if r.status() == 404 {
+        return 0;
+    }
+    assert_eq!(r.status(), 200, "versions of {path}");
+    r.json::<Value>().unwrap()["versions"].as_array().unwrap().len()
+}
+
+/// `path` comes to `n` versions and stays there (a commit at the release lands a moment
+/// after the last close returns).
+fn settles_at(api: &Api, path: &str, n: usize, what: &str) {
+    let t0 = std::time::Instant::now();
+    while version_count(api, path) < n && t0.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(version_count(api, path), n, "{what}: one save, one version");
+}
+
+/// Every everyday way of saving a file stores exactly one new version with what was saved,
+/// and no empty one before it (shells close a duplicate of the redirected descriptor before
+/// the command writes); `: > f` stores one empty version. On a metafile, the README's
+/// `echo '{...}' > N.meta` registers without a warning, and its first version in
+/// `.versions/` is what was written (the walkthrough's "consult the first version").
+fn every_save_is_one_version(peer: Peer) {
+    let s = Cloud::start(peer);
+    let u = s.add_user("alice");
+    let api = Api::new(&s, &u);
+    let m = Mount::new(&s, &u, "");
+    let f = m.path("pithos/notes.txt");
+    let fp = f.display().to_string();
+    let outside = tempfile::tempdir_in(test_root()).unwrap();
+    let src = outside.path().join("seven.txt");
+    std::fs::write(&src, "seven\n").unwrap();
+
+    sh(&format!("echo one > '{fp}'"));
+    settles_at(&api, "pithos/notes.txt", 1, "bash: echo > a new file");
+    assert_eq!(api.get("pithos/notes.txt"), b"one\n");
+
+    let f_ = f.clone();
+    type Save<'a> = (&'a str, Box<dyn Fn()>, &'a str);
+    let run = |cmd: String| -> Box<dyn Fn()> { Box::new(move || drop(sh(&cmd))) };
+    let saves: Vec<Save> = vec![
+        ("dash: echo >", run(format!("dash -c \"echo two > '{fp}'\"")), "two\n"),
+        ("bash: printf >", run(format!("printf 'three\\n' > '{fp}'")), "three\n"),
+        ("tee", run(format!("echo four | tee '{fp}' > /dev/null")), "four\n"),
+        ("bash: echo >>", run(format!("echo five >> '{fp}'")), "four\nfive\n"),
+        (
+            "python open('w')",
+            run(format!(r#"python3 -c 'import sys; f = open(sys.argv[1], "w"); f.write("six\n"); f.close()' '{fp}'"#)),
+            "six\n",
+        ),
+        ("cp over it", run(format!("cp '{}' '{fp}'", src.display())), "seven\n"),
+        ("sed -i", run(format!("sed -i s/seven/eight/ '{fp}'")), "eight\n"),
+        (
+            "vim, backupcopy=auto",
+            run(format!(
+                "vim -u DEFAULTS -es -c 'set backupskip= backupcopy=auto writebackup' -c '%s/eight/nine/' -c 'wq' '{fp}'"
+            )),
+            "nine\n",
+        ),
+        (
+            "vim, backupcopy=yes",
+            run(format!(
+                "vim -u DEFAULTS -es -c 'set backupskip= backupcopy=yes writebackup' -c '%s/nine/ten/' -c 'wq' '{fp}'"
+            )),
+            "ten\n",
+        ),
+        (
+            // Its first save renames the file to `notes.txt~` and writes a new one.
+            "emacs --batch, with its backup",
+            run(format!(
+                r#"cd / && emacs -Q --batch --eval '(setq make-backup-files t backup-by-copying nil backup-enable-predicate (lambda (_) t))' '{fp}' --eval '(progn (goto-char (point-min)) (while (search-forward "ten" nil t) (replace-match "eleven")) (save-buffer))'"#
+            )),
+            "eleven\n",
+        ),
+        ("nano (through tmux)", Box::new(move || nano_replace(&f_, "eleven", "twelve")), "twelve\n"),
+        ("bash: : > (truncate only)", run(format!(": > '{fp}'")), ""),
+    ];
+    for (what, save, expected) in saves {
+        let n = version_count(&api, "pithos/notes.txt");
+        save();
+        settles_at(&api, "pithos/notes.txt", n + 1, what);
+        assert_eq!(api.get("pithos/notes.txt"), expected.as_bytes(), "{what}");
+        assert_eq!(
+            std::fs::read(&f).unwrap(),
+            expected.as_bytes(),
+            "{what}: the mount reads it"
+        );
+    }
+    std::fs::remove_file(m.path("pithos/notes.txt~")).unwrap();
+    let names = String::from_utf8(api.get("pithos")).unwrap();
+    assert_eq!(names, "notes.txt\n", "no temp, swap or backup objects left");
+    // Every stored version but the last is one of the saves: none empty.
+    let vdir = m.path("pithos/.versions/notes.txt");
+    let mut versions: Vec<_> = std::fs::read_dir(&vdir).unwrap().map(|e| e.unwrap().path()).collect();
+    versions.sort_by_key(|p| p.file_name().unwrap().to_str().unwrap().parse::<u64>().unwrap());
+    assert_eq!(versions.len(), version_count(&api, "pithos/notes.txt"));
+    let last = versions.pop().unwrap();
+    assert_eq!(std::fs::read(last).unwrap(), b"", "the last is the truncation");
+    for v in versions {
+        assert!(!std::fs::read(&v).unwrap().is_empty(), "{} is empty", v.display());
+    }
+
+    // The README's registration, by redirect, twice.
+    std::fs::write(m.path("pithos/deb.img"), pattern(1 << 20, 5)).unwrap();
+    let meta = m.path("pithos/deb.img.meta");
+    sh(&format!(r#"echo '{{"name": "First"}}' > '{}'"#, meta.display()));
+    settles_at(&api, "pithos/deb.img.meta", 1, "echo > N.meta");
+    assert!(detail(&api, "First").is_some(), "registered by the redirect");
+    sh(&format!(r#"printf '{{"name": "Second"}}' > '{}'"#, meta.display()));
+    settles_at(&api, "pithos/deb.img.meta", 2, "printf > N.meta");
+    assert!(detail(&api, "Second").is_some());
+    let log = m.log();
+    assert!(
+        !log.contains("the file is empty"),
+        "no empty commit of a metafile:\n{log}"
+    );
+    let vdir = m.path("pithos/.versions/deb.img.meta");
+    let mut versions: Vec<_> = std::fs::read_dir(&vdir).unwrap().map(|e| e.unwrap().path()).collect();
+    versions.sort_by_key(|p| p.file_name().unwrap().to_str().unwrap().parse::<u64>().unwrap());
+    let first = std::fs::read_to_string(&versions[0]).unwrap();
+    assert_eq!(first, "{\"name\": \"First\"}\n", "the first version is the first save");
 }
 
 /// Replaces `from` by `to` in `file` with nano (no batch mode: driven through tmux), then

@@ -393,7 +393,7 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
     }
 
     fn fsync(&self, req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        match self.rt.block_on(self.fs.flush(fh.0)) {
+        match self.rt.block_on(self.fs.fsync(fh.0)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(fail("fsync", ino.0, req, &e)),
         }

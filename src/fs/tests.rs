@@ -973,3 +973,67 @@ async fn a_long_sequential_write_holds_only_the_blocks_in_flight() {
     // waiting for a slot and the block being filled: a few, never the whole file.
     assert!(peak <= 2 * 3 + 2, "peak {peak} blocks buffered for a 40-block file");
 }
+
+/// Shells open, `dup2` and close the first descriptor before the command writes: that flush
+/// of a file emptied at open commits nothing; what is written then commits once; a file
+/// only emptied (`: > f`) commits its empty version at the next flush or the release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_save_commits_one_version() {
+    let (mem, fs) = fs_with(FsOptions::default());
+    let dir = container_ino(&fs).await;
+    let puts = || mem.puts.load(Ordering::SeqCst);
+
+    // `echo x > new`: created, first flush, write, close.
+    let (a, fh) = fs.create(dir, "new", libc::O_WRONLY).await.unwrap();
+    fs.flush(fh).await.unwrap();
+    assert_eq!(puts(), 0, "the duplicate's close commits nothing");
+    fs.write(fh, 0, b"x\n").await.unwrap();
+    fs.flush(fh).await.unwrap();
+    fs.release(fh).await.unwrap();
+    assert_eq!((puts(), content(&mem, "new")), (1, b"x\n".to_vec()));
+
+    // `echo y > new` over it: the server keeps "x" until the write, the mount says empty.
+    let fh = fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    fs.flush(fh).await.unwrap();
+    assert_eq!((puts(), content(&mem, "new")), (1, b"x\n".to_vec()));
+    assert_eq!(fs.getattr(a.ino).await.unwrap().size, 0, "answered as truncated");
+    fs.write(fh, 0, b"y\n").await.unwrap();
+    fs.flush(fh).await.unwrap();
+    fs.release(fh).await.unwrap();
+    assert_eq!((puts(), content(&mem, "new")), (2, b"y\n".to_vec()));
+
+    // `: > new` in bash (a flush at the redirect, one when stdout is restored, the release).
+    let fh = fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    fs.flush(fh).await.unwrap();
+    fs.flush(fh).await.unwrap();
+    fs.release(fh).await.unwrap();
+    assert_eq!((puts(), content(&mem, "new")), (3, vec![]), "one empty version");
+
+    // `open(O_TRUNC); close()` with one descriptor: the release commits.
+    write_file(&fs, dir, "new", b"z", 1).await;
+    let fh = fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    fs.flush(fh).await.unwrap();
+    fs.release(fh).await.unwrap();
+    assert_eq!((puts(), content(&mem, "new")), (5, vec![]));
+
+    // fsync asks for it now.
+    write_file(&fs, dir, "new", b"z", 1).await;
+    let fh = fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    fs.fsync(fh).await.unwrap();
+    assert_eq!((puts(), content(&mem, "new")), (7, vec![]));
+    fs.release(fh).await.unwrap();
+    assert_eq!(puts(), 7, "nothing changed since the fsync");
+
+    // A rename of a file emptied and not yet committed moves the empty content.
+    write_file(&fs, dir, "new", b"z", 1).await;
+    let fh = fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    fs.flush(fh).await.unwrap();
+    fs.rename(dir, "new", dir, "moved").await.unwrap();
+    fs.release(fh).await.unwrap();
+    assert_eq!(content(&mem, "moved"), Vec::<u8>::new());
+    assert!(!mem
+        .objects
+        .lock()
+        .unwrap()
+        .contains_key(&("c".to_string(), "new".to_string())));
+}

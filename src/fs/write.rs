@@ -65,6 +65,10 @@ pub struct WriteState {
     spill_free: Vec<u64>,
     spill_next: u64,
     pub changed: bool,
+    /// Emptied at open (O_TRUNC, or a new file) and not written since: the first flush
+    /// commits nothing. Shells open, `dup2` and close the first descriptor before the
+    /// command writes, so committing there would store an empty version before every save.
+    pub defer_first_flush: bool,
     pub content_type: String,
     /// Why the content is not what the writer meant (a write failed): never committed.
     failed: Option<FsError>,
@@ -86,6 +90,7 @@ impl WriteState {
             spill_free: vec![],
             spill_next: 0,
             changed: false,
+            defer_first_flush: false,
             content_type,
             failed: None,
         }
@@ -105,8 +110,18 @@ impl WriteState {
             spill_free: vec![],
             spill_next: 0,
             changed: true,
+            defer_first_flush: false,
             content_type,
             failed: None,
+        }
+    }
+
+    /// Empty content whose first flush is skipped unless something was written before it
+    /// (see `defer_first_flush`); the next flush, an fsync or the release commits.
+    pub fn emptied_at_open(container: &str, known: Vec<BlockHash>, content_type: String) -> WriteState {
+        WriteState {
+            defer_first_flush: true,
+            ..WriteState::empty(container, known, content_type)
         }
     }
 
@@ -406,6 +421,7 @@ impl WriteState {
             }
         }
         self.changed = true;
+        self.defer_first_flush = false;
         Ok(())
     }
 
@@ -474,6 +490,7 @@ impl WriteState {
         }
         self.size = size;
         self.changed = true;
+        self.defer_first_flush = false;
         Ok(())
     }
 
