@@ -10,6 +10,7 @@ pub mod hash_memo;
 pub mod images;
 pub mod listing;
 pub mod page_cache;
+pub mod procfs;
 pub mod views;
 pub mod write;
 pub mod xattr;
@@ -1395,30 +1396,29 @@ impl<S: Storage + Registry> Fs<S> {
         self.commit_locked(w, state, false).await
     }
 
-    /// A close of one descriptor: commits the content if it changed, except at the first
-    /// flush of a file emptied at open and not written yet (a shell's redirect closes a
-    /// duplicate before the command writes; this mount already answers as if truncated).
-    pub async fn flush(&self, fh: u64) -> FsResult<()> {
-        self.commit_if_changed(fh, false).await
+    /// A close of one descriptor: commits the content if it changed. A file emptied at open
+    /// and not written since waits while the closing process still holds it by another
+    /// descriptor (`still_held`, asked only then): a shell's redirect closes a duplicate
+    /// before the command writes, and this mount already answers as if truncated. The next
+    /// flush, an fsync or the release commits it.
+    pub async fn flush(&self, fh: u64, still_held: impl FnOnce() -> bool) -> FsResult<()> {
+        self.commit_if_changed(fh, Some(still_held)).await
     }
 
     /// Commits the content if it changed, now.
     pub async fn fsync(&self, fh: u64) -> FsResult<()> {
-        self.commit_if_changed(fh, true).await
+        self.commit_if_changed(fh, None::<fn() -> bool>).await
     }
 
-    async fn commit_if_changed(&self, fh: u64, now: bool) -> FsResult<()> {
+    async fn commit_if_changed(&self, fh: u64, still_held: Option<impl FnOnce() -> bool>) -> FsResult<()> {
         let h = self.handle(fh)?;
         let Handle::Write(w) = h.as_ref() else { return Ok(()) };
         let mut state = w.state.lock().await;
         if !state.changed || w.orphaned.load(Ordering::SeqCst) {
             return Ok(());
         }
-        if std::mem::take(&mut state.defer_first_flush) && !now {
-            tracing::debug!(
-                ino = w.ino,
-                "nothing written since the open emptied it: committed later"
-            );
+        if state.emptied_unwritten && still_held.is_some_and(|held| held()) {
+            tracing::debug!(ino = w.ino, "emptied, not written yet, still open: committed later");
             return Ok(());
         }
         self.commit_locked(w, &mut state, true).await
@@ -1475,7 +1475,7 @@ impl<S: Storage + Registry> Fs<S> {
     }
 
     pub async fn release(&self, fh: u64) -> FsResult<()> {
-        let r = self.commit_if_changed(fh, true).await;
+        let r = self.fsync(fh).await;
         self.release_handle(fh);
         r
     }
@@ -1575,7 +1575,7 @@ impl<S: Storage + Registry> Fs<S> {
             if let Handle::Write(w) = h.as_ref() {
                 w.state.lock().await.resize(&self.sh, size).await?;
             }
-            self.flush(fh).await
+            self.fsync(fh).await
         }
         .await;
         self.release_handle(fh);

@@ -7,7 +7,6 @@ use crate::client::pithos::{http_client, PithosClient};
 use crate::client::session::{authenticate, read_token_file, resolve_source, TokenCell};
 use crate::client::tls::Roots;
 use crate::client::Storage;
-use crate::fs::fuse::FuseFs;
 use crate::fs::{Fs, FsOptions};
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -23,6 +22,8 @@ pub enum MountError {
     BadValue(&'static str, String),
     #[error(transparent)]
     Session(#[from] crate::client::session::SessionError),
+    #[error(transparent)]
+    Fuse(#[from] crate::fs::fuse::SessionError),
     #[error("{0}")]
     Other(String),
 }
@@ -406,43 +407,19 @@ fn serve_inner(
     }
     tracing::info!(account = %account.uuid, user = %account.user_name, mountpoint = %cfg.mountpoint.display(), "mounting");
     let fs = Arc::new(Fs::new(storage, cfg.fs.clone()));
-    let fuse = FuseFs::new(fs.clone(), rt.handle().clone());
-    let mut config = fuser::Config::default();
-    config.mount_options = vec![
-        fuser::MountOption::FSName(cfg.source.clone()),
-        fuser::MountOption::Subtype("imgfs".into()),
-    ];
-    if cfg.fs.read_only {
-        config.mount_options.push(fuser::MountOption::RO);
-    }
-    if cfg.allow_other {
-        config.acl = fuser::SessionACL::All;
-        config.mount_options.push(fuser::MountOption::DefaultPermissions);
-    }
-    config.n_threads = Some(4);
-    let mut session = fuser::Session::new(fuse, &cfg.mountpoint, &config)
-        .map_err(|e| MountError::Other(format!("cannot mount on {}: {e}", cfg.mountpoint.display())))?;
-    let mut unmounter = session.unmount_callable();
-    std::thread::spawn(move || {
-        let mut signals = [0; 2];
-        // Block until SIGTERM or SIGINT, then unmount, which ends the session loop.
-        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-        unsafe {
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            libc::sigwait(&set, &mut signals[0]);
-        }
-        tracing::info!(signal = signals[0], "unmounting");
-        if let Err(e) = unmounter.unmount() {
-            tracing::error!("unmount failed: {e}");
-        }
+    let session = crate::fs::fuse::SessionOptions {
+        source: cfg.source.clone(),
+        read_only: cfg.fs.read_only,
+        allow_other: cfg.allow_other,
+        threads: 4,
+    };
+    let mountpoint = std::fs::canonicalize(&cfg.mountpoint).unwrap_or_else(|_| cfg.mountpoint.clone());
+    let ended = crate::fs::fuse::serve(fs.clone(), rt.handle().clone(), &mountpoint, &session, || {
+        report(ready, "OK");
+        tracing::info!("mounted");
     });
-    report(ready, "OK");
-    tracing::info!("mounted");
-    let ended = session.run();
     rt.block_on(fs.end_grace_periods());
-    ended.map_err(|e| MountError::Other(format!("FUSE session ended: {e}")))?;
+    ended?;
     tracing::info!("unmounted");
     Ok(())
 }

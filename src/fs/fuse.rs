@@ -9,12 +9,15 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 pub struct FuseFs<S: Storage> {
     fs: Arc<Fs<S>>,
     rt: tokio::runtime::Handle,
+    /// This mount's id in `/proc/*/fdinfo`, known once the kernel has the mount.
+    mount_id: Arc<OnceLock<Option<u64>>>,
 }
 
 impl<S: Storage + Registry> FuseFs<S> {
@@ -38,8 +41,8 @@ impl<S: Storage + Registry> FuseFs<S> {
         }
     }
 
-    pub fn new(fs: Arc<Fs<S>>, rt: tokio::runtime::Handle) -> FuseFs<S> {
-        FuseFs { fs, rt }
+    fn new(fs: Arc<Fs<S>>, rt: tokio::runtime::Handle, mount_id: Arc<OnceLock<Option<u64>>>) -> FuseFs<S> {
+        FuseFs { fs, rt, mount_id }
     }
 
     fn ttl(&self) -> Duration {
@@ -55,6 +58,75 @@ impl<S: Storage + Registry> FuseFs<S> {
             self.ttl()
         }
     }
+}
+
+/// How the kernel is to show the mount.
+pub struct SessionOptions {
+    /// What `mount` lists as the source.
+    pub source: String,
+    pub read_only: bool,
+    /// Other users may enter (with the kernel checking file modes).
+    pub allow_other: bool,
+    /// Threads answering the kernel.
+    pub threads: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot mount on {path}: {source}")]
+    Mount { path: String, source: std::io::Error },
+    #[error("FUSE session ended: {0}")]
+    Ended(std::io::Error),
+}
+
+/// Mounts `fs` at `mountpoint` (an absolute path) and serves the kernel until the mount
+/// goes away; SIGTERM or SIGINT unmount. `mounted` runs once the kernel has the mount.
+pub fn serve<S: Storage + Registry + 'static>(
+    fs: Arc<Fs<S>>,
+    rt: tokio::runtime::Handle,
+    mountpoint: &Path,
+    opts: &SessionOptions,
+    mounted: impl FnOnce(),
+) -> Result<(), SessionError> {
+    let mount_id = Arc::new(OnceLock::new());
+    let fuse = FuseFs::new(fs, rt, mount_id.clone());
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName(opts.source.clone()),
+        fuser::MountOption::Subtype("imgfs".into()),
+    ];
+    if opts.read_only {
+        config.mount_options.push(fuser::MountOption::RO);
+    }
+    if opts.allow_other {
+        config.acl = fuser::SessionACL::All;
+        config.mount_options.push(fuser::MountOption::DefaultPermissions);
+    }
+    config.n_threads = Some(opts.threads);
+    let mut session = fuser::Session::new(fuse, mountpoint, &config).map_err(|source| SessionError::Mount {
+        path: mountpoint.display().to_string(),
+        source,
+    })?;
+    let _ = mount_id.set(crate::fs::procfs::mount_id(mountpoint));
+    let mut unmounter = session.unmount_callable();
+    std::thread::spawn(move || {
+        let mut signal = 0;
+        // Block until SIGTERM or SIGINT, then unmount, which ends the session loop.
+        // SAFETY: the set is initialized by sigemptyset before use; sigwait only reads it.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigwait(&set, &mut signal);
+        }
+        tracing::info!(signal, "unmounting");
+        if let Err(e) = unmounter.unmount() {
+            tracing::error!("unmount failed: {e}");
+        }
+    });
+    mounted();
+    session.run().map_err(SessionError::Ended)
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -370,7 +442,9 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
     }
 
     fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        match self.rt.block_on(self.fs.flush(fh.0)) {
+        let (pid, mount_id) = (req.pid(), self.mount_id.get().copied().flatten());
+        let still_held = || crate::fs::procfs::holds(pid, mount_id, ino.0);
+        match self.rt.block_on(self.fs.flush(fh.0, still_held)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(fail("flush", ino.0, req, &e)),
         }

@@ -511,7 +511,7 @@ async fn failed_upload_fails_close_and_loses_nothing() {
     let (_, fh) = fs.create(dir, "x", libc::O_WRONLY).await.unwrap();
     mem.fail_uploads.store(2, Ordering::SeqCst);
     fs.write(fh, 0, &bytes).await.unwrap();
-    let e = fs.flush(fh).await.unwrap_err();
+    let e = fs.flush(fh, || false).await.unwrap_err();
     assert_eq!(e.errno, libc::EIO);
     assert!(
         mem.objects
@@ -522,7 +522,7 @@ async fn failed_upload_fails_close_and_loses_nothing() {
         "nothing half-written"
     );
     // the data is still held: a second flush (fsync, close) commits it
-    fs.flush(fh).await.unwrap();
+    fs.flush(fh, || false).await.unwrap();
     fs.release(fh).await.unwrap();
     assert_eq!(content(&mem, "x"), bytes);
 }
@@ -975,59 +975,72 @@ async fn a_long_sequential_write_holds_only_the_blocks_in_flight() {
 }
 
 /// Shells open, `dup2` and close the first descriptor before the command writes: that flush
-/// of a file emptied at open commits nothing; what is written then commits once; a file
-/// only emptied (`: > f`) commits its empty version at the next flush or the release.
+/// of a file emptied at open, while the shell still holds it, commits nothing; what is
+/// written then commits once. A program closing its last descriptor commits at the close
+/// (which sees a commit's error); `: > f` ends as one empty version.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirect_save_commits_one_version() {
     let (mem, fs) = fs_with(FsOptions::default());
     let dir = container_ino(&fs).await;
     let puts = || mem.puts.load(Ordering::SeqCst);
+    let (held, last) = (|| true, || false);
 
-    // `echo x > new`: created, first flush, write, close.
+    // `echo x > new`: created, the duplicate closed, written, the last close.
     let (a, fh) = fs.create(dir, "new", libc::O_WRONLY).await.unwrap();
-    fs.flush(fh).await.unwrap();
+    fs.flush(fh, held).await.unwrap();
     assert_eq!(puts(), 0, "the duplicate's close commits nothing");
     fs.write(fh, 0, b"x\n").await.unwrap();
-    fs.flush(fh).await.unwrap();
+    fs.flush(fh, || panic!("asked only while nothing is written"))
+        .await
+        .unwrap();
     fs.release(fh).await.unwrap();
     assert_eq!((puts(), content(&mem, "new")), (1, b"x\n".to_vec()));
 
     // `echo y > new` over it: the server keeps "x" until the write, the mount says empty.
     let fh = fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
-    fs.flush(fh).await.unwrap();
+    fs.flush(fh, held).await.unwrap();
     assert_eq!((puts(), content(&mem, "new")), (1, b"x\n".to_vec()));
     assert_eq!(fs.getattr(a.ino).await.unwrap().size, 0, "answered as truncated");
     fs.write(fh, 0, b"y\n").await.unwrap();
-    fs.flush(fh).await.unwrap();
+    fs.flush(fh, last).await.unwrap();
     fs.release(fh).await.unwrap();
     assert_eq!((puts(), content(&mem, "new")), (2, b"y\n".to_vec()));
 
-    // `: > new` in bash (a flush at the redirect, one when stdout is restored, the release).
+    // `: > new` in bash: the redirect's duplicate, then stdout restored, then the release.
     let fh = fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
-    fs.flush(fh).await.unwrap();
-    fs.flush(fh).await.unwrap();
-    fs.release(fh).await.unwrap();
+    fs.flush(fh, held).await.unwrap();
+    assert_eq!(puts(), 2);
+    fs.flush(fh, last).await.unwrap();
     assert_eq!((puts(), content(&mem, "new")), (3, vec![]), "one empty version");
+    fs.release(fh).await.unwrap();
+    assert_eq!(puts(), 3);
 
-    // `open(O_TRUNC); close()` with one descriptor: the release commits.
+    // `open(O_TRUNC); close()`: committed by the close, not left to the release.
     write_file(&fs, dir, "new", b"z", 1).await;
     let fh = fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
-    fs.flush(fh).await.unwrap();
-    fs.release(fh).await.unwrap();
+    fs.flush(fh, last).await.unwrap();
     assert_eq!((puts(), content(&mem, "new")), (5, vec![]));
+    fs.release(fh).await.unwrap();
+
+    // Still held and never written: the release commits.
+    write_file(&fs, dir, "new", b"z", 1).await;
+    let fh = fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    fs.flush(fh, held).await.unwrap();
+    fs.release(fh).await.unwrap();
+    assert_eq!((puts(), content(&mem, "new")), (7, vec![]));
 
     // fsync asks for it now.
     write_file(&fs, dir, "new", b"z", 1).await;
     let fh = fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
     fs.fsync(fh).await.unwrap();
-    assert_eq!((puts(), content(&mem, "new")), (7, vec![]));
+    assert_eq!((puts(), content(&mem, "new")), (9, vec![]));
     fs.release(fh).await.unwrap();
-    assert_eq!(puts(), 7, "nothing changed since the fsync");
+    assert_eq!(puts(), 9, "nothing changed since the fsync");
 
     // A rename of a file emptied and not yet committed moves the empty content.
     write_file(&fs, dir, "new", b"z", 1).await;
     let fh = fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
-    fs.flush(fh).await.unwrap();
+    fs.flush(fh, held).await.unwrap();
     fs.rename(dir, "new", dir, "moved").await.unwrap();
     fs.release(fh).await.unwrap();
     assert_eq!(content(&mem, "moved"), Vec::<u8>::new());

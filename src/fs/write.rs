@@ -65,10 +65,11 @@ pub struct WriteState {
     spill_free: Vec<u64>,
     spill_next: u64,
     pub changed: bool,
-    /// Emptied at open (O_TRUNC, or a new file) and not written since: the first flush
-    /// commits nothing. Shells open, `dup2` and close the first descriptor before the
-    /// command writes, so committing there would store an empty version before every save.
-    pub defer_first_flush: bool,
+    /// Emptied at open (O_TRUNC, or a new file) and not written since. A flush then commits
+    /// only if the closing process holds no other descriptor of the file: shells open, `dup2`
+    /// and close the first descriptor before the command writes, and committing there would
+    /// store an empty version before every save.
+    pub emptied_unwritten: bool,
     pub content_type: String,
     /// Why the content is not what the writer meant (a write failed): never committed.
     failed: Option<FsError>,
@@ -90,7 +91,7 @@ impl WriteState {
             spill_free: vec![],
             spill_next: 0,
             changed: false,
-            defer_first_flush: false,
+            emptied_unwritten: false,
             content_type,
             failed: None,
         }
@@ -110,17 +111,16 @@ impl WriteState {
             spill_free: vec![],
             spill_next: 0,
             changed: true,
-            defer_first_flush: false,
+            emptied_unwritten: false,
             content_type,
             failed: None,
         }
     }
 
-    /// Empty content whose first flush is skipped unless something was written before it
-    /// (see `defer_first_flush`); the next flush, an fsync or the release commits.
+    /// Empty content, as an O_TRUNC open or a new file leaves it (see `emptied_unwritten`).
     pub fn emptied_at_open(container: &str, known: Vec<BlockHash>, content_type: String) -> WriteState {
         WriteState {
-            defer_first_flush: true,
+            emptied_unwritten: true,
             ..WriteState::empty(container, known, content_type)
         }
     }
@@ -421,7 +421,7 @@ impl WriteState {
             }
         }
         self.changed = true;
-        self.defer_first_flush = false;
+        self.emptied_unwritten = false;
         Ok(())
     }
 
@@ -490,7 +490,7 @@ impl WriteState {
         }
         self.size = size;
         self.changed = true;
-        self.defer_first_flush = false;
+        self.emptied_unwritten = false;
         Ok(())
     }
 
