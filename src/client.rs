@@ -40,11 +40,54 @@ pub enum ClientError {
     },
 }
 
+/// What went wrong, as the filesystem needs to know it (HTTP statuses stay in the client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 401: the token was refused.
+    Unauthorized,
+    /// 403.
+    Forbidden,
+    /// 404.
+    NotFound,
+    /// 409: the state does not allow it (a container not empty, blocks missing).
+    Conflict,
+    /// 412: a condition (If-Match and kin) did not hold.
+    ConditionFailed,
+    /// 413: over quota.
+    QuotaExceeded,
+    /// 400, 416, 422: the request was refused as malformed.
+    Invalid,
+    /// 405, 501.
+    Unsupported,
+    /// No answer, or 5xx, after the retries.
+    Unavailable,
+    /// An answer that did not make sense.
+    Protocol,
+}
+
 impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Status { status, .. } => Some(*status),
             _ => None,
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ClientError::Status { status, .. } => match status {
+                401 => ErrorKind::Unauthorized,
+                403 => ErrorKind::Forbidden,
+                404 => ErrorKind::NotFound,
+                409 => ErrorKind::Conflict,
+                412 => ErrorKind::ConditionFailed,
+                413 => ErrorKind::QuotaExceeded,
+                400 | 416 | 422 => ErrorKind::Invalid,
+                405 | 501 => ErrorKind::Unsupported,
+                _ => ErrorKind::Unavailable,
+            },
+            ClientError::Network { .. } => ErrorKind::Unavailable,
+            ClientError::Protocol { .. } => ErrorKind::Protocol,
         }
     }
 }
@@ -186,6 +229,8 @@ pub trait Storage: Send + Sync + 'static {
         start: u64,
         len: u64,
     ) -> impl Future<Output = Result<Bytes>> + Send;
+    /// A new version of these blocks with this user metadata (a PUT replaces the object's
+    /// `X-Object-Meta-*`, so what is to stay is sent again).
     fn put_hashmap(
         &self,
         container: &str,
@@ -193,6 +238,7 @@ pub trait Storage: Send + Sync + 'static {
         size: u64,
         hashes: &[BlockHash],
         content_type: &str,
+        meta: &[(String, String)],
     ) -> impl Future<Output = Result<PutOutcome>> + Send;
     fn upload_block(&self, container: &str, data: Bytes) -> impl Future<Output = Result<BlockHash>> + Send;
     /// A 0-byte object (an empty file or a directory marker).

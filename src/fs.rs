@@ -1240,6 +1240,14 @@ impl<S: Storage + Registry> Fs<S> {
         Ok((self.attr_of(ino, &self.node(ino)?), fh))
     }
 
+    /// `mknod` of a regular file (what `tar --xattrs` does, to set attributes before the
+    /// data): an empty file, committed at once, as `touch` makes it.
+    pub async fn make_file(&self, parent: Ino, name: &str) -> FsResult<Attr> {
+        let (attr, fh) = self.create(parent, name, libc::O_WRONLY | libc::O_EXCL).await?;
+        self.release(fh).await?;
+        self.getattr(attr.ino).await
+    }
+
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<bytes::Bytes> {
         let h = self.handle(fh)?;
         match h.as_ref() {
@@ -1439,6 +1447,12 @@ impl<S: Storage + Registry> Fs<S> {
         } else {
             None
         };
+        // A new version keeps the object's user metadata, as a file keeps its attributes.
+        if self.node(w.ino)?.fetched.is_some() {
+            if let Some(info) = self.sh.storage.object_info(&container, &name, None).await? {
+                state.meta = info.meta;
+            }
+        }
         let version = state.commit(&self.sh, &container, &name).await?;
         let size = state.size;
         if let Some(node) = self.nodes().by_ino.get_mut(&w.ino) {
@@ -1627,7 +1641,7 @@ impl<S: Storage + Registry> Fs<S> {
                 match self.sh.storage.delete(&container, &path).await {
                     Ok(()) => {}
                     // A directory that only existed as a prefix has no marker to delete.
-                    Err(e) if e.status() == Some(404) => {}
+                    Err(e) if e.kind() == crate::client::ErrorKind::NotFound => {}
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -1660,7 +1674,8 @@ impl<S: Storage + Registry> Fs<S> {
             self.registry_before_unlink(&container, &path).await?;
             match self.sh.storage.delete(&container, &path).await {
                 // A metafile shown only because its image is registered has no object.
-                Err(e) if e.status() == Some(404) && self.node(attr.ino)?.generated.is_some() => {}
+                Err(e)
+                    if e.kind() == crate::client::ErrorKind::NotFound && self.node(attr.ino)?.generated.is_some() => {}
                 other => other?,
             }
         }
@@ -1747,7 +1762,9 @@ impl<S: Storage + Registry> Fs<S> {
             match (moved, self.node(attr.ino)?.generated) {
                 // A metafile shown only because its image is registered has no object: what
                 // it reads as is what lands at the new name (an editor's backup).
-                (Err(e), Some(data)) if e.status() == Some(404) => self.store_metafile(&dc, &dp, data).await?,
+                (Err(e), Some(data)) if e.kind() == crate::client::ErrorKind::NotFound => {
+                    self.store_metafile(&dc, &dp, data).await?
+                }
                 (moved, _) => moved?,
             }
         }

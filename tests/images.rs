@@ -16,6 +16,7 @@ on_both!(
     editors_update_the_registration_in_place,
     xattrs_read_and_change_the_registration,
     every_save_is_one_version,
+    copies_out_and_back_keep_attributes_quietly,
 );
 
 /// The account's own images, by name, from `GET /images/detail` (which also lists every
@@ -517,6 +518,99 @@ fn every_save_is_one_version(peer: Peer) {
     versions.sort_by_key(|p| p.file_name().unwrap().to_str().unwrap().parse::<u64>().unwrap());
     let first = std::fs::read_to_string(&versions[0]).unwrap();
     assert_eq!(first, "{\"name\": \"First\"}\n", "the first version is the first save");
+}
+
+/// Runs `cmd` in bash and returns its exit status and what it printed on stderr.
+fn status_and_stderr(cmd: &str) -> (i32, String) {
+    let out = std::process::Command::new("bash").args(["-c", cmd]).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `cp -a`, `rsync -aX` and `tar --xattrs` of a registered image out of the mount and back
+/// onto it: no warning and no error, as the read-only attributes come back with the values
+/// they have (a different value is still EPERM); nothing is re-registered or changed.
+/// `tar` makes its files by mknod first (to set attributes before the data).
+fn copies_out_and_back_keep_attributes_quietly(peer: Peer) {
+    let s = Cloud::start(peer);
+    let u = s.add_user("alice");
+    let api = Api::new(&s, &u);
+    let m = Mount::new(&s, &u, "");
+    let img = m.path("pithos/rt.img");
+    std::fs::write(&img, pattern(1 << 20, 21)).unwrap();
+    write_close(
+        &m.path("pithos/rt.img.meta"),
+        br#"{"name": "Round Trip", "properties": {"os": "linux"}}"#,
+    )
+    .unwrap();
+    sh(&format!("setfattr -n user.meta.color -v blue '{}'", img.display()));
+    let id = uuid(&api, "pithos/rt.img");
+    let attrs = |p: &Path| sh(&format!("getfattr -d -m - '{}' | sed 1d", p.display()));
+    let before = attrs(&img);
+    assert!(
+        before.contains("user.pithos.uuid=") && before.contains("user.image.id="),
+        "{before}"
+    );
+    let versions = version_count(&api, "pithos/rt.img");
+    let out = tempfile::tempdir_in(test_root()).unwrap();
+    let o = out.path().display().to_string();
+    let i = img.display();
+
+    // Out: every attribute comes along.
+    let (rc, err) = status_and_stderr(&format!("cp -a --preserve=xattr '{i}' '{o}/cp.img'"));
+    assert_eq!((rc, err.as_str()), (0, ""), "cp -a out");
+    assert_eq!(
+        attrs(&out.path().join("cp.img")),
+        before,
+        "cp -a carried every attribute"
+    );
+    let (rc, err) = status_and_stderr(&format!("rsync -aX '{i}' '{o}/rsync.img'"));
+    assert_eq!((rc, err.as_str()), (0, ""), "rsync -aX out");
+    let (rc, err) = status_and_stderr(&format!(
+        "tar --xattrs --xattrs-include='*' -C '{}' -cf '{o}/rt.tar' rt.img",
+        m.path("pithos").display()
+    ));
+    assert_eq!((rc, err.as_str()), (0, ""), "tar --xattrs out");
+
+    // Back onto the same file: rsync finds it unchanged (attributes only), cp writes it again.
+    let log_before = m.log().len();
+    let (rc, err) = status_and_stderr(&format!("rsync -aX '{o}/rsync.img' '{i}'"));
+    assert_eq!((rc, err.as_str()), (0, ""), "rsync -aX back");
+    assert_eq!(version_count(&api, "pithos/rt.img"), versions, "rsync changed nothing");
+    assert_eq!(attrs(&img), before, "rsync changed no attribute");
+    let (rc, err) = status_and_stderr(&format!("cp -a --preserve=xattr '{o}/cp.img' '{i}'"));
+    assert_eq!((rc, err.as_str()), (0, ""), "cp -a back");
+    let img_detail = detail(&api, "Round Trip").expect("still registered");
+    assert_eq!(img_detail["id"], id.as_str(), "the same image");
+    assert_eq!(img_detail["properties"]["os"], "linux");
+    assert_eq!(uuid(&api, "pithos/rt.img"), id);
+    assert_eq!(api.get("pithos/rt.img"), pattern(1 << 20, 21));
+    // cp's commit is a new version (and the registry following it may add one).
+    assert!(version_count(&api, "pithos/rt.img") > versions, "cp wrote it again");
+    let log = m.log()[log_before..].to_string();
+    assert!(
+        !log.contains("attributes changed") && !log.contains("image updated") && !log.contains("errno="),
+        "the attributes written back changed nothing and failed nowhere:\n{log}"
+    );
+
+    // tar into an empty directory: mknod, its attributes, its data.
+    std::fs::create_dir(m.path("pithos/untar")).unwrap();
+    let (rc, err) = status_and_stderr(&format!(
+        "tar --xattrs --xattrs-include='user.meta.*' -C '{}' -xf '{o}/rt.tar'",
+        m.path("pithos/untar").display()
+    ));
+    assert_eq!((rc, err.as_str()), (0, ""), "tar --xattrs in");
+    assert_eq!(api.get("pithos/untar/rt.img"), pattern(1 << 20, 21));
+    let untarred = attrs(&m.path("pithos/untar/rt.img"));
+    assert!(untarred.contains("user.meta.color=\"blue\""), "{untarred}");
+
+    // A different value of a read-only attribute is still refused.
+    let (rc, err) = status_and_stderr(&format!("setfattr -n user.pithos.uuid -v other '{i}'"));
+    assert!(rc != 0 && err.contains("not permitted"), "{rc} {err}");
+    let (rc, err) = status_and_stderr(&format!("setfattr -n user.pithos.uuid -v {id} '{i}'"));
+    assert_eq!((rc, err.as_str()), (0, ""), "the value it has is fine");
 }
 
 /// Replaces `from` by `to` in `file` with nano (no batch mode: driven through tmux), then

@@ -386,7 +386,17 @@ impl Storage for PithosClient {
         size: u64,
         hashes: &[BlockHash],
         content_type: &str,
+        meta: &[(String, String)],
     ) -> Result<PutOutcome> {
+        let meta: Vec<(String, String)> = meta
+            .iter()
+            .map(|(k, v)| {
+                (
+                    format!("{}{k}", pithos::OBJECT_META),
+                    crate::api::pithos::encode_header_value(v),
+                )
+            })
+            .collect();
         let body = serde_json::to_vec(&HashmapPut {
             bytes: size,
             hashes: hashes.to_vec(),
@@ -394,7 +404,10 @@ impl Storage for PithosClient {
         .expect("serializable");
         let url = self.url(container, name);
         let r = self
-            .send(Method::PUT, url, &[201, 409], |b| {
+            .send(Method::PUT, url, &[201, 409], |mut b| {
+                for (k, v) in &meta {
+                    b = b.header(k, v);
+                }
                 b.query(&[("hashmap", "True"), ("format", "json")])
                     .header("Content-Type", content_type)
                     .body(body.clone())

@@ -1,7 +1,7 @@
 //! The filesystem's one error: an errno, a message with the request and the server's reason,
-//! and the log level it deserves. HTTP status → errno lives here, once (DESIGN.md "Errors").
+//! and the log level it deserves. The error kind → errno table lives here, once (DESIGN.md "Errors").
 
-use crate::client::ClientError;
+use crate::client::{ClientError, ErrorKind};
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -31,39 +31,48 @@ impl FsError {
     }
 }
 
-/// DESIGN.md's table: 401/403 → EACCES, 404 → ENOENT, 409 → ENOTEMPTY (container delete; the
-/// caller picks another errno where 409 means something else), 413 → EDQUOT, 400/416 → EINVAL,
-/// network and 5xx after the retries → EIO.
-pub fn errno_of_status(status: u16) -> i32 {
-    match status {
-        401 | 403 => libc::EACCES,
-        404 => libc::ENOENT,
-        409 => libc::ENOTEMPTY,
-        412 => libc::EAGAIN,
-        413 => libc::EDQUOT,
-        400 | 416 | 422 => libc::EINVAL,
-        405 | 501 => libc::EOPNOTSUPP,
-        _ => libc::EIO,
+/// DESIGN.md's table: refused token or access → EACCES, not found → ENOENT, conflict →
+/// ENOTEMPTY (container delete; the caller picks another errno where a conflict means
+/// something else), over quota → EDQUOT, malformed → EINVAL, no answer or a server fault
+/// after the retries (or an answer that makes no sense) → EIO.
+pub fn errno_of(kind: ErrorKind) -> i32 {
+    match kind {
+        ErrorKind::Unauthorized | ErrorKind::Forbidden => libc::EACCES,
+        ErrorKind::NotFound => libc::ENOENT,
+        ErrorKind::Conflict => libc::ENOTEMPTY,
+        ErrorKind::ConditionFailed => libc::EAGAIN,
+        ErrorKind::QuotaExceeded => libc::EDQUOT,
+        ErrorKind::Invalid => libc::EINVAL,
+        ErrorKind::Unsupported => libc::EOPNOTSUPP,
+        ErrorKind::Unavailable | ErrorKind::Protocol => libc::EIO,
     }
 }
 
 impl From<ClientError> for FsError {
     fn from(e: ClientError) -> FsError {
-        let errno = match &e {
-            ClientError::Status { status, .. } => errno_of_status(*status),
-            ClientError::Network { .. } | ClientError::Protocol { .. } => libc::EIO,
-        };
         let mut message = e.to_string();
-        if e.status() == Some(401) {
+        if e.kind() == ErrorKind::Unauthorized {
             message.push_str(" (the token was refused: is it expired or revoked?)");
         }
-        FsError::new(errno, message)
+        FsError::new(errno_of(e.kind()), message)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn errno_of_status(status: u16) -> i32 {
+        errno_of(
+            ClientError::Status {
+                method: "GET".into(),
+                path: "/".into(),
+                status,
+                message: String::new(),
+            }
+            .kind(),
+        )
+    }
 
     #[test]
     fn table() {
@@ -75,5 +84,11 @@ mod tests {
         assert_eq!(errno_of_status(400), libc::EINVAL);
         assert_eq!(errno_of_status(416), libc::EINVAL);
         assert_eq!(errno_of_status(503), libc::EIO);
+        let network = ClientError::Network {
+            method: "GET".into(),
+            path: "/".into(),
+            message: "refused".into(),
+        };
+        assert_eq!(errno_of(network.kind()), libc::EIO);
     }
 }

@@ -293,18 +293,21 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
         &self,
         req: &Request,
         parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
+        name: &OsStr,
+        mode: u32,
         _umask: u32,
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(fail(
-            "mknod",
-            parent.0,
-            req,
-            &FsError::new(libc::EPERM, "only regular files and directories"),
-        ));
+        let r = if mode & libc::S_IFMT != libc::S_IFREG {
+            Err(FsError::new(libc::EPERM, "only regular files and directories"))
+        } else {
+            name_str(name).and_then(|n| self.rt.block_on(self.fs.make_file(parent.0, n)))
+        };
+        match r {
+            Ok(a) => reply.entry(&self.ttl_of(a.ino), &file_attr(&a), Generation(0)),
+            Err(e) => reply.error(fail("mknod", parent.0, req, &e)),
+        }
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {

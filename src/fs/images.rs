@@ -414,7 +414,7 @@ impl<S: Storage + Registry> Fs<S> {
         match self
             .sh
             .storage
-            .put_hashmap(container, path, bytes.len() as u64, &[hash], ct)
+            .put_hashmap(container, path, bytes.len() as u64, &[hash], ct, &[])
             .await?
         {
             crate::client::PutOutcome::Done { .. } => Ok(()),

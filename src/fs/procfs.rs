@@ -10,13 +10,11 @@ use std::path::Path;
 pub fn mount_id(mountpoint: &Path) -> Option<u64> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = mountpoint.to_str()?;
-    info.lines()
-        .filter_map(|l| {
-            let mut f = l.split(' ');
-            let id = f.next()?.parse().ok()?;
-            (unescape(f.nth(3)?) == want).then_some(id)
-        })
-        .last()
+    info.lines().rev().find_map(|l| {
+        let mut f = l.split(' ');
+        let id = f.next()?.parse().ok()?;
+        (unescape(f.nth(3)?) == want).then_some(id)
+    })
 }
 
 /// mountinfo writes space, tab, newline and backslash as `\ooo`.

@@ -217,6 +217,7 @@ impl Storage for Arc<Mem> {
         size: u64,
         hashes: &[BlockHash],
         ct: &str,
+        meta: &[(String, String)],
     ) -> crate::client::Result<PutOutcome> {
         self.puts.fetch_add(1, Ordering::SeqCst);
         let blocks = self.blocks.lock().unwrap();
@@ -234,6 +235,11 @@ impl Storage for Arc<Mem> {
             .unwrap()
             .insert((c.into(), name.into()), (size, hashes.to_vec(), v, ct.into()));
         self.versions.lock().unwrap().insert(v, (size, hashes.to_vec()));
+        // A PUT replaces the user metadata, as on Pithos.
+        self.meta
+            .lock()
+            .unwrap()
+            .insert((c.into(), name.into()), meta.iter().cloned().collect());
         Ok(PutOutcome::Done { version: v })
     }
     async fn upload_block(&self, _: &str, data: Bytes) -> crate::client::Result<BlockHash> {
@@ -1049,4 +1055,20 @@ async fn a_redirect_save_commits_one_version() {
         .lock()
         .unwrap()
         .contains_key(&("c".to_string(), "new".to_string())));
+}
+
+/// A rewrite is a PUT, which replaces an object's user metadata: the commit sends the
+/// current version's again, so `user.meta.*` outlives the content as a file's attributes do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewrite_keeps_the_user_metadata() {
+    let (mem, fs) = fs_with(FsOptions::default());
+    let dir = container_ino(&fs).await;
+    write_file(&fs, dir, "f", b"one", 3).await;
+    let a = fs.lookup(dir, "f").await.unwrap();
+    fs.setxattr(a.ino, "user.meta.color", b"blue").await.unwrap();
+    let fh = fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    fs.write(fh, 0, b"two").await.unwrap();
+    fs.release(fh).await.unwrap();
+    assert_eq!(content(&mem, "f"), b"two");
+    assert_eq!(fs.getxattr(a.ino, "user.meta.color", 0).await.unwrap(), b"blue");
 }

@@ -29,7 +29,7 @@ impl<S: Storage + Registry> Fs<S> {
             Loc::Images | Loc::VersionRoot { .. } => Ok(self.remember_view(parent, name, Kind::Dir, 0, now, 0)),
             Loc::Versions { container, path } => {
                 let versions = match self.sh.storage.versions(&container, &path).await {
-                    Err(e) if e.status() == Some(404) => vec![],
+                    Err(e) if e.kind() == crate::client::ErrorKind::NotFound => vec![],
                     other => other?,
                 };
                 match versions.last() {

@@ -71,6 +71,8 @@ pub struct WriteState {
     /// store an empty version before every save.
     pub emptied_unwritten: bool,
     pub content_type: String,
+    /// The user metadata (`user.meta.*`) the commit carries over from the current version.
+    pub meta: Vec<(String, String)>,
     /// Why the content is not what the writer meant (a write failed): never committed.
     failed: Option<FsError>,
 }
@@ -93,6 +95,7 @@ impl WriteState {
             changed: false,
             emptied_unwritten: false,
             content_type,
+            meta: vec![],
             failed: None,
         }
     }
@@ -113,6 +116,7 @@ impl WriteState {
             changed: true,
             emptied_unwritten: false,
             content_type,
+            meta: vec![],
             failed: None,
         }
     }
@@ -559,7 +563,7 @@ impl WriteState {
         let hashes: Vec<BlockHash> = hashes.into_iter().map(|h| h.expect("every block resolved")).collect();
         let outcome = sh
             .storage
-            .put_hashmap(container, name, self.size, &hashes, &self.content_type)
+            .put_hashmap(container, name, self.size, &hashes, &self.content_type, &self.meta)
             .await;
         let outcome = match outcome {
             Ok(PutOutcome::Missing(missing)) => {
@@ -576,7 +580,7 @@ impl WriteState {
                     }
                 }
                 sh.storage
-                    .put_hashmap(container, name, self.size, &hashes, &self.content_type)
+                    .put_hashmap(container, name, self.size, &hashes, &self.content_type, &self.meta)
                     .await
             }
             other => other,

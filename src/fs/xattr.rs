@@ -57,6 +57,14 @@ fn no_attr(name: &str) -> FsError {
     FsError::quiet(libc::ENODATA, format!("no attribute {name}"))
 }
 
+/// A value without the newlines that end it (as `text_of` reads what is set).
+fn without_newlines(mut v: &[u8]) -> &[u8] {
+    while let Some(rest) = v.strip_suffix(b"\n") {
+        v = rest;
+    }
+    v
+}
+
 fn text_of(name: &str, value: &[u8]) -> FsResult<String> {
     Ok(std::str::from_utf8(value)
         .map_err(|_| FsError::new(libc::EINVAL, format!("{name}: the value is not UTF-8")))?
@@ -260,6 +268,15 @@ impl<S: Storage + Registry> Fs<S> {
         self.forget_xattr_snapshot();
         if !name.starts_with("user.") {
             return Err(not_supported(name));
+        }
+        // What `cp -a`, `rsync -X` and `tar --xattrs` write back is what they read: the
+        // current value changes nothing, read-only or not (and sends no update, which
+        // would make a version).
+        if let Ok(current) = self.getxattr(ino, name, 0).await {
+            if without_newlines(&current) == without_newlines(value) {
+                tracing::debug!(ino, attribute = name, "set to the value it has: nothing to do");
+                return Ok(());
+            }
         }
         if name.starts_with(IMAGE_XATTR) {
             return self.set_image_xattr(ino, name, Some(value)).await;
