@@ -38,6 +38,13 @@ pub enum ClientError {
         path: String,
         message: String,
     },
+    /// A storage that is not HTTP failed (the core's in-memory fake, `fs/fake.rs`).
+    #[error("{op}: {kind:?}: {message}")]
+    Failed {
+        op: &'static str,
+        kind: ErrorKind,
+        message: String,
+    },
 }
 
 /// What went wrong, as the filesystem needs to know it (HTTP statuses stay in the client).
@@ -88,6 +95,7 @@ impl ClientError {
             },
             ClientError::Network { .. } => ErrorKind::Unavailable,
             ClientError::Protocol { .. } => ErrorKind::Protocol,
+            ClientError::Failed { kind, .. } => *kind,
         }
     }
 }

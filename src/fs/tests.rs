@@ -1,385 +1,23 @@
-//! The core against an in-memory [`Storage`] with request counters and fault injection:
-//! dedup (no block sent twice), patching only touched blocks, staging spill, truncation, and
-//! a failed commit that keeps the data for a retry.
+//! The core against the in-memory storage of `fake.rs`, with request counters and fault
+//! injection: dedup (no block sent twice), patching only touched blocks, staging spill,
+//! truncation, failed uploads and commits that keep the data for a retry, short hashmaps,
+//! stalled requests.
 
+use super::fake::{Faulty, Mem, Op};
 use super::*;
-use crate::api::hashing::block_hash;
-use crate::client::{AccountStat, ClientError, ContainerStat, PutOutcome};
-use bytes::Bytes;
-use std::collections::BTreeMap;
-use std::sync::atomic::AtomicUsize;
+use crate::client::{AccountStat, ErrorKind};
+use std::sync::atomic::Ordering;
 
-/// `(container, name)` → `(size, hashes, version, content type)`
-type Objects = BTreeMap<(String, String), (u64, Vec<BlockHash>, u64, String)>;
-
-#[derive(Default)]
-struct Mem {
-    objects: Mutex<Objects>,
-    blocks: Mutex<HashMap<BlockHash, Bytes>>,
-    version: AtomicU64,
-    uploads: AtomicUsize,
-    puts: AtomicUsize,
-    copies: AtomicUsize,
-    reads: AtomicUsize,
-    /// Every committed version's (size, hashes), so pinned readers can read old versions.
-    versions: Mutex<HashMap<u64, (u64, Vec<BlockHash>)>>,
-    /// Fail the next N block uploads with a 503.
-    fail_uploads: AtomicUsize,
-    /// Slow uploads down, to see what a writer holds meanwhile.
-    upload_delay_ms: AtomicU64,
-    /// Flip a byte in everything read, as a faulty disk or network would.
-    corrupt_reads: std::sync::atomic::AtomicBool,
-    /// `(container, name)` → the registration.
-    images: Mutex<BTreeMap<(String, String), crate::api::plankton::Image>>,
-    /// Refuse unregistering (as the registry does for non-owners).
-    refuse_unregister: std::sync::atomic::AtomicBool,
-    /// `(container, name)` → user metadata.
-    meta: Mutex<HashMap<(String, String), BTreeMap<String, String>>>,
-    /// Container → versioning policy.
-    policies: Mutex<HashMap<String, String>>,
-    /// What the account HEAD says.
-    account: Mutex<AccountStat>,
-}
-
-impl crate::client::Registry for Arc<Mem> {
-    async fn image_of(&self, c: &str, name: &str) -> crate::client::Result<Option<crate::api::plankton::Image>> {
-        Ok(self
-            .images
-            .lock()
-            .unwrap()
-            .get(&(c.to_string(), name.to_string()))
-            .cloned())
-    }
-    async fn register(
-        &self,
-        c: &str,
-        name: &str,
-        reg: &crate::api::metafile::Registration,
-    ) -> crate::client::Result<crate::api::plankton::Image> {
-        if !self
-            .objects
-            .lock()
-            .unwrap()
-            .contains_key(&(c.to_string(), name.to_string()))
-        {
-            return Err(err(404));
-        }
-        let img = crate::api::plankton::Image {
-            id: format!("id-{name}"),
-            name: reg.name.clone().unwrap_or_else(|| name.to_string()),
-            location: format!("pithos://acc/{c}/{name}"),
-            owner: "acc".into(),
-            size: 0,
-            checksum: String::new(),
-            disk_format: reg.disk_format.clone().unwrap_or_else(|| "diskdump".into()),
-            container_format: reg.container_format.clone().unwrap_or_else(|| "bare".into()),
-            status: "AVAILABLE".into(),
-            is_public: reg.is_public,
-            created_at: 0,
-            updated_at: 0,
-            properties: reg.properties.clone(),
-        };
-        self.images
-            .lock()
-            .unwrap()
-            .insert((c.to_string(), name.to_string()), img.clone());
-        Ok(img)
-    }
-    async fn update(&self, img: &crate::api::plankton::Image) -> crate::client::Result<crate::api::plankton::Image> {
-        let mut images = self.images.lock().unwrap();
-        let slot = images.values_mut().find(|i| i.id == img.id).ok_or_else(|| err(404))?;
-        *slot = img.clone();
-        Ok(img.clone())
-    }
-    async fn own_images(&self) -> crate::client::Result<Vec<(String, String, crate::api::plankton::Image)>> {
-        Ok(self
-            .images
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|((c, n), i)| (c.clone(), n.clone(), i.clone()))
-            .collect())
-    }
-    async fn visible_images(&self) -> crate::client::Result<Vec<crate::api::plankton::Image>> {
-        Ok(self.images.lock().unwrap().values().cloned().collect())
-    }
-    async fn unregister(&self, id: &str) -> crate::client::Result<()> {
-        if self.refuse_unregister.load(Ordering::SeqCst) {
-            return Err(err(403));
-        }
-        self.images.lock().unwrap().retain(|_, i| i.id != id);
-        Ok(())
-    }
-}
-
-fn err(status: u16) -> ClientError {
-    ClientError::Status {
-        method: "X".into(),
-        path: "p".into(),
-        status,
-        message: "injected".into(),
-    }
-}
-
-impl Storage for Arc<Mem> {
-    async fn list_containers(&self) -> crate::client::Result<Vec<ContainerStat>> {
-        Ok(vec![ContainerStat {
-            name: "c".into(),
-            bytes: 0,
-            mtime: 0,
-        }])
-    }
-    async fn account_stat(&self) -> crate::client::Result<AccountStat> {
-        Ok(*self.account.lock().unwrap())
-    }
-    async fn create_container(&self, _: &str) -> crate::client::Result<()> {
-        Ok(())
-    }
-    async fn delete_container(&self, _: &str) -> crate::client::Result<()> {
-        Ok(())
-    }
-    async fn container_exists(&self, name: &str) -> crate::client::Result<bool> {
-        Ok(name == "c")
-    }
-    async fn list(&self, c: &str, prefix: &str, marker: &str, limit: usize) -> crate::client::Result<Vec<Listed>> {
-        let objs = self.objects.lock().unwrap();
-        Ok(objs
-            .iter()
-            .filter(|((oc, n), _)| oc == c && n.starts_with(prefix) && !n[prefix.len()..].contains('/'))
-            .filter(|((_, n), _)| n.as_str() > marker)
-            .take(limit)
-            .map(|((_, n), (size, _, v, ct))| {
-                Listed::Object(ObjectStat {
-                    name: n.clone(),
-                    size: *size,
-                    content_type: ct.clone(),
-                    version: *v,
-                    mtime: 0,
-                    hash: String::new(),
-                })
-            })
-            .collect())
-    }
-    async fn has_children(&self, c: &str, prefix: &str) -> crate::client::Result<bool> {
-        Ok(self
-            .objects
-            .lock()
-            .unwrap()
-            .keys()
-            .any(|(oc, n)| oc == c && n.starts_with(prefix)))
-    }
-    async fn head(&self, c: &str, name: &str) -> crate::client::Result<Option<ObjectStat>> {
-        Ok(self
-            .objects
-            .lock()
-            .unwrap()
-            .get(&(c.into(), name.into()))
-            .map(|(size, _, v, ct)| ObjectStat {
-                name: name.into(),
-                size: *size,
-                content_type: ct.clone(),
-                version: *v,
-                mtime: 0,
-                hash: String::new(),
-            }))
-    }
-    async fn hashmap(&self, c: &str, name: &str, _: u64) -> crate::client::Result<(u64, Vec<BlockHash>)> {
-        self.objects
-            .lock()
-            .unwrap()
-            .get(&(c.into(), name.into()))
-            .map(|(s, h, _, _)| (*s, h.clone()))
-            .ok_or_else(|| err(404))
-    }
-    async fn read(&self, c: &str, name: &str, v: u64, start: u64, len: u64) -> crate::client::Result<Bytes> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        let pinned = self.versions.lock().unwrap().get(&v).cloned();
-        let (size, hashes) = match pinned {
-            Some(x) => x,
-            None => self.hashmap(c, name, 0).await?,
-        };
-        let mut out = vec![];
-        for (i, h) in hashes.iter().enumerate() {
-            let mut b = self.blocks.lock().unwrap().get(h).cloned().unwrap_or_default().to_vec();
-            b.resize(block_len(size, i as u64), 0);
-            out.extend_from_slice(&b);
-        }
-        let mut out = out[start as usize..(start + len) as usize].to_vec();
-        if self.corrupt_reads.load(Ordering::SeqCst) && !out.is_empty() {
-            out[0] ^= 1;
-        }
-        Ok(Bytes::from(out))
-    }
-    async fn put_hashmap(
-        &self,
-        c: &str,
-        name: &str,
-        size: u64,
-        hashes: &[BlockHash],
-        ct: &str,
-        meta: &[(String, String)],
-    ) -> crate::client::Result<PutOutcome> {
-        self.puts.fetch_add(1, Ordering::SeqCst);
-        let blocks = self.blocks.lock().unwrap();
-        let missing: Vec<BlockHash> = hashes
-            .iter()
-            .filter(|h| !h.is_empty_block() && !blocks.contains_key(h))
-            .copied()
-            .collect();
-        if !missing.is_empty() {
-            return Ok(PutOutcome::Missing(missing));
-        }
-        let v = self.version.fetch_add(1, Ordering::SeqCst) + 1;
-        self.objects
-            .lock()
-            .unwrap()
-            .insert((c.into(), name.into()), (size, hashes.to_vec(), v, ct.into()));
-        self.versions.lock().unwrap().insert(v, (size, hashes.to_vec()));
-        // A PUT replaces the user metadata, as on Pithos.
-        self.meta
-            .lock()
-            .unwrap()
-            .insert((c.into(), name.into()), meta.iter().cloned().collect());
-        Ok(PutOutcome::Done { version: v })
-    }
-    async fn upload_block(&self, _: &str, data: Bytes) -> crate::client::Result<BlockHash> {
-        let delay = self.upload_delay_ms.load(Ordering::SeqCst);
-        if delay > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-        }
-        if self.fail_uploads.load(Ordering::SeqCst) > 0 {
-            self.fail_uploads.fetch_sub(1, Ordering::SeqCst);
-            return Err(err(503));
-        }
-        self.uploads.fetch_add(1, Ordering::SeqCst);
-        let h = block_hash(&data);
-        self.blocks
-            .lock()
-            .unwrap()
-            .insert(h, Bytes::from(crate::api::hashing::trim_trailing_zeros(&data).to_vec()));
-        Ok(h)
-    }
-    async fn put_empty(&self, c: &str, name: &str, ct: &str) -> crate::client::Result<u64> {
-        let v = self.version.fetch_add(1, Ordering::SeqCst) + 1;
-        self.objects
-            .lock()
-            .unwrap()
-            .insert((c.into(), name.into()), (0, vec![], v, ct.into()));
-        Ok(v)
-    }
-    async fn delete(&self, c: &str, name: &str) -> crate::client::Result<()> {
-        self.objects
-            .lock()
-            .unwrap()
-            .remove(&(c.into(), name.into()))
-            .map(|_| ())
-            .ok_or_else(|| err(404))
-    }
-    async fn copy(&self, sc: &str, s: &str, _: u64, dc: &str, d: &str) -> crate::client::Result<u64> {
-        self.copies.fetch_add(1, Ordering::SeqCst);
-        let v = self.version.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut o = self.objects.lock().unwrap();
-        let mut obj = o.get(&(sc.into(), s.into())).cloned().ok_or_else(|| err(404))?;
-        obj.2 = v;
-        o.insert((dc.into(), d.into()), obj);
-        Ok(v)
-    }
-    async fn rename(&self, sc: &str, s: &str, dc: &str, d: &str, _: bool) -> crate::client::Result<()> {
-        let mut o = self.objects.lock().unwrap();
-        let v = o.remove(&(sc.into(), s.into())).ok_or_else(|| err(404))?;
-        o.insert((dc.into(), d.into()), v);
-        Ok(())
-    }
-    async fn object_info(
-        &self,
-        c: &str,
-        name: &str,
-        version: Option<u64>,
-    ) -> crate::client::Result<Option<crate::client::ObjectInfo>> {
-        let Some(mut stat) = self.head(c, name).await? else {
-            return Ok(None);
-        };
-        if let Some(v) = version {
-            if v != stat.version {
-                let Some((size, _)) = self.versions.lock().unwrap().get(&v).cloned() else {
-                    return Ok(None);
-                };
-                stat.size = size;
-                stat.version = v;
-            }
-        }
-        let key = (c.to_string(), name.to_string());
-        let meta = self.meta.lock().unwrap().get(&key).cloned().unwrap_or_default();
-        Ok(Some(crate::client::ObjectInfo {
-            uuid: format!("uuid-{name}"),
-            stat,
-            meta: meta.into_iter().collect(),
-            ..Default::default()
-        }))
-    }
-    async fn update_object(&self, c: &str, name: &str, u: &crate::client::ObjectUpdate) -> crate::client::Result<()> {
-        let key = (c.to_string(), name.to_string());
-        if !self.objects.lock().unwrap().contains_key(&key) {
-            return Err(err(404));
-        }
-        let mut all = self.meta.lock().unwrap();
-        let m = all.entry(key).or_default();
-        for (k, v) in &u.meta {
-            match v {
-                Some(v) => m.insert(k.to_lowercase(), v.clone()),
-                None => m.remove(&k.to_lowercase()),
-            };
-        }
-        Ok(())
-    }
-    async fn versions(&self, c: &str, name: &str) -> crate::client::Result<Vec<(u64, i64)>> {
-        let v = self.head(c, name).await?.ok_or_else(|| err(404))?.version;
-        Ok(vec![(v, 0)])
-    }
-    async fn container_info(&self, c: &str) -> crate::client::Result<crate::client::ContainerInfo> {
-        Ok(crate::client::ContainerInfo {
-            versioning: self
-                .policies
-                .lock()
-                .unwrap()
-                .get(c)
-                .cloned()
-                .unwrap_or_else(|| "auto".into()),
-            ..Default::default()
-        })
-    }
-    async fn set_container_policy(
-        &self,
-        c: &str,
-        versioning: Option<&str>,
-        _: Option<u64>,
-    ) -> crate::client::Result<()> {
-        if let Some(v) = versioning {
-            self.policies.lock().unwrap().insert(c.to_string(), v.to_string());
-        }
-        Ok(())
-    }
-}
+type TestFs = Fs<Faulty<Arc<Mem>>>;
 
 fn content(mem: &Mem, name: &str) -> Vec<u8> {
-    let objs = mem.objects.lock().unwrap();
-    let (size, hashes, _, _) = objs
-        .get(&("c".to_string(), name.to_string()))
-        .expect("object exists")
-        .clone();
-    let mut out = vec![];
-    for (i, h) in hashes.iter().enumerate() {
-        let mut b = mem.blocks.lock().unwrap().get(h).cloned().unwrap_or_default().to_vec();
-        b.resize(block_len(size, i as u64), 0);
-        out.extend_from_slice(&b);
-    }
-    out
+    mem.content(name)
 }
 
-fn fs_with(opts: FsOptions) -> (Arc<Mem>, Fs<Arc<Mem>>) {
+fn fs_with(opts: FsOptions) -> (Arc<Mem>, TestFs) {
     let mem = Arc::new(Mem::default());
     let fs = Fs::new(
-        mem.clone(),
+        Faulty::new(mem.clone()),
         FsOptions {
             staging_dir: std::env::temp_dir(),
             ..opts
@@ -401,11 +39,11 @@ fn data(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-async fn container_ino(fs: &Fs<Arc<Mem>>) -> Ino {
+async fn container_ino(fs: &TestFs) -> Ino {
     fs.lookup(ROOT, "c").await.unwrap().ino
 }
 
-async fn write_file(fs: &Fs<Arc<Mem>>, dir: Ino, name: &str, bytes: &[u8], chunk: usize) {
+async fn write_file(fs: &TestFs, dir: Ino, name: &str, bytes: &[u8], chunk: usize) {
     let (_, fh) = fs.create(dir, name, libc::O_WRONLY).await.unwrap();
     for (i, c) in bytes.chunks(chunk).enumerate() {
         fs.write(fh, (i * chunk) as u64, c).await.unwrap();
@@ -515,7 +153,7 @@ async fn failed_upload_fails_close_and_loses_nothing() {
     let dir = container_ino(&fs).await;
     let bytes = data(BLOCK_SIZE + 10, 4);
     let (_, fh) = fs.create(dir, "x", libc::O_WRONLY).await.unwrap();
-    mem.fail_uploads.store(2, Ordering::SeqCst);
+    fs.storage().fail_next(Op::UploadBlock, 2, ErrorKind::Unavailable);
     fs.write(fh, 0, &bytes).await.unwrap();
     let e = fs.flush(fh, || false).await.unwrap_err();
     assert_eq!(e.errno, libc::EIO);
@@ -593,7 +231,7 @@ async fn read_path_pins_a_version_and_uses_the_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_reads_turns_corrupt_blocks_into_eio_and_caches_nothing_bad() {
-    let (mem, fs) = fs_with(FsOptions {
+    let (_mem, fs) = fs_with(FsOptions {
         cache_blocks: 1,
         verify_reads: true,
         ..FsOptions::default()
@@ -602,7 +240,7 @@ async fn verify_reads_turns_corrupt_blocks_into_eio_and_caches_nothing_bad() {
     let bytes = data(2 * BLOCK_SIZE, 9);
     write_file(&fs, dir, "v", &bytes, 1 << 20).await;
     let ino = fs.lookup(dir, "v").await.unwrap().ino;
-    mem.corrupt_reads.store(true, Ordering::SeqCst);
+    fs.storage().corrupt_reads(true);
     let fh = fs.open(ino, libc::O_RDONLY).await.unwrap();
     // The cache holds one block: at least one of the two is fetched, corrupt.
     let mut errs = 0;
@@ -616,7 +254,7 @@ async fn verify_reads_turns_corrupt_blocks_into_eio_and_caches_nothing_bad() {
         errs >= 1,
         "a corrupt block fetched with verify_reads must fail the read"
     );
-    mem.corrupt_reads.store(false, Ordering::SeqCst);
+    fs.storage().corrupt_reads(false);
     for b in 0..2usize {
         let got = fs.read(fh, (b * BLOCK_SIZE) as u64, 16).await.unwrap();
         assert_eq!(
@@ -879,11 +517,11 @@ async fn metafiles_register_and_unregister() {
     fs.unlink(dir, "disk.img.meta~").await.unwrap();
     assert_eq!(image(&mem).unwrap().name, "after");
     // rm refused by the registry: EACCES, nothing deleted
-    mem.refuse_unregister.store(true, Ordering::SeqCst);
+    fs.storage().fail_always(Op::Unregister, ErrorKind::Forbidden);
     assert_eq!(fs.unlink(dir, "disk.img.meta").await.unwrap_err().errno, libc::EACCES);
     assert!(image(&mem).is_some());
     assert_eq!(content(&mem, "disk.img.meta"), br#"{"name": "after"}"#);
-    mem.refuse_unregister.store(false, Ordering::SeqCst);
+    fs.storage().heal();
     // rm N.meta unregisters, N stays
     fs.unlink(dir, "disk.img.meta").await.unwrap();
     assert!(image(&mem).is_none());
@@ -961,7 +599,8 @@ async fn a_long_sequential_write_holds_only_the_blocks_in_flight() {
         uploads_in_flight: 3,
         ..FsOptions::default()
     });
-    mem.upload_delay_ms.store(20, Ordering::SeqCst);
+    fs.storage()
+        .delay(Op::UploadBlock, std::time::Duration::from_millis(20));
     let dir = container_ino(&fs).await;
     let (_, fh) = fs.create(dir, "long", libc::O_WRONLY).await.unwrap();
     let bytes = data(40 * BLOCK_SIZE, 9);
@@ -1071,4 +710,259 @@ async fn a_rewrite_keeps_the_user_metadata() {
     fs.release(fh).await.unwrap();
     assert_eq!(content(&mem, "f"), b"two");
     assert_eq!(fs.getxattr(a.ino, "user.meta.color", 0).await.unwrap(), b"blue");
+}
+
+/// What one edit of an existing file returned, step by step, under one injected failure.
+#[derive(Debug)]
+struct EditRun {
+    open: FsResult<()>,
+    write: FsResult<()>,
+    first_fsync: FsResult<()>,
+    /// Whether the server held the edit right after the first fsync.
+    new_after_first: bool,
+    /// After the storage healed, with the same handle (a retry).
+    second_fsync: FsResult<()>,
+    /// The storage calls the edit made, by operation.
+    calls: Vec<(Op, usize)>,
+}
+
+const OLD_LEN: usize = 3 * BLOCK_SIZE + 100;
+
+/// `f` holds `data(OLD_LEN, 1)`; an edit opens it in place and overwrites 2 blocks' worth
+/// from the middle of block 0 (three blocks touched, two of them partly), then fsyncs; the
+/// storage heals; the edit fsyncs again. `fault` is armed once `f` is stored. Returns the
+/// storage, the run and the content the edit means.
+async fn edit_under(fault: impl FnOnce(&Faulty<Arc<Mem>>)) -> (Arc<Mem>, EditRun, Vec<u8>) {
+    // One cached block: the partly written blocks' old bytes come from the storage.
+    let (mem, fs) = fs_with(FsOptions {
+        cache_blocks: 1,
+        ..FsOptions::default()
+    });
+    let dir = container_ino(&fs).await;
+    let old = data(OLD_LEN, 1);
+    write_file(&fs, dir, "f", &old, 1 << 20).await;
+    let ino = fs.lookup(dir, "f").await.unwrap().ino;
+    let mut new = old.clone();
+    let patch = data(2 * BLOCK_SIZE, 2);
+    new[BLOCK_SIZE / 2..BLOCK_SIZE / 2 + patch.len()].copy_from_slice(&patch);
+    let before: Vec<usize> = Op::ALL.iter().map(|&op| fs.storage().calls(op)).collect();
+    fault(fs.storage());
+    let mut run = EditRun {
+        open: Ok(()),
+        write: Ok(()),
+        first_fsync: Ok(()),
+        new_after_first: false,
+        second_fsync: Ok(()),
+        calls: vec![],
+    };
+    match fs.open(ino, libc::O_RDWR).await {
+        Ok(fh) => {
+            run.write = fs.write(fh, (BLOCK_SIZE / 2) as u64, &patch).await.map(|_| ());
+            run.first_fsync = fs.fsync(fh).await;
+            run.new_after_first = mem.content("f") == new;
+            fs.storage().heal();
+            run.second_fsync = fs.fsync(fh).await;
+            let _ = fs.release(fh).await;
+        }
+        Err(e) => run.open = Err(e),
+    }
+    run.calls = Op::ALL
+        .iter()
+        .zip(before)
+        .map(|(&op, b)| (op, fs.storage().calls(op) - b))
+        .filter(|&(_, n)| n > 0)
+        .collect();
+    (mem, run, new)
+}
+
+/// Every storage call an edit makes, failed in turn (the k-th call of each operation, with
+/// the failures a server gives): the server keeps the old content or gets exactly the new,
+/// never anything else; the failure reaches the caller as the kind's errno (or EIO); after
+/// a failed open or write nothing of the edit is committed, by either fsync; after a failed
+/// fsync, a retry once the storage heals commits the edit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_failing_call_of_an_edit_keeps_the_old_content_or_commits_the_new() {
+    let old = data(OLD_LEN, 1);
+    let (mem, clean, new) = edit_under(|_| {}).await;
+    assert!(clean.first_fsync.is_ok() && clean.second_fsync.is_ok(), "{clean:?}");
+    assert_eq!(content(&mem, "f"), new);
+    let ops: Vec<Op> = clean.calls.iter().map(|(op, _)| *op).collect();
+    for op in [Op::Head, Op::Hashmap, Op::Read, Op::UploadBlock, Op::PutHashmap] {
+        assert!(ops.contains(&op), "an edit makes no {op:?} call: {:?}", clean.calls);
+    }
+    let mut tried = 0;
+    let mut failed_fsyncs = 0;
+    for &(op, total) in &clean.calls {
+        for k in 1..=total {
+            for kind in [ErrorKind::Unavailable, ErrorKind::QuotaExceeded, ErrorKind::Forbidden] {
+                tried += 1;
+                let (mem, run, _) = edit_under(|s| s.fail_nth(op, k, kind)).await;
+                let now = content(&mem, "f");
+                let what = format!("call {k} of {op:?} failing with {kind:?}: {run:?}");
+                assert!(now == old || now == new, "{what}: the server holds neither version");
+                let first_failure = [&run.open, &run.write, &run.first_fsync]
+                    .into_iter()
+                    .find_map(|r| r.as_ref().err());
+                let Some(e) = first_failure else {
+                    assert!(run.new_after_first, "{what}: the fsync said ok but did not commit");
+                    assert_eq!(now, new, "{what}: all said ok");
+                    continue;
+                };
+                let errno = super::error::errno_of(kind);
+                assert!(e.errno == errno || e.errno == libc::EIO, "{what}: errno {}", e.errno);
+                if run.open.is_err() || run.write.is_err() {
+                    // The one write failed: neither fsync may commit any of it.
+                    assert_eq!(now, old, "{what}: committed after a failed open or write");
+                } else {
+                    failed_fsyncs += 1;
+                    assert!(run.second_fsync.is_ok(), "{what}: the retry failed");
+                    assert_eq!(now, new, "{what}: the retry did not commit the edit");
+                }
+            }
+        }
+    }
+    assert!(tried >= 3 * 6, "only {tried} failures tried: {:?}", clean.calls);
+    assert!(failed_fsyncs > 0, "no failure reached an fsync");
+}
+
+/// A hashmap with fewer hashes than the size has blocks (a broken or hostile server) is EIO
+/// for a reader and for an in-place writer, not a panic at the first read past the map;
+/// once the server answers right again, the same file opens and reads whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_hashmap_is_eio_and_nothing_panics() {
+    let (_mem, fs) = fs_with(FsOptions::default());
+    let dir = container_ino(&fs).await;
+    let bytes = data(2 * BLOCK_SIZE + 7, 5);
+    write_file(&fs, dir, "f", &bytes, 1 << 20).await;
+    let ino = fs.lookup(dir, "f").await.unwrap().ino;
+    fs.storage().short_hashmaps(true);
+    for flags in [libc::O_RDONLY, libc::O_RDWR, libc::O_WRONLY] {
+        let e = fs.open(ino, flags).await.unwrap_err();
+        assert_eq!(e.errno, libc::EIO, "open({flags:#o})");
+        assert!(e.message.contains("hashes for"), "{}", e.message);
+    }
+    assert_eq!(fs.getattr(ino).await.unwrap().size, bytes.len() as u64);
+    fs.storage().short_hashmaps(false);
+    let fh = fs.open(ino, libc::O_RDONLY).await.unwrap();
+    let mut back = vec![];
+    while back.len() < bytes.len() {
+        let chunk = fs.read(fh, back.len() as u64, 1 << 20).await.unwrap();
+        assert!(!chunk.is_empty());
+        back.extend_from_slice(&chunk);
+    }
+    fs.release(fh).await.unwrap();
+    assert_eq!(back, bytes);
+}
+
+/// A commit stalled in the storage (a server that does not answer) holds its own file's
+/// state and nothing else: the file's attributes (with the pending size), other files'
+/// lookups, reads, listings and writes all answer meanwhile; a rename of the committing file
+/// waits for the commit (it must carry the committed content); both finish once the storage
+/// answers, with the right content at the new name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_commit_holds_only_its_own_file() {
+    let (mem, fs) = fs_with(FsOptions::default());
+    let fs = Arc::new(fs);
+    let dir = container_ino(&fs).await;
+    let other = data(BLOCK_SIZE + 3, 6);
+    write_file(&fs, dir, "other", &other, 1 << 20).await;
+    let bytes = data(BLOCK_SIZE + 11, 7);
+    let (a, fh) = fs.create(dir, "a", libc::O_WRONLY).await.unwrap();
+    fs.write(fh, 0, &bytes).await.unwrap();
+    let puts = fs.storage().calls(Op::PutHashmap);
+    fs.storage().stall(Op::PutHashmap);
+    let commit = tokio::spawn({
+        let fs = fs.clone();
+        async move { fs.fsync(fh).await }
+    });
+    while fs.storage().calls(Op::PutHashmap) == puts {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    // The commit now waits in the storage.
+    let meanwhile = async {
+        assert_eq!(fs.getattr(a.ino).await.unwrap().size, bytes.len() as u64);
+        let o = fs.lookup(dir, "other").await.unwrap();
+        let rfh = fs.open(o.ino, libc::O_RDONLY).await.unwrap();
+        assert_eq!(&fs.read(rfh, 0, 100).await.unwrap()[..], &other[..100]);
+        fs.release(rfh).await.unwrap();
+        let dfh = fs.opendir(dir).await.unwrap();
+        fs.release_handle(dfh);
+        let (_, wfh) = fs.create(dir, "third", libc::O_WRONLY).await.unwrap();
+        fs.write(wfh, 0, b"written meanwhile").await.unwrap();
+        wfh
+    };
+    let wfh = tokio::time::timeout(std::time::Duration::from_secs(20), meanwhile)
+        .await
+        .expect("other files' operations waited for the stalled commit");
+    let rename = tokio::spawn({
+        let fs = fs.clone();
+        async move { fs.rename(dir, "a", dir, "b").await }
+    });
+    // Were the rename not to wait, it would be done long before this (the storage answers
+    // everything but the stalled PUT at once).
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!commit.is_finished(), "the commit did not wait for the storage");
+    assert!(!rename.is_finished(), "the rename did not wait for the commit");
+    fs.storage().unstall(Op::PutHashmap);
+    commit.await.unwrap().unwrap();
+    rename.await.unwrap().unwrap();
+    fs.release(fh).await.unwrap();
+    fs.release(wfh).await.unwrap();
+    assert_eq!(content(&mem, "b"), bytes);
+    assert_eq!(content(&mem, "third"), b"written meanwhile");
+    assert!(mem.version_of("a").is_none(), "the old name stayed");
+}
+
+/// A staging directory that cannot take a spilled block (here: it does not exist) fails the
+/// write that needed it and, with it, the close; the server keeps the old version; the same
+/// edit, once the directory is there, commits exactly what it wrote. (tests/staging.rs does
+/// the same with a full tmpfs through a real mount.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_staging_directory_fails_the_close_and_keeps_the_old_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let staging = tmp.path().join("staging");
+    let mem = Arc::new(Mem::default());
+    let fs = Fs::new(
+        Faulty::new(mem.clone()),
+        FsOptions {
+            max_dirty_blocks: 2,
+            staging_dir: staging.clone(),
+            ..FsOptions::default()
+        },
+    );
+    let dir = container_ino(&fs).await;
+    let old = data(6 * BLOCK_SIZE, 8);
+    write_file(&fs, dir, "f", &old, 1 << 20).await;
+    let ino = fs.lookup(dir, "f").await.unwrap().ino;
+    let v1 = mem.version_of("f");
+    // Small writes into every block, backwards: no block completes, so they stay dirty and
+    // the third must be spilled.
+    let edit = || async {
+        let fh = fs.open(ino, libc::O_RDWR).await.unwrap();
+        let mut first_err = None;
+        for b in (0..6).rev() {
+            if let Err(e) = fs.write(fh, (b * BLOCK_SIZE + 9) as u64, &[b as u8; 9]).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        (first_err, fs.release(fh).await)
+    };
+    let (write_err, close) = edit().await;
+    let e = write_err.expect("a write that needed the staging directory failed");
+    // The staging directory's trouble is the mount's, not the caller's: EIO, and the log
+    // line (the message) says where.
+    assert_eq!(e.errno, libc::EIO, "{}", e.message);
+    assert!(e.message.contains("staging"), "{}", e.message);
+    assert!(close.is_err(), "the close reported success");
+    assert_eq!(mem.version_of("f"), v1, "a version was committed");
+    assert_eq!(content(&mem, "f"), old);
+    std::fs::create_dir(&staging).unwrap();
+    let (write_err, close) = edit().await;
+    assert!(write_err.is_none(), "{write_err:?}");
+    close.unwrap();
+    let mut want = old.clone();
+    for b in 0..6 {
+        want[b * BLOCK_SIZE + 9..b * BLOCK_SIZE + 18].copy_from_slice(&[b as u8; 9]);
+    }
+    assert_eq!(content(&mem, "f"), want);
 }
