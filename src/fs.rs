@@ -17,9 +17,11 @@
 //!
 //! # Locks
 //! Taken in this order, never the other way round:
-//! 1. a writer's state (`WriteHandle::state`, an async mutex: the only lock held across a
-//!    request to the server). A name operation locks every writer of its source, then every
-//!    writer of its target (`handles::lock_states`); a commit holds its own writer's only.
+//! 1. a writer's state (`WriteHandle::state`) or an open directory's listing
+//!    (`Handle::Dir`): async mutexes, the only locks held across a request to the server. A
+//!    name operation locks every writer of its source, then every writer of its target
+//!    (`handles::lock_states`); a commit holds its own writer's only; a readdir its
+//!    directory's (`sweep`, with the inode table held, only tries it).
 //! 2. `Fs::nodes` (the inode table), then
 //! 3. `Fs::handles` (the handle table; `sweep` and `forget_name` look at it with the table
 //!    held), then
@@ -27,7 +29,7 @@
 //!
 //! The others are leaves, held for a lookup or an insert and nothing else: `meta_errors`,
 //! `moved_away`, `xattr_snapshot`, a reader's `seq`, and those inside the block cache, the hash
-//! memo and `Shared::sent`. Only the writer's state is ever held across an `.await`.
+//! memo and `Shared::sent`. Only the locks of (1) are ever held across an `.await`.
 
 mod commit;
 mod handles;

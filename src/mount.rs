@@ -46,6 +46,10 @@ pub struct MountConfig {
     pub ca_file: Option<PathBuf>,
     pub allow_other: bool,
     pub log_file: Option<PathBuf>,
+    /// How long a request waits for the server's next bytes before that attempt fails.
+    pub io_timeout: Duration,
+    /// `verify_reads` as given; without it, [`verify_by_default`] decides.
+    pub verify_reads: Option<bool>,
     pub fs: FsOptions,
 }
 
@@ -74,6 +78,29 @@ fn ignored(o: &str) -> bool {
         || o.starts_with("comment=")
 }
 
+/// Whether blocks read are checked against their hash when the options do not say: where
+/// someone between the mount and the server could change them unseen, that is over plain
+/// http to another machine. Over https the bytes cannot be changed on the way, and on
+/// loopback there is no way; `imgfs serve` checks what it reads from its disk either way. The
+/// check costs a sha256 pass per block (about a fifth of read throughput on two cores).
+pub fn verify_by_default(object_store: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(object_store) else {
+        return true;
+    };
+    if url.scheme() != "http" {
+        return false;
+    }
+    let host = url
+        .host_str()
+        .unwrap_or("")
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => !ip.is_loopback(),
+        Err(_) => !host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
 pub fn parse_options(args: &MountArgs) -> Result<MountConfig, MountError> {
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
@@ -85,6 +112,8 @@ pub fn parse_options(args: &MountArgs) -> Result<MountConfig, MountError> {
         ca_file: None,
         allow_other: false,
         log_file: None,
+        io_timeout: crate::client::pithos::IO_TIMEOUT,
+        verify_reads: None,
         fs: FsOptions {
             uid,
             gid,
@@ -115,7 +144,13 @@ pub fn parse_options(args: &MountArgs) -> Result<MountConfig, MountError> {
             "file_mode" => c.fs.file_mode = mode("file_mode")?,
             "dir_mode" => c.fs.dir_mode = mode("dir_mode")?,
             "allow_other" => c.allow_other = true,
-            "verify_reads" => c.fs.verify_reads = true,
+            "verify_reads" => {
+                c.verify_reads = Some(match v {
+                    None | Some("1") | Some("yes") => true,
+                    Some("0") | Some("no") => false,
+                    Some(other) => return Err(MountError::BadValue("verify_reads", other.into())),
+                })
+            }
             "cache_mb" => {
                 let mb = num("cache_mb").and_then(|mb| match mb {
                     1..=1048576 => Ok(mb as usize),
@@ -129,6 +164,13 @@ pub fn parse_options(args: &MountArgs) -> Result<MountConfig, MountError> {
                     .filter(|s: &f64| *s >= 0.0 && *s < 86400.0)
                     .ok_or_else(|| MountError::BadValue("attr_timeout", v.unwrap_or("").into()))?;
                 c.fs.attr_ttl = Duration::from_secs_f64(s);
+            }
+            "io_timeout" => {
+                let s: f64 = v
+                    .and_then(|v| v.parse().ok())
+                    .filter(|s: &f64| (0.1..=3600.0).contains(s))
+                    .ok_or_else(|| MountError::BadValue("io_timeout", v.unwrap_or("").into()))?;
+                c.io_timeout = Duration::from_secs_f64(s);
             }
             "container" => {
                 c.fs.container = Some(
@@ -382,7 +424,7 @@ fn serve_inner(
         .build()
         .map_err(|e| MountError::Other(e.to_string()))?;
     let trusted = roots.origin.clone();
-    let http = http_client(roots);
+    let http = http_client(roots, cfg.io_timeout);
     let account = rt.block_on(authenticate(&http, &trusted, &identity_url, &token))?;
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
@@ -405,8 +447,12 @@ fn serve_inner(
             )));
         }
     }
-    tracing::info!(account = %account.uuid, user = %account.user_name, mountpoint = %cfg.mountpoint.display(), "mounting");
-    let fs = Arc::new(Fs::new(storage, cfg.fs.clone()));
+    let mut opts = cfg.fs.clone();
+    opts.verify_reads = cfg
+        .verify_reads
+        .unwrap_or_else(|| verify_by_default(&account.object_store));
+    tracing::info!(account = %account.uuid, user = %account.user_name, mountpoint = %cfg.mountpoint.display(), verify_reads = opts.verify_reads, "mounting");
+    let fs = Arc::new(Fs::new(storage, opts));
     let session = crate::fs::fuse::SessionOptions {
         source: cfg.source.clone(),
         read_only: cfg.fs.read_only,
@@ -450,6 +496,23 @@ mod tests {
     }
 
     #[test]
+    fn reads_are_verified_by_default_only_over_plain_http_to_another_machine() {
+        for (url, verify) in [
+            ("http://10.0.0.7:8080/object-store/v1", true),
+            ("http://cloud.example.org/object-store/v1", true),
+            ("https://cloud.example.org/object-store/v1", false),
+            ("https://10.0.0.7/object-store/v1", false),
+            ("http://127.0.0.1:18555/object-store/v1", false),
+            ("http://127.3.4.5/object-store/v1", false),
+            ("http://[::1]:8080/object-store/v1", false),
+            ("http://localhost/object-store/v1", false),
+            ("not a url", true),
+        ] {
+            assert_eq!(verify_by_default(url), verify, "{url}");
+        }
+    }
+
+    #[test]
     fn options() {
         let c = parse_options(&args("ro,uid=7,gid=8,file_mode=600,dir_mode=700,attr_timeout=2.5,container=images,token_file=/t,_netdev,nofail,defaults,x-systemd.automount,rw")).unwrap();
         assert!(c.fs.read_only);
@@ -460,8 +523,28 @@ mod tests {
         assert_eq!(c.fs.attr_ttl, Duration::from_millis(2500));
         assert_eq!(c.fs.container.as_deref(), Some("images"));
         assert_eq!(c.token_file.as_deref(), Some("/t"));
-        assert!(!c.fs.verify_reads);
-        assert!(parse_options(&args("verify_reads")).unwrap().fs.verify_reads);
+        assert_eq!(c.verify_reads, None);
+        assert_eq!(parse_options(&args("verify_reads")).unwrap().verify_reads, Some(true));
+        assert_eq!(parse_options(&args("verify_reads=1")).unwrap().verify_reads, Some(true));
+        assert_eq!(
+            parse_options(&args("verify_reads=0")).unwrap().verify_reads,
+            Some(false)
+        );
+        assert!(matches!(
+            parse_options(&args("verify_reads=maybe")),
+            Err(MountError::BadValue("verify_reads", _))
+        ));
+        assert_eq!(c.io_timeout, Duration::from_secs(30));
+        assert_eq!(
+            parse_options(&args("io_timeout=1.5")).unwrap().io_timeout,
+            Duration::from_millis(1500)
+        );
+        for bad in ["io_timeout=0", "io_timeout=x", "io_timeout"] {
+            assert!(matches!(
+                parse_options(&args(bad)),
+                Err(MountError::BadValue("io_timeout", _))
+            ));
+        }
         assert_eq!(parse_options(&args("cache_mb=256")).unwrap().fs.cache_blocks, 64);
         assert_eq!(parse_options(&args("cache_mb=1")).unwrap().fs.cache_blocks, 1);
         assert!(matches!(

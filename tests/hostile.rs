@@ -1,8 +1,9 @@
 //! The mount against a server that lies, through a tampering proxy (tests/common/tamper.rs):
 //! listings naming what is not in the directory, names that are not UTF-8, pages that never
 //! advance, oversized answers, hashmaps shorter than the object, blocks with other bytes.
-//! Each time the call fails with EIO, the mount's log says which request and why, and the
-//! mount stays up and answers the next call rightly.
+//! A server that stops answering. Each time the call fails with EIO (the hang within the
+//! mount's `io_timeout` per attempt), the mount's log says which request and why, and the mount
+//! stays up and answers the next call rightly.
 
 mod common;
 
@@ -19,6 +20,8 @@ enum Lie {
     Oversized,
     ShortHashmap,
     OtherBytes,
+    /// Holds the answer to a hashmap or listing back for a minute (a server that hangs).
+    Stall,
 }
 
 /// The cloud as seen through the proxy.
@@ -71,6 +74,9 @@ fn lie(lie: Lie, method: &str, target: &str, a: &mut Answer) {
         Lie::OtherBytes if method == "GET" && target.contains("big.img") && a.status == 206 => {
             a.body[0] ^= 0xff;
         }
+        Lie::Stall if method == "GET" && (target.contains("hashmap=True") || listing) => {
+            std::thread::sleep(std::time::Duration::from_secs(60));
+        }
         _ => {}
     }
 }
@@ -79,6 +85,16 @@ fn eio(r: std::io::Result<impl std::fmt::Debug>) -> bool {
     match r {
         Err(e) => e.raw_os_error() == Some(libc::EIO),
         Ok(v) => panic!("expected EIO, got {v:?}"),
+    }
+}
+
+/// Reading the directory fails with EIO: at opendir, or (the directory is read a page at a
+/// time) at a later page, after the entries of the pages before.
+fn listing_eio(p: &std::path::Path) -> bool {
+    let is_eio = |e: &std::io::Error| e.raw_os_error() == Some(libc::EIO);
+    match std::fs::read_dir(p) {
+        Err(e) => is_eio(&e),
+        Ok(d) => d.filter_map(|e| e.err()).any(|e| is_eio(&e)),
     }
 }
 
@@ -106,7 +122,11 @@ fn a_lying_server_gets_eio_and_the_mount_stays_up() {
     let told = now.clone();
     let proxy = Tamper::start(
         &s.addr,
-        Arc::new(move |m: &str, t: &str, a: &mut Answer| lie(*told.lock().unwrap(), m, t, a)),
+        Arc::new(move |m: &str, t: &str, a: &mut Answer| {
+            // (copied out first: the guard must not be held through a stall)
+            let now = *told.lock().unwrap();
+            lie(now, m, t, a)
+        }),
     );
     let m = Mount::new(&Via(proxy.addr.clone()), &u, "verify_reads");
     let set = |l: Lie| *now.lock().unwrap() = l;
@@ -118,10 +138,7 @@ fn a_lying_server_gets_eio_and_the_mount_stays_up() {
         (Lie::Oversized, "d4", "more than the"),
     ] {
         set(l);
-        assert!(
-            eio(std::fs::read_dir(m.path(&format!("pithos/{dir}"))).map(|d| d.count())),
-            "{l:?}"
-        );
+        assert!(listing_eio(&m.path(&format!("pithos/{dir}"))), "{l:?}");
         let log = m.log();
         assert!(log.contains(says), "{l:?}: the log says why:\n{log}");
         set(Lie::Nothing);
@@ -154,5 +171,46 @@ fn a_lying_server_gets_eio_and_the_mount_stays_up() {
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         .unwrap();
     assert!(hwm < 200 << 10, "mount peak RSS {hwm} kB");
+    assert!(!m.log().contains("panicked"), "{}", m.log());
+}
+
+/// A server that hangs (the answer held back a minute): with `io_timeout=1` each attempt
+/// gives up after a second, the retries after a few more, and the call is EIO well before
+/// the server would have answered; the log names the request; the mount answers again as
+/// soon as the server does.
+#[test]
+fn a_server_that_hangs_gets_eio_in_bounded_time() {
+    let s = Server::start();
+    let u = s.add_user("alice");
+    let api = Api::new(&s, &u);
+    api.put("pithos/d/a.txt", b"a");
+    let big = pattern((1 << 22) + 5, unique_seed());
+    api.put("pithos/big.img", &big);
+    let now = Arc::new(Mutex::new(Lie::Nothing));
+    let told = now.clone();
+    let proxy = Tamper::start(
+        &s.addr,
+        Arc::new(move |m: &str, t: &str, a: &mut Answer| {
+            // (copied out first: the guard must not be held through a stall)
+            let now = *told.lock().unwrap();
+            lie(now, m, t, a)
+        }),
+    );
+    let m = Mount::new(&Via(proxy.addr.clone()), &u, "io_timeout=1");
+    *now.lock().unwrap() = Lie::Stall;
+    let t = std::time::Instant::now();
+    assert!(eio(std::fs::read(m.path("pithos/big.img")).map(|b| b.len())));
+    assert!(listing_eio(&m.path("pithos/d")));
+    let took = t.elapsed();
+    // Two calls of six attempts each: ~2 x (6 x 1 s + 3 s of backoff). The stall is 60 s.
+    assert!(took < std::time::Duration::from_secs(45), "took {took:?}");
+    let log = m.log();
+    assert!(
+        log.contains("hashmap") && log.contains("timed out"),
+        "the log names the request and the timeout:\n{log}"
+    );
+    *now.lock().unwrap() = Lie::Nothing;
+    assert_eq!(sha_file(&m.path("pithos/big.img")), sha256_hex(&big));
+    assert_eq!(names(&m.path("pithos/d")), ["a.txt"]);
     assert!(!m.log().contains("panicked"), "{}", m.log());
 }

@@ -24,16 +24,24 @@ pub struct PithosClient {
     pub(super) images: Option<String>,
 }
 
+/// How long a request may wait for the server's next bytes, by default.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A reqwest client (rustls with `ring`) that checks servers' certificates against `roots`.
-pub fn http_client(roots: crate::client::tls::Roots) -> reqwest::Client {
+/// A server that stops sending for `io_timeout` (or takes as long to accept a connection, up
+/// to 10 s) fails that attempt, which is retried like any network error: a server that hangs
+/// costs a caller about `ATTEMPTS` times `io_timeout`, then EIO, never a call that waits forever.
+pub fn http_client(roots: crate::client::tls::Roots, io_timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .use_preconfigured_tls(roots.client_config())
         .pool_max_idle_per_host(16)
         // (below imgfs serve's 20 s of kept-alive idleness, so that a pooled connection is
         // not reused just as the server closes it)
         .pool_idle_timeout(Duration::from_secs(15))
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(300))
+        .connect_timeout(io_timeout.min(Duration::from_secs(10)))
+        .read_timeout(io_timeout)
+        // (a 4 MiB block at 14 KB/s; a trickle that never stops is cut here)
+        .timeout(Duration::from_secs(300).max(io_timeout))
         .build()
         .expect("HTTP client")
 }

@@ -132,24 +132,38 @@ impl Storage for Arc<Mem> {
     async fn container_exists(&self, name: &str) -> Result<bool> {
         Ok(name == "c")
     }
+    /// As Pithos lists with `delimiter=/`: the objects right under `prefix` and one
+    /// `Prefix` for each deeper level, in name order, after `marker`.
     async fn list(&self, c: &str, prefix: &str, marker: &str, limit: usize) -> Result<Vec<Listed>> {
+        use std::ops::Bound::{Excluded, Unbounded};
         let objs = self.objects.lock().unwrap();
-        Ok(objs
-            .iter()
-            .filter(|((oc, n), _)| oc == c && n.starts_with(prefix) && !n[prefix.len()..].contains('/'))
-            .filter(|((_, n), _)| n.as_str() > marker)
-            .take(limit)
-            .map(|((_, n), (size, _, v, ct))| {
-                Listed::Object(ObjectStat {
+        let from = (c.to_string(), marker.max(prefix).to_string());
+        let mut out = vec![];
+        let mut last_prefix: Option<String> = None;
+        for ((oc, n), (size, _, v, ct)) in objs.range((Excluded(from), Unbounded)) {
+            if out.len() == limit || oc != c || !n.starts_with(prefix) {
+                break;
+            }
+            let rest = &n[prefix.len()..];
+            match rest.find('/') {
+                Some(at) => {
+                    let p = &n[..prefix.len() + at + 1];
+                    if p > marker && last_prefix.as_deref() != Some(p) {
+                        last_prefix = Some(p.to_string());
+                        out.push(Listed::Prefix(p.to_string()));
+                    }
+                }
+                None => out.push(Listed::Object(ObjectStat {
                     name: n.clone(),
                     size: *size,
                     content_type: ct.clone(),
                     version: *v,
                     mtime: 0,
                     hash: String::new(),
-                })
-            })
-            .collect())
+                })),
+            }
+        }
+        Ok(out)
     }
     async fn has_children(&self, c: &str, prefix: &str) -> Result<bool> {
         Ok(self

@@ -484,7 +484,10 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
     }
 
     fn readdir(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        match self.fs.readdir(ino.0, fh.0, offset, &mut Plain(&mut reply)) {
+        match self
+            .rt
+            .block_on(self.fs.readdir(ino.0, fh.0, offset, &mut Plain(&mut reply)))
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(fail("readdir", ino.0, req, &e)),
         }
@@ -492,7 +495,10 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
 
     fn readdirplus(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         let ttl = self.ttl();
-        match self.fs.readdir(ino.0, fh.0, offset, &mut Plus(&mut reply, ttl)) {
+        match self
+            .rt
+            .block_on(self.fs.readdir(ino.0, fh.0, offset, &mut Plus(&mut reply, ttl)))
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(fail("readdirplus", ino.0, req, &e)),
         }

@@ -2,7 +2,7 @@
 //! an inode, which states to lock before a name operation).
 
 use super::write::WriteState;
-use super::{Attr, Fs, FsError, FsResult, Ino, PageCache};
+use super::{Fs, FsError, FsResult, Ino, PageCache};
 use crate::api::hashing::BlockHash;
 use crate::client::{Registry, Storage};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,7 +87,8 @@ pub(super) enum Handle {
         data: bytes::Bytes,
     },
     Write(Box<WriteHandle>),
-    Dir(Vec<(String, Attr)>),
+    /// An open directory, read page by page (locked while a page is fetched).
+    Dir(tokio::sync::Mutex<super::readdir::DirStream>),
 }
 
 /// The states of `writers` (from [`Fs::writers_of`]), locked in order.

@@ -170,19 +170,25 @@ impl<S: Storage + Registry> Fs<S> {
     pub(super) fn sweep(&self, nodes: &mut Nodes) {
         let open: HashSet<Ino> = {
             let handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
-            if handles.values().any(|h| matches!(h.as_ref(), Handle::Dir(_))) {
-                // A directory being read may still hand out inodes from its snapshot.
-                return;
+            let mut open = HashSet::new();
+            for h in handles.values() {
+                match h.as_ref() {
+                    Handle::Write(w) => open.insert(w.ino),
+                    Handle::Read(r) => open.insert(r.ino),
+                    Handle::Generated { ino, .. } => open.insert(*ino),
+                    // A directory being read hands out inodes from its window: they stay
+                    // where the window can be seen. (While a page is being taken in, it
+                    // cannot; a swept entry is then made anew when handed to the kernel,
+                    // see `announce`.)
+                    Handle::Dir(d) => {
+                        if let Ok(d) = d.try_lock() {
+                            open.extend(d.window.iter().map(|(_, a)| a.ino));
+                        }
+                        continue;
+                    }
+                };
             }
-            handles
-                .values()
-                .filter_map(|h| match h.as_ref() {
-                    Handle::Write(w) => Some(w.ino),
-                    Handle::Read(r) => Some(r.ino),
-                    Handle::Generated { ino, .. } => Some(*ino),
-                    Handle::Dir(_) => None,
-                })
-                .collect()
+            open
         };
         let mut keep: HashSet<Ino> = HashSet::new();
         for (&ino, n) in &nodes.by_ino {

@@ -1,86 +1,151 @@
-//! Directory listing: a directory's entries paged from the server (with the registry's
-//! metafiles and this mount's uncommitted files) into a snapshot held by the directory handle.
+//! Directory listing. A directory of a container is read from the server a page at a time
+//! while the kernel reads the handle, so what a listing holds is one page (plus the
+//! registry's metafiles of the directory), whatever the directory's size; the account and
+//! the views are small lists and are taken whole at open.
 
 use super::handles::Handle;
+use super::listing::Pages;
 use super::paths::Loc;
-use super::{listing, now_micros, Attr, DirSink, Fs, FsError, FsResult, Ino, Kind, PAGE};
+use super::{now_micros, Attr, DirSink, Fs, FsError, FsResult, Ino, Kind, PAGE};
 use crate::client::{Listed, Registry, Storage};
+use bytes::Bytes;
+use std::collections::HashMap;
+
+/// An open directory: the entries from offset `base` on (offsets count entries after `.`
+/// and `..`), and where the rest comes from.
+pub(super) struct DirStream {
+    base: u64,
+    pub(super) window: Vec<(String, Attr)>,
+    pager: Option<Pager>,
+}
+
+/// The server's listing of a directory of a container, as far as it was read.
+struct Pager {
+    pages: Pages,
+    /// The registry's metafiles of this directory not met in the listing yet: a stored one
+    /// reads as the registry's state, the others are added at the end.
+    metafiles: HashMap<String, Bytes>,
+    /// Objects listed lately whose name a directory prefix may still repeat (the prefix
+    /// `a/` comes after the object `a`, with only names `a` + something below `/` between);
+    /// such a name shows once, as the object.
+    recent: Vec<String>,
+}
+
+/// Whether `name` + "/" sorts before `cur`: the listing is past where the prefix `name/`
+/// would have come.
+fn passed(name: &str, cur: &str) -> bool {
+    let (n, c) = (name.as_bytes(), cur.as_bytes());
+    match c.get(..n.len()) {
+        Some(head) if head == n => c.get(n.len()).is_some_and(|&b| b > b'/'),
+        _ => n < c,
+    }
+}
 
 impl<S: Storage + Registry> Fs<S> {
-    /// All entries of a directory (paged through the server's listing), remembered as inodes.
-    pub(super) async fn list_dir(&self, ino: Ino) -> FsResult<Vec<(String, Attr)>> {
-        let mut out = vec![];
-        match self.loc(ino)? {
+    /// A directory opened: its first entries (all of them for the account and the views).
+    async fn start_listing(&self, ino: Ino) -> FsResult<DirStream> {
+        let (container, path) = match self.loc(ino)? {
             Loc::Account => {
+                let mut window = vec![];
                 for c in self.sh.storage.list_containers().await? {
                     let attr = self.remember_attr(ino, &c.name, Kind::Dir, 0, c.mtime, 0);
-                    out.push((c.name, attr));
+                    window.push((c.name, attr));
                 }
+                self.add_local_files(ino, &mut window);
+                return Ok(DirStream {
+                    base: 0,
+                    window,
+                    pager: None,
+                });
             }
-            Loc::Object { container, path } => {
-                let prefix = if path.is_empty() {
-                    String::new()
-                } else {
-                    format!("{path}/")
-                };
-                // The registry's view of this directory's metafiles is asked meanwhile.
-                let listing = async {
-                    let mut out = vec![];
-                    let mut seen_dirs = std::collections::HashSet::new();
-                    listing::each_child(self.sh.storage.as_ref(), &container, &prefix, PAGE, |rest, e| {
-                        let (kind, size, mtime, version) = match e {
-                            Listed::Object(o) => (
-                                if o.is_dir() { Kind::Dir } else { Kind::File },
-                                o.size,
-                                o.mtime,
-                                o.version,
-                            ),
-                            Listed::Prefix(_) => (Kind::Dir, 0, now_micros(), 0),
-                        };
-                        let name = match e {
-                            Listed::Prefix(_) => rest.trim_end_matches('/'),
-                            Listed::Object(_) => rest,
-                        };
-                        // A name with a trailing '/' or an empty segment cannot be a file name here.
-                        if name.is_empty() || name.contains('/') {
-                            return;
-                        }
-                        if kind == Kind::Dir && !seen_dirs.insert(name.to_string()) {
-                            return;
-                        }
-                        let attr = self.remember_attr(ino, name, kind, size, mtime, version);
-                        out.push((name.to_string(), attr));
-                    })
-                    .await?;
-                    Ok::<_, FsError>(out)
-                };
-                let (listed, metafiles) = tokio::join!(listing, self.live_metafiles_in(&container, &prefix));
-                out = listed?;
-                // A name can be both a file and a prefix; show it once, as the file.
-                let files: std::collections::HashSet<String> = out
-                    .iter()
-                    .filter(|(_, a)| a.kind == Kind::File)
-                    .map(|(n, _)| n.clone())
-                    .collect();
-                out.retain(|(n, a)| a.kind == Kind::File || !files.contains(n));
-                for (meta, data) in metafiles {
-                    let existing = out.iter().position(|(n, _)| *n == meta);
-                    let child = match existing {
-                        Some(i) => out[i].1.ino,
-                        None => self.remember(ino, &meta, Kind::File, 0, now_micros(), 0),
-                    };
-                    self.set_generated(child, Some(data));
-                    let attr = self.attr_of(child, &self.node(child)?);
-                    match existing {
-                        Some(i) => out[i].1 = attr,
-                        None => out.push((meta, attr)),
-                    }
+            Loc::Object { container, path } => (container, path),
+            view => {
+                let window = self.list_view(ino, view).await?;
+                return Ok(DirStream {
+                    base: 0,
+                    window,
+                    pager: None,
+                });
+            }
+        };
+        let prefix = if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}/")
+        };
+        let mut pager = Pager {
+            pages: Pages::new(&container, &prefix, PAGE),
+            metafiles: HashMap::new(),
+            recent: vec![],
+        };
+        // The registry's view of this directory's metafiles is asked meanwhile.
+        let (first, metafiles) = tokio::join!(
+            pager.pages.next(self.sh.storage.as_ref()),
+            self.live_metafiles_in(&container, &prefix)
+        );
+        pager.metafiles = metafiles.into_iter().collect();
+        let window = self.take_page(ino, &mut pager, first?);
+        Ok(DirStream {
+            base: 0,
+            window,
+            pager: Some(pager),
+        })
+    }
+
+    /// A page of the listing as entries (remembered as inodes); after the last page, the
+    /// metafiles not stored and the files created here and not committed yet.
+    fn take_page(&self, ino: Ino, pager: &mut Pager, items: Vec<Listed>) -> Vec<(String, Attr)> {
+        let mut out = Vec::with_capacity(items.len());
+        for e in &items {
+            let rest = pager.pages.rest(e);
+            pager.recent.retain(|n| !passed(n, rest));
+            let (kind, size, mtime, version, name) = match e {
+                Listed::Object(o) => (
+                    if o.is_dir() { Kind::Dir } else { Kind::File },
+                    o.size,
+                    o.mtime,
+                    o.version,
+                    rest,
+                ),
+                Listed::Prefix(_) => (Kind::Dir, 0, now_micros(), 0, rest.trim_end_matches('/')),
+            };
+            // A name with a trailing '/' or an empty segment cannot be a file name here.
+            if name.is_empty() || name.contains('/') {
+                continue;
+            }
+            if matches!(e, Listed::Prefix(_)) && pager.recent.iter().any(|n| n == name) {
+                continue;
+            }
+            if matches!(e, Listed::Object(_)) {
+                pager.recent.push(name.to_string());
+            }
+            let mut attr = self.remember_attr(ino, name, kind, size, mtime, version);
+            if let Some(data) = pager.metafiles.remove(name) {
+                // (the attributes as they read: the registry's state, see `attr_of`)
+                if attr.kind == Kind::File {
+                    attr.size = data.len() as u64;
                 }
-                out.sort_by(|a, b| a.0.cmp(&b.0));
+                self.set_generated(attr.ino, Some(data));
             }
-            view => return self.list_view(ino, view).await,
+            out.push((name.to_string(), attr));
         }
-        // Files created here and not yet committed are listed too.
+        if pager.pages.done() {
+            let mut left: Vec<(String, Bytes)> = pager.metafiles.drain().collect();
+            left.sort_by(|a, b| a.0.cmp(&b.0));
+            for (meta, data) in left {
+                let mut attr = self.remember_attr(ino, &meta, Kind::File, 0, now_micros(), 0);
+                attr.size = data.len() as u64;
+                self.set_generated(attr.ino, Some(data));
+                out.push((meta, attr));
+            }
+            self.add_local_files(ino, &mut out);
+        }
+        out
+    }
+
+    /// Files created in `ino` and not committed yet, which no listing holds. A listed name
+    /// has been remembered as fetched, so what is still unfetched was not listed.
+    fn add_local_files(&self, ino: Ino, out: &mut Vec<(String, Attr)>) {
         let nodes = self.nodes();
         for (k, &child) in nodes.by_name.iter().filter(|((p, _), _)| *p == ino) {
             if let Some(n) = nodes.by_ino.get(&child) {
@@ -89,48 +154,92 @@ impl<S: Storage + Registry> Fs<S> {
                 }
             }
         }
-        Ok(out)
+    }
+
+    /// Moves `d` on until its window holds entry `i` or the listing ends; an `i` before the
+    /// window starts the listing again (a rewinddir, or a seek back).
+    async fn advance_to(&self, ino: Ino, d: &mut DirStream, i: u64) -> FsResult<()> {
+        if i < d.base {
+            *d = self.start_listing(ino).await?;
+        }
+        while i >= d.base + d.window.len() as u64 {
+            let Some(pager) = d.pager.as_mut() else { return Ok(()) };
+            if pager.pages.done() {
+                return Ok(());
+            }
+            let items = pager.pages.next(self.sh.storage.as_ref()).await?;
+            let page = self.take_page(ino, pager, items);
+            d.base += d.window.len() as u64;
+            d.window = page;
+        }
+        Ok(())
     }
 
     pub async fn opendir(&self, ino: Ino) -> FsResult<u64> {
         if self.node(ino)?.kind != Kind::Dir {
             return Err(FsError::new(libc::ENOTDIR, "not a directory"));
         }
-        let entries = self.list_dir(ino).await?;
-        Ok(self.add_handle(Handle::Dir(entries)))
+        let d = self.start_listing(ino).await?;
+        Ok(self.add_handle(Handle::Dir(tokio::sync::Mutex::new(d))))
     }
 
     /// Entries from `offset` (0 = start; `.` and `..` come first).
-    pub fn readdir(&self, ino: Ino, fh: u64, offset: u64, sink: &mut dyn DirSink) -> FsResult<()> {
+    pub async fn readdir(&self, ino: Ino, fh: u64, offset: u64, sink: &mut dyn DirSink) -> FsResult<()> {
         let h = self.handle(fh)?;
-        let Handle::Dir(entries) = h.as_ref() else {
+        let Handle::Dir(d) = h.as_ref() else {
             return Err(FsError::new(libc::EBADF, "not a directory handle"));
         };
+        let mut d = d.lock().await;
         let me = self.node(ino)?;
         let dot = self.attr_of(ino, &me);
         let dotdot = self.attr_of(me.parent, &self.node(me.parent)?);
-        let mut i = offset;
+        let mut n = offset;
         loop {
-            let full = match i {
+            let full = match n {
                 0 => sink.add(ino, 1, ".", &dot),
                 1 => sink.add(me.parent, 2, "..", &dotdot),
-                n => match entries.get((n - 2) as usize) {
-                    Some((name, attr)) if sink.gives_entries() => {
+                n => {
+                    let i = n - 2;
+                    if i < d.base || i >= d.base + d.window.len() as u64 {
+                        self.advance_to(ino, &mut d, i).await?;
+                    }
+                    let Some((name, attr)) = i.checked_sub(d.base).and_then(|at| d.window.get(at as usize)) else {
+                        return Ok(());
+                    };
+                    if sink.gives_entries() {
                         let attr = self.announce(ino, name, attr);
                         let full = sink.add(attr.ino, n + 1, name, &attr);
                         if full {
                             self.forget(attr.ino, 1);
                         }
                         full
+                    } else {
+                        sink.add(attr.ino, n + 1, name, attr)
                     }
-                    Some((name, attr)) => sink.add(attr.ino, n + 1, name, attr),
-                    None => return Ok(()),
-                },
+                }
             };
             if full {
                 return Ok(());
             }
-            i += 1;
+            n += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::passed;
+
+    #[test]
+    fn a_prefix_comes_after_its_object_and_what_sorts_below_slash() {
+        assert!(!passed("a", "a"));
+        assert!(!passed("a", "a-b"));
+        assert!(!passed("a", "a.txt"));
+        assert!(!passed("a", "a/"));
+        assert!(passed("a", "a0"));
+        assert!(passed("a", "b"));
+        assert!(!passed("b", "a"));
+        assert!(passed("ab", "ac"));
+        assert!(!passed("a", ""));
     }
 }

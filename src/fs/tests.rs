@@ -355,7 +355,7 @@ async fn forgotten_and_never_seen_inodes_leave_the_table() {
     // readdirplus hands out entries: each counts, swept or not
     let fh = fs.opendir(dir).await.unwrap();
     let mut sink = Plus(0);
-    fs.readdir(dir, fh, 0, &mut sink).unwrap();
+    fs.readdir(dir, fh, 0, &mut sink).await.unwrap();
     fs.release_handle(fh);
     assert_eq!(sink.0, 20_003, "., .., kept and 20k names");
     let ino = fs.lookup(dir, "n00001").await.unwrap().ino;
@@ -965,4 +965,109 @@ async fn a_failing_staging_directory_fails_the_close_and_keeps_the_old_version()
         want[b * BLOCK_SIZE + 9..b * BLOCK_SIZE + 18].copy_from_slice(&[b as u8; 9]);
     }
     assert_eq!(content(&mem, "f"), want);
+}
+
+/// Takes what fits in a kernel buffer of `room` entries, as readdir replies do.
+struct Buffer {
+    room: usize,
+    got: Vec<(u64, String, Kind)>,
+}
+
+impl DirSink for Buffer {
+    fn add(&mut self, _: Ino, offset: u64, name: &str, attr: &Attr) -> bool {
+        if self.got.len() == self.room {
+            return true;
+        }
+        self.got.push((offset, name.to_string(), attr.kind));
+        false
+    }
+}
+
+/// Reads `fh` from `offset` to the end, `room` entries a call; returns the entries after
+/// `.` and `..` and the most inodes the table held meanwhile.
+async fn read_whole_dir(fs: &TestFs, dir: Ino, fh: u64, mut offset: u64, room: usize) -> (Vec<(String, Kind)>, usize) {
+    let mut out = vec![];
+    let mut most = 0;
+    loop {
+        let mut b = Buffer { room, got: vec![] };
+        fs.readdir(dir, fh, offset, &mut b).await.unwrap();
+        most = most.max(fs.inode_count());
+        let Some(&(next, _, _)) = b.got.last() else {
+            return (out, most);
+        };
+        offset = next;
+        out.extend(
+            b.got
+                .into_iter()
+                .filter(|(_, n, _)| n != "." && n != "..")
+                .map(|(_, n, k)| (n, k)),
+        );
+    }
+}
+
+/// A directory far larger than a page is read a page at a time: every name once (a file
+/// and a directory of one name, met on two pages, once, as the file; a registered image's
+/// metafile and a file not committed yet at the end), the handle never holds more than a
+/// page, the inode table stays bounded (it held every entry before), and a rewind or a
+/// seek back reads the same entries again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_directory_is_read_a_page_at_a_time() {
+    let (mem, fs) = fs_with(FsOptions::default());
+    let dir = container_ino(&fs).await;
+    let mut want: Vec<(String, Kind)> = vec![];
+    {
+        let mut objs = mem.objects.lock().unwrap();
+        let mut put = |name: String| {
+            objs.insert(("c".into(), name), (0, vec![], 1, "application/octet-stream".into()));
+        };
+        // 9 999 names, then "a": the file `a` ends the first page, the prefix `a/` is on the
+        // second, with `a-b` between them.
+        for i in 0..PAGE - 1 {
+            put(format!("{i:05}"));
+            want.push((format!("{i:05}"), Kind::File));
+        }
+        for (n, k) in [("a", Kind::File), ("a-b", Kind::File), ("img", Kind::File)] {
+            put(n.to_string());
+            want.push((n.to_string(), k));
+        }
+        put("a/inner".to_string());
+        put("sub/inner".to_string());
+        want.push(("sub".to_string(), Kind::Dir));
+        for i in 0..5 * PAGE + 17 {
+            put(format!("z{i:06}"));
+            want.push((format!("z{i:06}"), Kind::File));
+        }
+    }
+    let img = fs.storage().register("c", "img", &Default::default()).await.unwrap();
+    assert!(!img.id.is_empty());
+    want.push(("img.meta".to_string(), Kind::File));
+    let (_, local) = fs.create(dir, "local", libc::O_WRONLY).await.unwrap();
+    want.push(("local".to_string(), Kind::File));
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+
+    let fh = fs.opendir(dir).await.unwrap();
+    let (mut got, most) = read_whole_dir(&fs, dir, fh, 0, 1000).await;
+    let in_order = got.clone();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "names differ");
+    assert!(
+        most < 3 * PAGE,
+        "the inode table held {most} inodes while {} entries were read",
+        want.len()
+    );
+    {
+        let h = fs.handle(fh).unwrap();
+        let Handle::Dir(d) = h.as_ref() else {
+            panic!("not a directory handle")
+        };
+        assert!(d.lock().await.window.len() <= PAGE + 2);
+    }
+    // Rewind, and a seek back into the middle: the same entries at the same offsets.
+    let (again, _) = read_whole_dir(&fs, dir, fh, 0, 4096).await;
+    assert!(again == in_order, "a rewind read other entries");
+    let (tail, _) = read_whole_dir(&fs, dir, fh, 2 + 15_000, 500).await;
+    assert!(tail[..] == in_order[15_000..], "a seek back read other entries");
+    fs.release_handle(fh);
+    fs.release(local).await.unwrap();
 }
