@@ -81,6 +81,21 @@ fn lie(lie: Lie, method: &str, target: &str, a: &mut Answer) {
     }
 }
 
+/// A tampering proxy before `s` that tells the lie the returned cell holds (none at first).
+fn lying_proxy(s: &Server) -> (Tamper, Arc<Mutex<Lie>>) {
+    let now = Arc::new(Mutex::new(Lie::Nothing));
+    let told = now.clone();
+    let proxy = Tamper::start(
+        &s.addr,
+        Arc::new(move |m: &str, t: &str, a: &mut Answer| {
+            // (copied out first: the guard must not be held through a stall)
+            let now = *told.lock().unwrap();
+            lie(now, m, t, a)
+        }),
+    );
+    (proxy, now)
+}
+
 fn eio(r: std::io::Result<impl std::fmt::Debug>) -> bool {
     match r {
         Err(e) => e.raw_os_error() == Some(libc::EIO),
@@ -118,16 +133,7 @@ fn a_lying_server_gets_eio_and_the_mount_stays_up() {
     }
     let big = pattern((2 << 22) + 4321, unique_seed());
     api.put("pithos/big.img", &big);
-    let now = Arc::new(Mutex::new(Lie::Nothing));
-    let told = now.clone();
-    let proxy = Tamper::start(
-        &s.addr,
-        Arc::new(move |m: &str, t: &str, a: &mut Answer| {
-            // (copied out first: the guard must not be held through a stall)
-            let now = *told.lock().unwrap();
-            lie(now, m, t, a)
-        }),
-    );
+    let (proxy, now) = lying_proxy(&s);
     let m = Mount::new(&Via(proxy.addr.clone()), &u, "verify_reads");
     let set = |l: Lie| *now.lock().unwrap() = l;
 
@@ -186,16 +192,7 @@ fn a_server_that_hangs_gets_eio_in_bounded_time() {
     api.put("pithos/d/a.txt", b"a");
     let big = pattern((1 << 22) + 5, unique_seed());
     api.put("pithos/big.img", &big);
-    let now = Arc::new(Mutex::new(Lie::Nothing));
-    let told = now.clone();
-    let proxy = Tamper::start(
-        &s.addr,
-        Arc::new(move |m: &str, t: &str, a: &mut Answer| {
-            // (copied out first: the guard must not be held through a stall)
-            let now = *told.lock().unwrap();
-            lie(now, m, t, a)
-        }),
-    );
+    let (proxy, now) = lying_proxy(&s);
     let m = Mount::new(&Via(proxy.addr.clone()), &u, "io_timeout=1");
     *now.lock().unwrap() = Lie::Stall;
     let t = std::time::Instant::now();

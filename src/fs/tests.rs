@@ -10,10 +10,6 @@ use std::sync::atomic::Ordering;
 
 type TestFs = Fs<Faulty<Arc<Mem>>>;
 
-fn content(mem: &Mem, name: &str) -> Vec<u8> {
-    mem.content(name)
-}
-
 fn fs_with(opts: FsOptions) -> (Arc<Mem>, TestFs) {
     let mem = Arc::new(Mem::default());
     let fs = Fs::new(
@@ -74,7 +70,7 @@ async fn sequential_write_then_rewrite_sends_each_block_once() {
     let dir = container_ino(&fs).await;
     let bytes = data(3 * BLOCK_SIZE + 1000, 1);
     write_file(&fs, dir, "f", &bytes, 128 << 10).await;
-    assert_eq!(content(&mem, "f"), bytes);
+    assert_eq!(mem.content("f"), bytes);
     assert_eq!(mem.uploads.load(Ordering::SeqCst), 4);
     assert_eq!(mem.puts.load(Ordering::SeqCst), 1, "one commit per close");
     // the same content again: nothing uploaded
@@ -85,7 +81,7 @@ async fn sequential_write_then_rewrite_sends_each_block_once() {
     }
     fs.release(fh).await.unwrap();
     assert_eq!(mem.uploads.load(Ordering::SeqCst), 4, "a re-copy sends no blocks");
-    assert_eq!(content(&mem, "f"), bytes);
+    assert_eq!(mem.content("f"), bytes);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,7 +100,7 @@ async fn in_place_write_uploads_only_the_touched_block() {
     assert_eq!(fs.read(fh, at as u64, 7).await.unwrap(), &b"patched"[..]);
     fs.release(fh).await.unwrap();
     assert_eq!(mem.uploads.load(Ordering::SeqCst) - before, 1);
-    assert_eq!(content(&mem, "img"), bytes);
+    assert_eq!(mem.content("img"), bytes);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,7 +119,7 @@ async fn scattered_writes_spill_to_staging_and_commit_whole() {
         want[at..at + 5].copy_from_slice(&[b as u8 + 1; 5]);
     }
     fs.release(fh).await.unwrap();
-    assert_eq!(content(&mem, "sparse"), want);
+    assert_eq!(mem.content("sparse"), want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,10 +130,10 @@ async fn truncate_down_and_up_and_zero_blocks() {
     write_file(&fs, dir, "t", &bytes, 1 << 20).await;
     let a = fs.lookup(dir, "t").await.unwrap();
     fs.set_size(a.ino, None, 1000).await.unwrap();
-    assert_eq!(content(&mem, "t"), &bytes[..1000]);
+    assert_eq!(mem.content("t"), &bytes[..1000]);
     let uploads = mem.uploads.load(Ordering::SeqCst);
     fs.set_size(a.ino, None, 3 * BLOCK_SIZE as u64).await.unwrap();
-    let got = content(&mem, "t");
+    let got = mem.content("t");
     assert_eq!(&got[..1000], &bytes[..1000]);
     assert!(got[1000..].iter().all(|&b| b == 0));
     assert_eq!(
@@ -168,7 +164,7 @@ async fn failed_upload_fails_close_and_loses_nothing() {
     // the data is still held: a second flush (fsync, close) commits it
     fs.flush(fh, || false).await.unwrap();
     fs.release(fh).await.unwrap();
-    assert_eq!(content(&mem, "x"), bytes);
+    assert_eq!(mem.content("x"), bytes);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,7 +300,7 @@ async fn rereading_an_evicted_uploaded_block_commits_early_instead_of_failing() 
     fs.write(fh, 5, b"again").await.unwrap();
     bytes[5..10].copy_from_slice(b"again");
     fs.release(fh).await.unwrap();
-    assert_eq!(content(&mem, "e"), bytes);
+    assert_eq!(mem.content("e"), bytes);
     assert!(
         mem.puts.load(Ordering::SeqCst) >= 2,
         "an early commit, then the final one"
@@ -466,7 +462,7 @@ async fn metafiles_register_and_unregister() {
     fs.write(fh, 0, br#"{"disk-format": "qcow9"}"#).await.unwrap();
     assert_eq!(fs.release(fh).await.unwrap_err().errno, libc::EINVAL);
     assert!(image(&mem).unwrap().is_public);
-    assert_eq!(content(&mem, "disk.img.meta"), br#"{"disk-format": "qcow9"}"#);
+    assert_eq!(mem.content("disk.img.meta"), br#"{"disk-format": "qcow9"}"#);
     let meta_ino = fs.lookup(dir, "disk.img.meta").await.unwrap().ino;
     let why = fs.metafile_error(meta_ino).unwrap().unwrap();
     assert!(why.contains("qcow9"), "{why}");
@@ -510,7 +506,7 @@ async fn metafiles_register_and_unregister() {
         .await
         .unwrap();
     fs.rename(dir, "disk.img.meta", dir, "disk.img.meta~").await.unwrap();
-    assert!(String::from_utf8(content(&mem, "disk.img.meta~"))
+    assert!(String::from_utf8(mem.content("disk.img.meta~"))
         .unwrap()
         .contains("\"elsewhere\""));
     write_file(&fs, dir, "disk.img.meta", br#"{"name": "after"}"#, 4).await;
@@ -520,12 +516,12 @@ async fn metafiles_register_and_unregister() {
     fs.storage().fail_always(Op::Unregister, ErrorKind::Forbidden);
     assert_eq!(fs.unlink(dir, "disk.img.meta").await.unwrap_err().errno, libc::EACCES);
     assert!(image(&mem).is_some());
-    assert_eq!(content(&mem, "disk.img.meta"), br#"{"name": "after"}"#);
+    assert_eq!(mem.content("disk.img.meta"), br#"{"name": "after"}"#);
     fs.storage().heal();
     // rm N.meta unregisters, N stays
     fs.unlink(dir, "disk.img.meta").await.unwrap();
     assert!(image(&mem).is_none());
-    assert_eq!(content(&mem, "disk.img"), b"bytes");
+    assert_eq!(mem.content("disk.img"), b"bytes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -534,7 +530,7 @@ async fn rename_and_unlink_and_mkdir() {
     let dir = container_ino(&fs).await;
     write_file(&fs, dir, "a", b"hello", 5).await;
     fs.rename(dir, "a", dir, "b").await.unwrap();
-    assert_eq!(content(&mem, "b"), b"hello");
+    assert_eq!(mem.content("b"), b"hello");
     assert_eq!(fs.lookup(dir, "a").await.unwrap_err().errno, libc::ENOENT);
     fs.mkdir(dir, "d").await.unwrap();
     assert_eq!(
@@ -574,7 +570,7 @@ async fn copy_file_range_is_a_server_side_copy() {
     );
     fs.release(fout).await.unwrap();
     fs.release(fin).await.unwrap();
-    assert_eq!(content(&mem, "dst"), bytes);
+    assert_eq!(mem.content("dst"), bytes);
     assert_eq!(mem.copies.load(Ordering::SeqCst), 1);
     assert_eq!(
         mem.uploads.load(Ordering::SeqCst),
@@ -613,7 +609,7 @@ async fn a_long_sequential_write_holds_only_the_blocks_in_flight() {
         }
     }
     fs.release(fh).await.unwrap();
-    assert_eq!(content(&mem, "long"), bytes);
+    assert_eq!(mem.content("long"), bytes);
     // In flight (3), finished ones waiting behind a slower one to be reaped in order, one
     // waiting for a slot and the block being filled: a few, never the whole file.
     assert!(peak <= 2 * 3 + 2, "peak {peak} blocks buffered for a 40-block file");
@@ -639,24 +635,24 @@ async fn a_redirect_save_commits_one_version() {
         .await
         .unwrap();
     fs.release(fh).await.unwrap();
-    assert_eq!((puts(), content(&mem, "new")), (1, b"x\n".to_vec()));
+    assert_eq!((puts(), mem.content("new")), (1, b"x\n".to_vec()));
 
     // `echo y > new` over it: the server keeps "x" until the write, the mount says empty.
     let fh = fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
     fs.flush(fh, held).await.unwrap();
-    assert_eq!((puts(), content(&mem, "new")), (1, b"x\n".to_vec()));
+    assert_eq!((puts(), mem.content("new")), (1, b"x\n".to_vec()));
     assert_eq!(fs.getattr(a.ino).await.unwrap().size, 0, "answered as truncated");
     fs.write(fh, 0, b"y\n").await.unwrap();
     fs.flush(fh, last).await.unwrap();
     fs.release(fh).await.unwrap();
-    assert_eq!((puts(), content(&mem, "new")), (2, b"y\n".to_vec()));
+    assert_eq!((puts(), mem.content("new")), (2, b"y\n".to_vec()));
 
     // `: > new` in bash: the redirect's duplicate, then stdout restored, then the release.
     let fh = fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
     fs.flush(fh, held).await.unwrap();
     assert_eq!(puts(), 2);
     fs.flush(fh, last).await.unwrap();
-    assert_eq!((puts(), content(&mem, "new")), (3, vec![]), "one empty version");
+    assert_eq!((puts(), mem.content("new")), (3, vec![]), "one empty version");
     fs.release(fh).await.unwrap();
     assert_eq!(puts(), 3);
 
@@ -664,7 +660,7 @@ async fn a_redirect_save_commits_one_version() {
     write_file(&fs, dir, "new", b"z", 1).await;
     let fh = fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
     fs.flush(fh, last).await.unwrap();
-    assert_eq!((puts(), content(&mem, "new")), (5, vec![]));
+    assert_eq!((puts(), mem.content("new")), (5, vec![]));
     fs.release(fh).await.unwrap();
 
     // Still held and never written: the release commits.
@@ -672,13 +668,13 @@ async fn a_redirect_save_commits_one_version() {
     let fh = fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
     fs.flush(fh, held).await.unwrap();
     fs.release(fh).await.unwrap();
-    assert_eq!((puts(), content(&mem, "new")), (7, vec![]));
+    assert_eq!((puts(), mem.content("new")), (7, vec![]));
 
     // fsync asks for it now.
     write_file(&fs, dir, "new", b"z", 1).await;
     let fh = fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
     fs.fsync(fh).await.unwrap();
-    assert_eq!((puts(), content(&mem, "new")), (9, vec![]));
+    assert_eq!((puts(), mem.content("new")), (9, vec![]));
     fs.release(fh).await.unwrap();
     assert_eq!(puts(), 9, "nothing changed since the fsync");
 
@@ -688,7 +684,7 @@ async fn a_redirect_save_commits_one_version() {
     fs.flush(fh, held).await.unwrap();
     fs.rename(dir, "new", dir, "moved").await.unwrap();
     fs.release(fh).await.unwrap();
-    assert_eq!(content(&mem, "moved"), Vec::<u8>::new());
+    assert_eq!(mem.content("moved"), Vec::<u8>::new());
     assert!(!mem
         .objects
         .lock()
@@ -708,7 +704,7 @@ async fn a_rewrite_keeps_the_user_metadata() {
     let fh = fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
     fs.write(fh, 0, b"two").await.unwrap();
     fs.release(fh).await.unwrap();
-    assert_eq!(content(&mem, "f"), b"two");
+    assert_eq!(mem.content("f"), b"two");
     assert_eq!(fs.getxattr(a.ino, "user.meta.color", 0).await.unwrap(), b"blue");
 }
 
@@ -785,7 +781,7 @@ async fn every_failing_call_of_an_edit_keeps_the_old_content_or_commits_the_new(
     let old = data(OLD_LEN, 1);
     let (mem, clean, new) = edit_under(|_| {}).await;
     assert!(clean.first_fsync.is_ok() && clean.second_fsync.is_ok(), "{clean:?}");
-    assert_eq!(content(&mem, "f"), new);
+    assert_eq!(mem.content("f"), new);
     let ops: Vec<Op> = clean.calls.iter().map(|(op, _)| *op).collect();
     for op in [Op::Head, Op::Hashmap, Op::Read, Op::UploadBlock, Op::PutHashmap] {
         assert!(ops.contains(&op), "an edit makes no {op:?} call: {:?}", clean.calls);
@@ -797,7 +793,7 @@ async fn every_failing_call_of_an_edit_keeps_the_old_content_or_commits_the_new(
             for kind in [ErrorKind::Unavailable, ErrorKind::QuotaExceeded, ErrorKind::Forbidden] {
                 tried += 1;
                 let (mem, run, _) = edit_under(|s| s.fail_nth(op, k, kind)).await;
-                let now = content(&mem, "f");
+                let now = mem.content("f");
                 let what = format!("call {k} of {op:?} failing with {kind:?}: {run:?}");
                 assert!(now == old || now == new, "{what}: the server holds neither version");
                 let first_failure = [&run.open, &run.write, &run.first_fsync]
@@ -908,8 +904,8 @@ async fn a_stalled_commit_holds_only_its_own_file() {
     rename.await.unwrap().unwrap();
     fs.release(fh).await.unwrap();
     fs.release(wfh).await.unwrap();
-    assert_eq!(content(&mem, "b"), bytes);
-    assert_eq!(content(&mem, "third"), b"written meanwhile");
+    assert_eq!(mem.content("b"), bytes);
+    assert_eq!(mem.content("third"), b"written meanwhile");
     assert!(mem.version_of("a").is_none(), "the old name stayed");
 }
 
@@ -955,7 +951,7 @@ async fn a_failing_staging_directory_fails_the_close_and_keeps_the_old_version()
     assert!(e.message.contains("staging"), "{}", e.message);
     assert!(close.is_err(), "the close reported success");
     assert_eq!(mem.version_of("f"), v1, "a version was committed");
-    assert_eq!(content(&mem, "f"), old);
+    assert_eq!(mem.content("f"), old);
     std::fs::create_dir(&staging).unwrap();
     let (write_err, close) = edit().await;
     assert!(write_err.is_none(), "{write_err:?}");
@@ -964,7 +960,7 @@ async fn a_failing_staging_directory_fails_the_close_and_keeps_the_old_version()
     for b in 0..6 {
         want[b * BLOCK_SIZE + 9..b * BLOCK_SIZE + 18].copy_from_slice(&[b as u8; 9]);
     }
-    assert_eq!(content(&mem, "f"), want);
+    assert_eq!(mem.content("f"), want);
 }
 
 /// Takes what fits in a kernel buffer of `room` entries, as readdir replies do.
