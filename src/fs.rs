@@ -28,8 +28,8 @@
 //! 4. `Fs::pages` (which readers share the kernel's page cache).
 //!
 //! The others are leaves, held for a lookup or an insert and nothing else: `meta_errors`,
-//! `moved_away`, `xattr_snapshot`, a reader's `seq`, and those inside the block cache, the hash
-//! memo and `Shared::sent`. Only the locks of (1) are ever held across an `.await`.
+//! `moved_away`, `xattr_snapshot`, `fresh`, a reader's `seq`, and those inside the block
+//! cache, the hash memo and `Shared::sent`. Only the locks of (1) are ever held across an `.await`.
 
 mod commit;
 mod handles;
@@ -40,6 +40,7 @@ mod open;
 mod paths;
 mod read;
 mod readdir;
+mod restore;
 
 pub mod cache;
 pub mod error;
@@ -204,6 +205,8 @@ pub struct Fs<S: Storage> {
     pages: page_cache::PageCaches,
     /// The attributes last listed, for the reads that follow (see `xattr.rs`).
     xattr_snapshot: Mutex<Option<xattr::Snapshot>>,
+    /// Files just made here, and what a copy's attributes hold for them (see `restore.rs`).
+    fresh: Mutex<HashMap<Ino, restore::Fresh>>,
     nodes: Mutex<Nodes>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
@@ -262,6 +265,7 @@ impl<S: Storage + Registry> Fs<S> {
             moved_away: Default::default(),
             pages: Default::default(),
             xattr_snapshot: Mutex::new(None),
+            fresh: Default::default(),
         }
     }
 

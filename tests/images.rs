@@ -606,10 +606,60 @@ fn copies_out_and_back_keep_attributes_quietly(peer: Peer) {
     let untarred = attrs(&m.path("pithos/untar/rt.img"));
     assert!(untarred.contains("user.meta.color=\"blue\""), "{untarred}");
 
-    // A different value of a read-only attribute is still refused.
-    let (rc, err) = status_and_stderr(&format!("setfattr -n user.pithos.uuid -v other '{i}'"));
+    // Into new files: cp -a sets the attributes before its close, rsync after it (on a
+    // temporary name it then renames), tar after mknod and before the data; every one brings
+    // the source's server-assigned values too. Each copy is quiet, keeps the user metadata and
+    // comes out registered under its own name with the source's image fields.
+    std::fs::create_dir(m.path("pithos/untar-all")).unwrap();
+    let p = m.path("pithos").display().to_string();
+    let log_before = m.log().len();
+    for (what, cmd, path) in [
+        ("cp -a", format!("cp -a --preserve=xattr '{o}/cp.img' '{p}/cp-new.img'"), "pithos/cp-new.img"),
+        ("rsync -aX", format!("rsync -aX '{o}/rsync.img' '{p}/rsync-new.img'"), "pithos/rsync-new.img"),
+        ("tar --xattrs", format!("tar --xattrs -C '{p}/untar-all' -xf '{o}/rt.tar'"), "pithos/untar-all/rt.img"),
+    ] {
+        let (rc, err) = status_and_stderr(&cmd);
+        assert_eq!((rc, err.as_str()), (0, ""), "{what} into a new file");
+        assert_eq!(api.get(path), pattern(1 << 20, 21), "{what}");
+        let got = attrs(&m.path(path));
+        assert!(got.contains("user.meta.color=\"blue\""), "{what}: {got}");
+        let location = format!("/{path}");
+        let list: Value = api.img("GET", "images/detail").send().unwrap().json().unwrap();
+        let copies: Vec<&Value> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["location"].as_str().is_some_and(|l| l.ends_with(&location)))
+            .collect();
+        assert_eq!(copies.len(), 1, "{what}: one image at {location}: {list:#}");
+        assert_eq!(copies[0]["name"], "Round Trip", "{what}");
+        assert_eq!(copies[0]["properties"]["os"], "linux", "{what}");
+        assert_ne!(copies[0]["id"], id.as_str(), "{what}: an image of its own");
+        assert_eq!(uuid(&api, path), copies[0]["id"].as_str().unwrap(), "{what}");
+    }
+    let list: Value = api.img("GET", "images/detail").send().unwrap().json().unwrap();
+    let mine: Vec<&Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["owner"] == api.user.uuid.as_str())
+        .collect();
+    assert_eq!(
+        mine.len(),
+        4,
+        "the source and three copies, none left at rsync's temporary name: {mine:#?}"
+    );
+    let log = m.log()[log_before..].to_string();
+    assert!(!log.contains("errno="), "the copies failed nowhere:\n{log}");
+
+    // A file this mount did not just make: another value of a read-only attribute is still
+    // refused.
+    api.put("pithos/theirs.img", b"made elsewhere");
+    let theirs = m.path("pithos/theirs.img").display().to_string();
+    let (rc, err) = status_and_stderr(&format!("setfattr -n user.pithos.uuid -v other '{theirs}'"));
     assert!(rc != 0 && err.contains("not permitted"), "{rc} {err}");
-    let (rc, err) = status_and_stderr(&format!("setfattr -n user.pithos.uuid -v {id} '{i}'"));
+    let their_id = uuid(&api, "pithos/theirs.img");
+    let (rc, err) = status_and_stderr(&format!("setfattr -n user.pithos.uuid -v {their_id} '{theirs}'"));
     assert_eq!((rc, err.as_str()), (0, ""), "the value it has is fine");
 }
 

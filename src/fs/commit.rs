@@ -88,19 +88,41 @@ impl<S: Storage + Registry> Fs<S> {
         } else {
             None
         };
-        // A new version keeps the object's user metadata, as a file keeps its attributes.
-        if self.node(w.ino)?.fetched.is_some() {
+        // A new version keeps the object's user metadata, as a file keeps its attributes; a
+        // new object takes what a copy set before this first commit.
+        let first = self.node(w.ino)?.fetched.is_none();
+        let held = if first {
+            let held = self.take_held(w.ino);
+            state.meta = held
+                .object
+                .meta
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+                .collect();
+            held
+        } else {
             if let Some(info) = self.sh.storage.object_info(&container, &name, None).await? {
                 state.meta = info.meta;
             }
-        }
-        let version = state.commit(&self.sh, &container, &name).await?;
+            Default::default()
+        };
+        let version = match state.commit(&self.sh, &container, &name).await {
+            Ok(v) => v,
+            Err(e) => {
+                self.hold_again(w.ino, held);
+                return Err(e);
+            }
+        };
+        self.mark_fresh(w.ino);
         let size = state.size;
         if let Some(node) = self.nodes().by_ino.get_mut(&w.ino) {
             node.size = size;
             node.version = version;
             node.mtime = now_micros();
             node.fetched = Some(Instant::now());
+        }
+        if first {
+            self.apply_held(w.ino, &container, &name, held).await?;
         }
         if last {
             self.registry_follows(w.ino, &container, &name, metafile).await?;

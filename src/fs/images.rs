@@ -333,65 +333,20 @@ impl<S: Storage + Registry> Fs<S> {
         let Some(mut img) = img else {
             return match (field, text) {
                 ("name", Some(n)) if !n.trim().is_empty() => {
-                    let reg = Registration {
-                        name: Some(n),
-                        ..Registration::default()
-                    };
-                    let img = self.sh.storage.register(&container, &image, &reg).await?;
+                    let img = self.register_with_held(ino, &container, &image, n).await?;
                     tracing::info!(container, image, id = %img.id, "registered by setting user.image.name");
                     Ok(())
                 }
+                // A copy (rsync -aX, tar --xattrs) writes the image's fields in listing
+                // order: they wait for the name.
+                (_, Some(v)) if self.is_fresh(ino) => self.hold_image_field(ino, name, field, v),
                 _ => Err(FsError::new(
                     libc::ENODATA,
                     format!("{container}/{image} is not a registered image (set user.image.name to register it)"),
                 )),
             };
         };
-        let bad = |why: String| FsError::new(libc::EINVAL, format!("{name}: {why}"));
-        match (field, text) {
-            (f, None) if f.starts_with("properties.") => {
-                let key = plankton::normalize_key(&f["properties.".len()..]);
-                if img.properties.remove(&key).is_none() {
-                    return Err(FsError::quiet(libc::ENODATA, format!("no property {key}")));
-                }
-            }
-            (f, Some(v)) if f.starts_with("properties.") => {
-                let key = plankton::normalize_key(&f["properties.".len()..]);
-                if key.is_empty() || key.len() > plankton::MAX_KEY {
-                    return Err(bad(format!("a property key has 1 to {} characters", plankton::MAX_KEY)));
-                }
-                if v.len() > plankton::MAX_VALUE {
-                    return Err(bad(format!("a value has at most {} bytes", plankton::MAX_VALUE)));
-                }
-                img.properties.insert(key, v);
-                if img.properties.len() > metafile::MAX_PROPERTIES {
-                    return Err(bad(format!(
-                        "an image has at most {} properties",
-                        metafile::MAX_PROPERTIES
-                    )));
-                }
-            }
-            ("name", Some(v)) if !v.trim().is_empty() => img.name = v,
-            ("disk-format", Some(v)) if plankton::DISK_FORMATS.contains(&v.as_str()) => img.disk_format = v,
-            ("container-format", Some(v)) if plankton::CONTAINER_FORMATS.contains(&v.as_str()) => {
-                img.container_format = v
-            }
-            ("status", Some(v)) if !v.trim().is_empty() => img.status = v.to_uppercase(),
-            ("is-public", Some(v)) => {
-                img.is_public = match v.trim().to_ascii_lowercase().as_str() {
-                    "true" | "1" | "yes" => true,
-                    "false" | "0" | "no" => false,
-                    _ => return Err(bad(format!("expected true or false, not {v:?}"))),
-                }
-            }
-            ("name" | "disk-format" | "container-format" | "status", Some(v)) => {
-                return Err(bad(format!("{v:?} is not a valid value")));
-            }
-            ("name" | "disk-format" | "container-format" | "status" | "is-public", None) => {
-                return Err(FsError::new(libc::EPERM, format!("{name} cannot be removed")));
-            }
-            _ => return Err(FsError::new(libc::EPERM, format!("{name} is read-only"))),
-        }
+        apply_image_field(&mut img, name, field, text)?;
         let img = self.sh.storage.update(&img).await?;
         tracing::info!(container, image, id = %img.id, attribute = name, "image updated");
         self.rewrite_stored_metafile(&container, &image, &img).await
@@ -485,4 +440,53 @@ async fn unregister_moved_away<S: Storage + Registry>(storage: &S, container: &s
             "unregistering after the metafile moved away failed: {e}"
         ),
     }
+}
+
+/// `img` with one `user.image.FIELD` set (`Some`) or removed (`None`), checked as the registry
+/// would; the fields the registry assigns are read-only.
+pub(super) fn apply_image_field(img: &mut Image, name: &str, field: &str, text: Option<String>) -> FsResult<()> {
+    let bad = |why: String| FsError::new(libc::EINVAL, format!("{name}: {why}"));
+    match (field, text) {
+        (f, None) if f.starts_with("properties.") => {
+            let key = plankton::normalize_key(&f["properties.".len()..]);
+            if img.properties.remove(&key).is_none() {
+                return Err(FsError::quiet(libc::ENODATA, format!("no property {key}")));
+            }
+        }
+        (f, Some(v)) if f.starts_with("properties.") => {
+            let key = plankton::normalize_key(&f["properties.".len()..]);
+            if key.is_empty() || key.len() > plankton::MAX_KEY {
+                return Err(bad(format!("a property key has 1 to {} characters", plankton::MAX_KEY)));
+            }
+            if v.len() > plankton::MAX_VALUE {
+                return Err(bad(format!("a value has at most {} bytes", plankton::MAX_VALUE)));
+            }
+            img.properties.insert(key, v);
+            if img.properties.len() > metafile::MAX_PROPERTIES {
+                return Err(bad(format!(
+                    "an image has at most {} properties",
+                    metafile::MAX_PROPERTIES
+                )));
+            }
+        }
+        ("name", Some(v)) if !v.trim().is_empty() => img.name = v,
+        ("disk-format", Some(v)) if plankton::DISK_FORMATS.contains(&v.as_str()) => img.disk_format = v,
+        ("container-format", Some(v)) if plankton::CONTAINER_FORMATS.contains(&v.as_str()) => img.container_format = v,
+        ("status", Some(v)) if !v.trim().is_empty() => img.status = v.to_uppercase(),
+        ("is-public", Some(v)) => {
+            img.is_public = match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => return Err(bad(format!("expected true or false, not {v:?}"))),
+            }
+        }
+        ("name" | "disk-format" | "container-format" | "status", Some(v)) => {
+            return Err(bad(format!("{v:?} is not a valid value")));
+        }
+        ("name" | "disk-format" | "container-format" | "status" | "is-public", None) => {
+            return Err(FsError::new(libc::EPERM, format!("{name} cannot be removed")));
+        }
+        _ => return Err(FsError::new(libc::EPERM, format!("{name} is read-only"))),
+    }
+    Ok(())
 }

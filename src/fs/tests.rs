@@ -1067,3 +1067,76 @@ async fn a_big_directory_is_read_a_page_at_a_time() {
     fs.release_handle(fh);
     fs.release(local).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_with_its_attributes_lands_quietly_on_a_new_file() {
+    let (mem, fs) = fs_with(FsOptions::default());
+    let dir = container_ino(&fs).await;
+    let image = |name: &str| {
+        mem.images
+            .lock()
+            .unwrap()
+            .get(&("c".to_string(), name.to_string()))
+            .cloned()
+    };
+    // cp -a: the data, then every attribute before the close, server-assigned ones too, the
+    // image's fields before its name.
+    let (a, fh) = fs.create(dir, "copy.img", libc::O_WRONLY).await.unwrap();
+    fs.write(fh, 0, b"disk").await.unwrap();
+    for (k, v) in [
+        ("user.image.id", "the-source's-id"),
+        ("user.image.disk-format", "extdump"),
+        ("user.pithos.uuid", "the-source's-uuid"),
+        ("user.pithos.version", "7"),
+        ("user.meta.color", "blue"),
+        ("user.image.properties.os", "linux"),
+        ("user.pithos.public", "false"),
+        ("user.image.name", "Copied"),
+        ("user.image.size", "123"),
+    ] {
+        fs.setxattr(a.ino, k, v.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("{k}: {e}"));
+    }
+    // A value the server would refuse is refused at once, as on any file.
+    let e = fs.setxattr(a.ino, "user.image.disk-format", b"floppy").await.unwrap_err();
+    assert_eq!(e.errno, libc::EINVAL, "{e}");
+    assert_eq!(image("copy.img"), None, "nothing registered before the content is");
+    fs.release(fh).await.unwrap();
+    assert_eq!(mem.content("copy.img"), b"disk");
+    assert_eq!(fs.getxattr(a.ino, "user.meta.color", 0).await.unwrap(), b"blue");
+    let img = image("copy.img").expect("registered by its first commit");
+    assert_eq!((img.name.as_str(), img.disk_format.as_str()), ("Copied", "extdump"));
+    assert_eq!(img.properties.get("os").map(String::as_str), Some("linux"));
+    assert_ne!(fs.getxattr(a.ino, "user.pithos.uuid", 0).await.unwrap(), b"the-source's-uuid");
+
+    // rsync -aX: the attributes after the close, in name order.
+    write_file(&fs, dir, "later.img", b"disk2", 5).await;
+    let b = fs.lookup(dir, "later.img").await.unwrap();
+    for (k, v) in [
+        ("user.image.checksum", "c0ffee"),
+        ("user.image.container-format", "bare"),
+        ("user.image.is-public", "true"),
+        ("user.image.name", "Later"),
+        ("user.image.owner", "someone-else"),
+        ("user.meta.color", "red"),
+        ("user.pithos.version", "1"),
+    ] {
+        fs.setxattr(b.ino, k, v.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("{k}: {e}"));
+    }
+    let img = image("later.img").expect("registered by its name");
+    assert!(img.is_public && img.name == "Later", "{img:?}");
+    assert_eq!(fs.getxattr(b.ino, "user.meta.color", 0).await.unwrap(), b"red");
+
+    // A file this mount did not just make: a server-assigned attribute of another value is
+    // refused, image fields of an unregistered file too.
+    let other = Fs::new(Faulty::new(mem.clone()), FsOptions::default());
+    write_file(&other, container_ino(&other).await, "theirs", b"x", 1).await;
+    let t = fs.lookup(dir, "theirs").await.unwrap();
+    let e = fs.setxattr(t.ino, "user.pithos.uuid", b"other").await.unwrap_err();
+    assert_eq!(e.errno, libc::EPERM, "{e}");
+    let e = fs.setxattr(t.ino, "user.image.disk-format", b"extdump").await.unwrap_err();
+    assert_eq!(e.errno, libc::ENODATA, "{e}");
+}

@@ -93,6 +93,53 @@ fn object_xattrs(info: &ObjectInfo) -> Vec<(String, String)> {
     out
 }
 
+/// What setting (`Some`) or removing (`None`) `user.meta.KEY`, `user.pithos.sharing` or
+/// `user.pithos.public` of an object asks the server for; the other `user.pithos.*` are
+/// read-only.
+pub(super) fn object_change(name: &str, value: Option<String>) -> FsResult<ObjectUpdate> {
+    let bad = |why: String| FsError::new(libc::EINVAL, format!("{name}: {why}"));
+    let mut update = ObjectUpdate::default();
+    if let Some(key) = name.strip_prefix(META_XATTR) {
+        if key.is_empty() || key.len() > crate::api::pithos::MAX_META_KEY {
+            return Err(bad(format!(
+                "a metadata key has 1 to {} characters",
+                crate::api::pithos::MAX_META_KEY
+            )));
+        }
+        if !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(bad("a metadata key has letters, digits, '-' and '_' only".into()));
+        }
+        if value
+            .as_ref()
+            .is_some_and(|v| v.len() > crate::api::pithos::MAX_META_VALUE)
+        {
+            return Err(bad(format!(
+                "a value has at most {} bytes",
+                crate::api::pithos::MAX_META_VALUE
+            )));
+        }
+        update.meta.push((key.to_string(), value.filter(|v| !v.is_empty())));
+        return Ok(update);
+    }
+    match (name.strip_prefix(PITHOS_XATTR).unwrap_or(name), value) {
+        ("sharing", v) => {
+            let v = v.unwrap_or_default();
+            crate::api::pithos::Sharing::parse(&v).map_err(|e| bad(e.to_string()))?;
+            update.sharing = Some(v);
+        }
+        ("public", None) => update.public = Some(false),
+        ("public", Some(v)) => {
+            update.public = Some(match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" | "" => false,
+                _ => return Err(bad(format!("expected true or false, not {v:?}"))),
+            })
+        }
+        _ => return Err(FsError::new(libc::EPERM, format!("{name} is read-only"))),
+    }
+    Ok(update)
+}
+
 impl<S: Storage + Registry> Fs<S> {
     fn xattr_target(&self, ino: Ino) -> FsResult<Target> {
         let n = self.node(ino)?;
@@ -278,6 +325,9 @@ impl<S: Storage + Registry> Fs<S> {
                 return Ok(());
             }
         }
+        if self.copy_attribute(ino, name, value)? {
+            return Ok(());
+        }
         if name.starts_with(IMAGE_XATTR) {
             return self.set_image_xattr(ino, name, Some(value)).await;
         }
@@ -320,52 +370,14 @@ impl<S: Storage + Registry> Fs<S> {
                 path,
                 version: None,
             } => {
-                let mut update = ObjectUpdate::default();
-                if let Some(key) = name.strip_prefix(META_XATTR) {
-                    if key.is_empty() || key.len() > crate::api::pithos::MAX_META_KEY {
-                        return Err(bad(format!(
-                            "a metadata key has 1 to {} characters",
-                            crate::api::pithos::MAX_META_KEY
-                        )));
-                    }
-                    if !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                        return Err(bad("a metadata key has letters, digits, '-' and '_' only".into()));
-                    }
-                    if value
-                        .as_ref()
-                        .is_some_and(|v| v.len() > crate::api::pithos::MAX_META_VALUE)
-                    {
-                        return Err(bad(format!(
-                            "a value has at most {} bytes",
-                            crate::api::pithos::MAX_META_VALUE
-                        )));
-                    }
-                    if value.is_none() {
-                        let info = self.sh.storage.object_info(&container, &path, None).await?;
-                        let has = info.is_some_and(|i| i.meta.iter().any(|(k, _)| k.eq_ignore_ascii_case(key)));
-                        if !has {
-                            return Err(no_attr(name));
-                        }
-                    }
-                    update.meta.push((key.to_string(), value.filter(|v| !v.is_empty())));
-                } else {
-                    match (&name[PITHOS_XATTR.len()..], value) {
-                        ("sharing", v) => {
-                            let v = v.unwrap_or_default();
-                            crate::api::pithos::Sharing::parse(&v).map_err(|e| bad(e.to_string()))?;
-                            update.sharing = Some(v);
-                        }
-                        ("public", None) => update.public = Some(false),
-                        ("public", Some(v)) => {
-                            update.public = Some(match v.trim().to_ascii_lowercase().as_str() {
-                                "true" | "1" | "yes" => true,
-                                "false" | "0" | "no" | "" => false,
-                                _ => return Err(bad(format!("expected true or false, not {v:?}"))),
-                            })
-                        }
-                        _ => return Err(read_only()),
+                if let (Some(key), None) = (name.strip_prefix(META_XATTR), &value) {
+                    let info = self.sh.storage.object_info(&container, &path, None).await?;
+                    let has = info.is_some_and(|i| i.meta.iter().any(|(k, _)| k.eq_ignore_ascii_case(key)));
+                    if !has {
+                        return Err(no_attr(name));
                     }
                 }
+                let update = object_change(name, value)?;
                 self.sh.storage.update_object(&container, &path, &update).await?;
                 tracing::info!(container, path, attribute = name, "object attributes changed");
                 Ok(())
