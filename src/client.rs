@@ -14,37 +14,33 @@ use crate::api::plankton::Image;
 use bytes::Bytes;
 use std::future::Future;
 
+/// A failed storage or registry request: what kind of failure (all the filesystem acts on),
+/// which request, and what was seen. The core matches on `kind` only; HTTP statuses stay in
+/// the client.
 #[derive(Debug, thiserror::Error, Clone)]
-pub enum ClientError {
+#[error("{op}: {source}")]
+pub struct StorageError {
+    pub kind: ErrorKind,
+    /// The request (`GET /v1/ACCOUNT/c/o`), or the operation of a storage that is not HTTP.
+    pub op: String,
+    pub source: Cause,
+}
+
+/// What was seen of a failure.
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum Cause {
     /// The server answered with an error status.
-    #[error("{method} {path}: {status} {message}")]
-    Status {
-        method: String,
-        path: String,
-        status: u16,
-        message: String,
-    },
+    #[error("{status} {message}")]
+    Status { status: u16, message: String },
     /// No answer (after the retries).
-    #[error("{method} {path}: {message}")]
-    Network {
-        method: String,
-        path: String,
-        message: String,
-    },
+    #[error("{0}")]
+    Network(String),
     /// The answer did not make sense.
-    #[error("{method} {path}: unexpected reply: {message}")]
-    Protocol {
-        method: String,
-        path: String,
-        message: String,
-    },
+    #[error("unexpected reply: {0}")]
+    Protocol(String),
     /// A storage that is not HTTP failed (the core's in-memory fake, `fs/fake.rs`).
-    #[error("{op}: {kind:?}: {message}")]
-    Failed {
-        op: &'static str,
-        kind: ErrorKind,
-        message: String,
-    },
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// What went wrong, as the filesystem needs to know it (HTTP statuses stay in the client).
@@ -72,35 +68,75 @@ pub enum ErrorKind {
     Protocol,
 }
 
-impl ClientError {
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            ClientError::Status { status, .. } => Some(*status),
+/// DESIGN.md's statuses as kinds.
+fn kind_of_status(status: u16) -> ErrorKind {
+    match status {
+        401 => ErrorKind::Unauthorized,
+        403 => ErrorKind::Forbidden,
+        404 => ErrorKind::NotFound,
+        409 => ErrorKind::Conflict,
+        412 => ErrorKind::ConditionFailed,
+        413 => ErrorKind::QuotaExceeded,
+        400 | 416 | 422 => ErrorKind::Invalid,
+        405 | 501 => ErrorKind::Unsupported,
+        _ => ErrorKind::Unavailable,
+    }
+}
+
+impl StorageError {
+    /// The server refused `method path` with `status`.
+    pub fn status(method: &str, path: &str, status: u16, message: impl Into<String>) -> StorageError {
+        StorageError {
+            kind: kind_of_status(status),
+            op: format!("{method} {path}"),
+            source: Cause::Status {
+                status,
+                message: message.into(),
+            },
+        }
+    }
+
+    /// `method path` got no answer.
+    pub fn network(method: &str, path: &str, message: impl Into<String>) -> StorageError {
+        StorageError {
+            kind: ErrorKind::Unavailable,
+            op: format!("{method} {path}"),
+            source: Cause::Network(message.into()),
+        }
+    }
+
+    /// `method path` got an answer that makes no sense.
+    pub fn protocol(method: &str, path: &str, message: impl ToString) -> StorageError {
+        StorageError {
+            kind: ErrorKind::Protocol,
+            op: format!("{method} {path}"),
+            source: Cause::Protocol(message.to_string()),
+        }
+    }
+
+    /// A storage that is not HTTP failed `op` so.
+    pub fn failed(op: &str, kind: ErrorKind, message: impl Into<String>) -> StorageError {
+        StorageError {
+            kind,
+            op: op.to_string(),
+            source: Cause::Failed(format!("{kind:?}: {}", message.into())),
+        }
+    }
+
+    /// The status the server answered, if it answered one.
+    pub fn http_status(&self) -> Option<u16> {
+        match self.source {
+            Cause::Status { status, .. } => Some(status),
             _ => None,
         }
     }
 
     pub fn kind(&self) -> ErrorKind {
-        match self {
-            ClientError::Status { status, .. } => match status {
-                401 => ErrorKind::Unauthorized,
-                403 => ErrorKind::Forbidden,
-                404 => ErrorKind::NotFound,
-                409 => ErrorKind::Conflict,
-                412 => ErrorKind::ConditionFailed,
-                413 => ErrorKind::QuotaExceeded,
-                400 | 416 | 422 => ErrorKind::Invalid,
-                405 | 501 => ErrorKind::Unsupported,
-                _ => ErrorKind::Unavailable,
-            },
-            ClientError::Network { .. } => ErrorKind::Unavailable,
-            ClientError::Protocol { .. } => ErrorKind::Protocol,
-            ClientError::Failed { kind, .. } => *kind,
-        }
+        self.kind
     }
 }
 
-pub type Result<T> = std::result::Result<T, ClientError>;
+pub type Result<T> = std::result::Result<T, StorageError>;
 
 /// An error with its causes (reqwest's own message leaves out why a connection failed).
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {

@@ -614,9 +614,21 @@ fn copies_out_and_back_keep_attributes_quietly(peer: Peer) {
     let p = m.path("pithos").display().to_string();
     let log_before = m.log().len();
     for (what, cmd, path) in [
-        ("cp -a", format!("cp -a --preserve=xattr '{o}/cp.img' '{p}/cp-new.img'"), "pithos/cp-new.img"),
-        ("rsync -aX", format!("rsync -aX '{o}/rsync.img' '{p}/rsync-new.img'"), "pithos/rsync-new.img"),
-        ("tar --xattrs", format!("tar --xattrs -C '{p}/untar-all' -xf '{o}/rt.tar'"), "pithos/untar-all/rt.img"),
+        (
+            "cp -a",
+            format!("cp -a --preserve=xattr '{o}/cp.img' '{p}/cp-new.img'"),
+            "pithos/cp-new.img",
+        ),
+        (
+            "rsync -aX",
+            format!("rsync -aX '{o}/rsync.img' '{p}/rsync-new.img'"),
+            "pithos/rsync-new.img",
+        ),
+        (
+            "tar --xattrs",
+            format!("tar --xattrs -C '{p}/untar-all' -xf '{o}/rt.tar'"),
+            "pithos/untar-all/rt.img",
+        ),
     ] {
         let (rc, err) = status_and_stderr(&cmd);
         assert_eq!((rc, err.as_str()), (0, ""), "{what} into a new file");

@@ -110,12 +110,7 @@ impl PithosClient {
                 Ok(r) => {
                     let status = r.status().as_u16();
                     let message = fault_text(r).await;
-                    return Err(ClientError::Status {
-                        method: method.to_string(),
-                        path,
-                        status,
-                        message,
-                    });
+                    return Err(StorageError::status(method.as_str(), &path, status, message));
                 }
                 Err(e) => {
                     last = error_chain(&e);
@@ -132,11 +127,7 @@ impl PithosClient {
                 backoff *= 2;
             }
         }
-        Err(ClientError::Network {
-            method: method.to_string(),
-            path,
-            message: last,
-        })
+        Err(StorageError::network(method.as_str(), &path, last))
     }
 }
 
@@ -160,11 +151,11 @@ pub(super) async fn body_upto(mut r: Response, max: usize, method: &str, path: &
     }
     // (sized once from the announced length: a 4 MiB block is copied once, not regrown)
     let mut buf = bytes::BytesMut::with_capacity(r.content_length().unwrap_or(0) as usize);
-    while let Some(chunk) = r.chunk().await.map_err(|e| ClientError::Network {
-        method: method.into(),
-        path: path.into(),
-        message: error_chain(&e),
-    })? {
+    while let Some(chunk) = r
+        .chunk()
+        .await
+        .map_err(|e| StorageError::network(method, path, error_chain(&e)))?
+    {
         if buf.len() + chunk.len() > max {
             return Err(protocol(
                 method,
@@ -192,11 +183,11 @@ pub(super) async fn json_upto<T: serde::de::DeserializeOwned>(
 async fn body_prefix(mut r: Response, n: usize, method: &str, path: &str) -> Result<Bytes> {
     let mut buf = bytes::BytesMut::with_capacity(n.min(crate::api::hashing::BLOCK_SIZE));
     while buf.len() < n {
-        match r.chunk().await.map_err(|e| ClientError::Network {
-            method: method.into(),
-            path: path.into(),
-            message: error_chain(&e),
-        })? {
+        match r
+            .chunk()
+            .await
+            .map_err(|e| StorageError::network(method, path, error_chain(&e)))?
+        {
             Some(chunk) => buf.extend_from_slice(&chunk[..chunk.len().min(n - buf.len())]),
             None => break,
         }
@@ -212,12 +203,8 @@ async fn fault_text(r: Response) -> String {
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string())
 }
 
-fn protocol(method: &str, path: &str, message: impl ToString) -> ClientError {
-    ClientError::Protocol {
-        method: method.into(),
-        path: path.into(),
-        message: message.to_string(),
-    }
+fn protocol(method: &str, path: &str, message: impl ToString) -> StorageError {
+    StorageError::protocol(method, path, message)
 }
 
 fn header_u64(r: &Response, name: &str) -> u64 {
@@ -285,7 +272,7 @@ impl Storage for PithosClient {
     async fn container_exists(&self, name: &str) -> Result<bool> {
         match self.send(Method::HEAD, self.url(name, ""), &[200, 204], |b| b).await {
             Ok(_) => Ok(true),
-            Err(ClientError::Status { status: 404, .. }) => Ok(false),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -501,7 +488,7 @@ impl Storage for PithosClient {
         }
         let r = match self.send(Method::HEAD, url, &[200], |b| b).await {
             Ok(r) => r,
-            Err(ClientError::Status { status: 404, .. }) => return Ok(None),
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
         let h = |n: &str| {

@@ -19,11 +19,11 @@ impl PithosClient {
     fn images_url(&self, rest: &str) -> Result<String> {
         match &self.images {
             Some(base) => Ok(format!("{base}/{rest}")),
-            None => Err(ClientError::Protocol {
-                method: "-".into(),
-                path: rest.into(),
-                message: "the cloud's catalog has no image service".into(),
-            }),
+            None => Err(StorageError::protocol(
+                "-",
+                rest,
+                "the cloud's catalog has no image service",
+            )),
         }
     }
 }
@@ -40,11 +40,7 @@ impl PithosClient {
                 b.header("content-length", "0")
             })
             .await?;
-        image_headers(&r).ok_or_else(|| ClientError::Protocol {
-            method: method.to_string(),
-            path: url,
-            message: "no image id in the reply".into(),
-        })
+        image_headers(&r).ok_or_else(|| StorageError::protocol(method.as_str(), &url, "no image id in the reply"))
     }
 
     /// Register and update merge the properties they are sent into those already there (as
@@ -74,7 +70,7 @@ impl Registry for PithosClient {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string(),
-            Err(ClientError::Status { status: 404, .. }) => return Ok(None),
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
         if uuid.is_empty() {
@@ -83,7 +79,7 @@ impl Registry for PithosClient {
         let url = self.images_url(&format!("images/{}", encode(&uuid)))?;
         match self.send(Method::HEAD, url, &[200], |b| b).await {
             Ok(r) => Ok(image_headers(&r)),
-            Err(ClientError::Status { status: 404, .. }) => Ok(None),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -150,7 +146,8 @@ impl Registry for PithosClient {
     async fn unregister(&self, id: &str) -> Result<()> {
         let url = self.images_url(&format!("images/{}", encode(id)))?;
         match self.send(Method::DELETE, url, &[200, 204], |b| b).await {
-            Ok(_) | Err(ClientError::Status { status: 404, .. }) => Ok(()),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         }
     }

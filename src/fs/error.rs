@@ -1,7 +1,7 @@
 //! The filesystem's one error: an errno, a message with the request and the server's reason,
 //! and the log level it deserves. The error kind → errno table lives here, once (DESIGN.md "Errors").
 
-use crate::client::{ClientError, ErrorKind};
+use crate::client::{ErrorKind, StorageError};
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -48,8 +48,8 @@ pub fn errno_of(kind: ErrorKind) -> i32 {
     }
 }
 
-impl From<ClientError> for FsError {
-    fn from(e: ClientError) -> FsError {
+impl From<StorageError> for FsError {
+    fn from(e: StorageError) -> FsError {
         let mut message = e.to_string();
         if e.kind() == ErrorKind::Unauthorized {
             message.push_str(" (the token was refused: is it expired or revoked?)");
@@ -63,15 +63,7 @@ mod tests {
     use super::*;
 
     fn errno_of_status(status: u16) -> i32 {
-        errno_of(
-            ClientError::Status {
-                method: "GET".into(),
-                path: "/".into(),
-                status,
-                message: String::new(),
-            }
-            .kind(),
-        )
+        errno_of(StorageError::status("GET", "/", status, "").kind)
     }
 
     #[test]
@@ -84,11 +76,6 @@ mod tests {
         assert_eq!(errno_of_status(400), libc::EINVAL);
         assert_eq!(errno_of_status(416), libc::EINVAL);
         assert_eq!(errno_of_status(503), libc::EIO);
-        let network = ClientError::Network {
-            method: "GET".into(),
-            path: "/".into(),
-            message: "refused".into(),
-        };
-        assert_eq!(errno_of(network.kind()), libc::EIO);
+        assert_eq!(errno_of(StorageError::network("GET", "/", "refused").kind), libc::EIO);
     }
 }

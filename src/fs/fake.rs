@@ -8,8 +8,8 @@ use crate::api::hashing::{block_hash, block_len, BlockHash};
 use crate::api::metafile::Registration;
 use crate::api::plankton::Image;
 use crate::client::{
-    AccountStat, ClientError, ContainerInfo, ContainerStat, ErrorKind, Listed, ObjectInfo, ObjectStat, ObjectUpdate,
-    PutOutcome, Registry, Result, Storage,
+    AccountStat, ContainerInfo, ContainerStat, ErrorKind, Listed, ObjectInfo, ObjectStat, ObjectUpdate, PutOutcome,
+    Registry, Result, Storage, StorageError,
 };
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
@@ -17,12 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-fn not_found() -> ClientError {
-    ClientError::Failed {
-        op: "mem",
-        kind: ErrorKind::NotFound,
-        message: "no such object".into(),
-    }
+fn not_found() -> StorageError {
+    StorageError::failed("mem", ErrorKind::NotFound, "no such object")
 }
 
 /// `(container, name)` → `(size, hashes, version, content type)`
@@ -557,11 +553,11 @@ impl<S> Faulty<S> {
             .find(|r| r.op == op && nth >= r.skip && nth - r.skip < r.count)
             .map(|r| r.kind);
         match failing {
-            Some(kind) => Err(ClientError::Failed {
-                op: "faulty",
+            Some(kind) => Err(StorageError::failed(
+                "faulty",
                 kind,
-                message: format!("injected failure of call {} of {op:?}", nth + 1),
-            }),
+                format!("injected failure of call {} of {op:?}", nth + 1),
+            )),
             None => Ok(()),
         }
     }

@@ -7,7 +7,7 @@ use super::error::{FsError, FsResult};
 use super::{Fs, Ino, Kind, Loc};
 use crate::api::metafile::{self, MetafileError, Registration};
 use crate::api::plankton::{self, Image};
-use crate::client::{ClientError, Registry, Storage};
+use crate::client::{Cause, Registry, Storage, StorageError};
 use bytes::Bytes;
 
 /// The extended attribute that tells why the last commit of a `.meta` file failed.
@@ -416,10 +416,10 @@ impl<S: Storage + Registry> Fs<S> {
 }
 
 /// The registry's own words where it gave some.
-fn registry_reason(e: &ClientError) -> String {
-    match e {
-        ClientError::Status { status, message, .. } => format!("the registry refused ({status}): {message}"),
-        other => other.to_string(),
+fn registry_reason(e: &StorageError) -> String {
+    match &e.source {
+        Cause::Status { status, message } => format!("the registry refused ({status}): {message}"),
+        _ => e.to_string(),
     }
 }
 

@@ -1099,7 +1099,10 @@ async fn a_copy_with_its_attributes_lands_quietly_on_a_new_file() {
             .unwrap_or_else(|e| panic!("{k}: {e}"));
     }
     // A value the server would refuse is refused at once, as on any file.
-    let e = fs.setxattr(a.ino, "user.image.disk-format", b"floppy").await.unwrap_err();
+    let e = fs
+        .setxattr(a.ino, "user.image.disk-format", b"floppy")
+        .await
+        .unwrap_err();
     assert_eq!(e.errno, libc::EINVAL, "{e}");
     assert_eq!(image("copy.img"), None, "nothing registered before the content is");
     fs.release(fh).await.unwrap();
@@ -1108,7 +1111,10 @@ async fn a_copy_with_its_attributes_lands_quietly_on_a_new_file() {
     let img = image("copy.img").expect("registered by its first commit");
     assert_eq!((img.name.as_str(), img.disk_format.as_str()), ("Copied", "extdump"));
     assert_eq!(img.properties.get("os").map(String::as_str), Some("linux"));
-    assert_ne!(fs.getxattr(a.ino, "user.pithos.uuid", 0).await.unwrap(), b"the-source's-uuid");
+    assert_ne!(
+        fs.getxattr(a.ino, "user.pithos.uuid", 0).await.unwrap(),
+        b"the-source's-uuid"
+    );
 
     // rsync -aX: the attributes after the close, in name order.
     write_file(&fs, dir, "later.img", b"disk2", 5).await;
@@ -1137,6 +1143,9 @@ async fn a_copy_with_its_attributes_lands_quietly_on_a_new_file() {
     let t = fs.lookup(dir, "theirs").await.unwrap();
     let e = fs.setxattr(t.ino, "user.pithos.uuid", b"other").await.unwrap_err();
     assert_eq!(e.errno, libc::EPERM, "{e}");
-    let e = fs.setxattr(t.ino, "user.image.disk-format", b"extdump").await.unwrap_err();
+    let e = fs
+        .setxattr(t.ino, "user.image.disk-format", b"extdump")
+        .await
+        .unwrap_err();
     assert_eq!(e.errno, libc::ENODATA, "{e}");
 }
