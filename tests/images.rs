@@ -664,8 +664,13 @@ fn copies_out_and_back_keep_attributes_quietly(peer: Peer) {
     let log = m.log()[log_before..].to_string();
     assert!(!log.contains("errno="), "the copies failed nowhere:\n{log}");
 
-    // A file this mount did not just make: another value of a read-only attribute is still
-    // refused.
+    // Another process than the copy's (setfattr after it): another value of a read-only
+    // attribute is still refused, on a file just copied in as on one made elsewhere.
+    for f in [m.path("pithos/cp-new.img"), img.clone()] {
+        let f = f.display();
+        let (rc, err) = status_and_stderr(&format!("setfattr -n user.pithos.uuid -v other '{f}'"));
+        assert!(rc != 0 && err.contains("not permitted"), "{f}: {rc} {err}");
+    }
     api.put("pithos/theirs.img", b"made elsewhere");
     let theirs = m.path("pithos/theirs.img").display().to_string();
     let (rc, err) = status_and_stderr(&format!("setfattr -n user.pithos.uuid -v other '{theirs}'"));

@@ -113,7 +113,7 @@ impl<S: Storage + Registry> Fs<S> {
                 return Err(e);
             }
         };
-        self.mark_fresh(w.ino);
+        self.committed_here(w.ino);
         let size = state.size;
         if let Some(node) = self.nodes().by_ino.get_mut(&w.ino) {
             node.size = size;

@@ -305,7 +305,10 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
             name_str(name).and_then(|n| self.rt.block_on(self.fs.make_file(parent.0, n)))
         };
         match r {
-            Ok(a) => reply.entry(&self.ttl_of(a.ino), &file_attr(&a), Generation(0)),
+            Ok(a) => {
+                self.fs.written_by(a.ino, req.pid());
+                reply.entry(&self.ttl_of(a.ino), &file_attr(&a), Generation(0))
+            }
             Err(e) => reply.error(fail("mknod", parent.0, req, &e)),
         }
     }
@@ -313,7 +316,10 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
         let r = name_str(name).and_then(|n| self.rt.block_on(self.fs.mkdir(parent.0, n)));
         match r {
-            Ok(a) => reply.entry(&self.ttl(), &file_attr(&a), Generation(0)),
+            Ok(a) => {
+                self.fs.written_by(a.ino, req.pid());
+                reply.entry(&self.ttl(), &file_attr(&a), Generation(0))
+            }
             Err(e) => reply.error(fail("mkdir", parent.0, req, &e)),
         }
     }
@@ -381,7 +387,12 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.rt.block_on(self.fs.open(ino.0, flags.0)) {
-            Ok(fh) => reply.opened(FileHandle(fh), self.open_flags(ino.0, fh)),
+            Ok(fh) => {
+                if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+                    self.fs.written_by(ino.0, req.pid());
+                }
+                reply.opened(FileHandle(fh), self.open_flags(ino.0, fh))
+            }
             Err(e) => reply.error(fail("open", ino.0, req, &e)),
         }
     }
@@ -398,13 +409,16 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
     ) {
         let r = name_str(name).and_then(|n| self.rt.block_on(self.fs.create(parent.0, n, flags)));
         match r {
-            Ok((a, fh)) => reply.created(
-                &self.ttl_of(a.ino),
-                &file_attr(&a),
-                Generation(0),
-                FileHandle(fh),
-                self.open_flags(a.ino, fh),
-            ),
+            Ok((a, fh)) => {
+                self.fs.written_by(a.ino, req.pid());
+                reply.created(
+                    &self.ttl_of(a.ino),
+                    &file_attr(&a),
+                    Generation(0),
+                    FileHandle(fh),
+                    self.open_flags(a.ino, fh),
+                )
+            }
             Err(e) => reply.error(fail("create", parent.0, req, &e)),
         }
     }
@@ -551,7 +565,7 @@ impl<S: Storage + Registry> Filesystem for FuseFs<S> {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        match name_str(name).and_then(|n| self.rt.block_on(self.fs.setxattr(ino.0, n, value))) {
+        match name_str(name).and_then(|n| self.rt.block_on(self.fs.setxattr(ino.0, n, value, req.pid()))) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(fail("setxattr", ino.0, req, &e)),
         }

@@ -310,7 +310,7 @@ impl<S: Storage + Registry> Fs<S> {
     /// Sets (`Some`) or removes (`None`) a `user.image.*` attribute: the registry changes as
     /// with kamaki's `image modify`. Setting `user.image.name` on an unregistered file
     /// registers it (without a metafile).
-    pub async fn set_image_xattr(&self, ino: Ino, name: &str, value: Option<&[u8]>) -> FsResult<()> {
+    pub async fn set_image_xattr(&self, ino: Ino, name: &str, value: Option<&[u8]>, pid: u32) -> FsResult<()> {
         if self.sh.opts.read_only {
             return Err(FsError::new(libc::EROFS, "read-only mount"));
         }
@@ -339,7 +339,7 @@ impl<S: Storage + Registry> Fs<S> {
                 }
                 // A copy (rsync -aX, tar --xattrs) writes the image's fields in listing
                 // order: they wait for the name.
-                (_, Some(v)) if self.is_fresh(ino) => self.hold_image_field(ino, name, field, v),
+                (_, Some(v)) if self.is_fresh(ino, pid) => self.hold_image_field(ino, name, field, v),
                 _ => Err(FsError::new(
                     libc::ENODATA,
                     format!("{container}/{image} is not a registered image (set user.image.name to register it)"),

@@ -28,7 +28,6 @@ impl<S: Storage + Registry> Fs<S> {
         }
         let ino = self.remember(parent, name, Kind::Dir, 0, now_micros(), 0);
         self.count_lookup(ino);
-        self.mark_fresh(ino);
         Ok(self.attr_of(ino, &self.node(ino)?))
     }
 

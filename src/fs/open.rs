@@ -146,7 +146,6 @@ impl<S: Storage + Registry> Fs<S> {
             );
             ino
         };
-        self.mark_fresh(ino);
         let state = WriteState::emptied_at_open(&container, vec![], crate::api::pithos::OCTET_STREAM.to_string());
         let fh = self.add_handle(Handle::Write(Box::new(WriteHandle::new(ino, state))));
         Ok((self.attr_of(ino, &self.node(ino)?), fh))

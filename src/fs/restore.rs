@@ -4,8 +4,10 @@
 //! `rsync` after it (on its temporary name), `tar` between `mknod` and the data; and
 //! `user.image.*` in listing order, where `name` (which registers) need not come first.
 //!
-//! A file is *fresh* while open for writing here, and for [`FRESH_FOR`] after this mount
-//! created it or committed it. On a fresh file:
+//! A file is *fresh* for the process that created it here or opened it for writing here
+//! (the copy tool: each of them sets the attributes itself), while it is open for writing
+//! and for [`FRESH_FOR`] after its creation or its last commit. For that process only (a
+//! `setfattr` run after the copy is another process), on a fresh file:
 //! - a server-assigned attribute is the source's, and the new object has its own: the write
 //!   succeeds and changes nothing;
 //! - a settable attribute written before the first commit is held and goes with it (user
@@ -51,6 +53,8 @@ impl Held {
 #[derive(Debug)]
 pub(super) struct Fresh {
     since: Instant,
+    /// The process that created the file or opened it for writing.
+    pid: u32,
     held: Held,
 }
 
@@ -110,8 +114,8 @@ impl<S: Storage + Registry> Fs<S> {
         self.fresh.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `ino` was created or committed here just now.
-    pub(super) fn mark_fresh(&self, ino: Ino) {
+    /// Process `pid` created `ino` here or opened it for writing (the FUSE adapter says so).
+    pub fn written_by(&self, ino: Ino, pid: u32) {
         let mut fresh = self.fresh();
         if fresh.len() >= REMEMBERED && !fresh.contains_key(&ino) {
             fresh.retain(|_, f| f.since.elapsed() < FRESH_FOR);
@@ -119,25 +123,35 @@ impl<S: Storage + Registry> Fs<S> {
                 fresh.retain(|_, f| !f.held.is_empty());
             }
         }
-        fresh
-            .entry(ino)
-            .and_modify(|f| f.since = Instant::now())
-            .or_insert_with(|| Fresh {
-                since: Instant::now(),
-                held: Held::default(),
-            });
+        let f = fresh.entry(ino).or_insert_with(|| Fresh {
+            since: Instant::now(),
+            pid,
+            held: Held::default(),
+        });
+        f.since = Instant::now();
+        f.pid = pid;
     }
 
-    pub(super) fn is_fresh(&self, ino: Ino) -> bool {
-        let recent = self.fresh().get(&ino).is_some_and(|f| f.since.elapsed() < FRESH_FOR);
+    /// `ino` was committed just now: its window starts again.
+    pub(super) fn committed_here(&self, ino: Ino) {
+        if let Some(f) = self.fresh().get_mut(&ino) {
+            f.since = Instant::now();
+        }
+    }
+
+    pub(super) fn is_fresh(&self, ino: Ino, pid: u32) -> bool {
+        let recent = match self.fresh().get(&ino) {
+            Some(f) if pid != 0 && f.pid == pid => f.since.elapsed() < FRESH_FOR,
+            _ => return false,
+        };
         recent || !self.writers_of(ino).is_empty()
     }
 
     /// On a fresh file, a copy's attribute that is not set at once: `Ok(true)` when it is
     /// taken care of (ignored, or held for the first commit), `Ok(false)` when it is set as
     /// usual.
-    pub(super) fn copy_attribute(&self, ino: Ino, name: &str, value: &[u8]) -> FsResult<bool> {
-        if !self.is_fresh(ino) {
+    pub(super) fn copy_attribute(&self, ino: Ino, name: &str, value: &[u8], pid: u32) -> FsResult<bool> {
+        if !self.is_fresh(ino, pid) {
             return Ok(false);
         }
         if server_assigned(name) {
@@ -161,11 +175,10 @@ impl<S: Storage + Registry> Fs<S> {
         } else if name.starts_with("user.pithos.") || name.starts_with("user.meta.") {
             let change = object_change(name, Some(text))?;
             let mut fresh = self.fresh();
-            let held = &mut fresh.entry(ino).or_insert_with(|| Fresh {
-                since: Instant::now(),
-                held: Held::default(),
-            });
-            let object = &mut held.held.object;
+            let Some(f) = fresh.get_mut(&ino) else {
+                return Ok(false);
+            };
+            let object = &mut f.held.object;
             object
                 .meta
                 .retain(|(k, _)| !change.meta.iter().any(|(c, _)| c.eq_ignore_ascii_case(k)));
@@ -183,10 +196,12 @@ impl<S: Storage + Registry> Fs<S> {
     pub(super) fn hold_image_field(&self, ino: Ino, name: &str, field: &str, text: String) -> FsResult<()> {
         apply_image_field(&mut Image::default(), name, field, Some(text.clone()))?;
         let mut fresh = self.fresh();
-        let f = fresh.entry(ino).or_insert_with(|| Fresh {
-            since: Instant::now(),
-            held: Held::default(),
-        });
+        let Some(f) = fresh.get_mut(&ino) else {
+            return Err(FsError::new(
+                libc::ENODATA,
+                format!("{name}: the file is no longer new here"),
+            ));
+        };
         f.held.image.retain(|(k, _)| k != field);
         f.held.image.push((field.to_string(), text));
         Ok(())
@@ -204,12 +219,9 @@ impl<S: Storage + Registry> Fs<S> {
         if held.is_empty() {
             return;
         }
-        let mut fresh = self.fresh();
-        let f = fresh.entry(ino).or_insert_with(|| Fresh {
-            since: Instant::now(),
-            held: Held::default(),
-        });
-        f.held = held;
+        if let Some(f) = self.fresh().get_mut(&ino) {
+            f.held = held;
+        }
     }
 
     /// Registers `container/image` as `name` with the image fields held for `ino`.

@@ -390,7 +390,7 @@ async fn a_listing_answers_the_same_process_until_something_changes() {
     assert_eq!(name(0).await, "Elsewhere", "no process known, no snapshot");
     // A change through the mount ends the snapshot at once.
     fs.listxattr(ino, 7).await.unwrap();
-    fs.setxattr(ino, "user.image.name", b"Set").await.unwrap();
+    fs.setxattr(ino, "user.image.name", b"Set", 0).await.unwrap();
     assert_eq!(name(7).await, "Set");
     fs.listxattr(ino, 7).await.unwrap();
     write_file(&fs, dir, "d.img.meta", br#"{"name": "Saved"}"#, 3).await;
@@ -700,7 +700,7 @@ async fn a_rewrite_keeps_the_user_metadata() {
     let dir = container_ino(&fs).await;
     write_file(&fs, dir, "f", b"one", 3).await;
     let a = fs.lookup(dir, "f").await.unwrap();
-    fs.setxattr(a.ino, "user.meta.color", b"blue").await.unwrap();
+    fs.setxattr(a.ino, "user.meta.color", b"blue", 0).await.unwrap();
     let fh = fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
     fs.write(fh, 0, b"two").await.unwrap();
     fs.release(fh).await.unwrap();
@@ -1079,9 +1079,12 @@ async fn a_copy_with_its_attributes_lands_quietly_on_a_new_file() {
             .get(&("c".to_string(), name.to_string()))
             .cloned()
     };
-    // cp -a: the data, then every attribute before the close, server-assigned ones too, the
-    // image's fields before its name.
+    // cp -a (process 77): the data, then every attribute before the close, server-assigned
+    // ones too, the image's fields before its name. (The FUSE adapter says who created a
+    // file or opened it for writing.)
+    const CP: u32 = 77;
     let (a, fh) = fs.create(dir, "copy.img", libc::O_WRONLY).await.unwrap();
+    fs.written_by(a.ino, CP);
     fs.write(fh, 0, b"disk").await.unwrap();
     for (k, v) in [
         ("user.image.id", "the-source's-id"),
@@ -1094,13 +1097,13 @@ async fn a_copy_with_its_attributes_lands_quietly_on_a_new_file() {
         ("user.image.name", "Copied"),
         ("user.image.size", "123"),
     ] {
-        fs.setxattr(a.ino, k, v.as_bytes())
+        fs.setxattr(a.ino, k, v.as_bytes(), CP)
             .await
             .unwrap_or_else(|e| panic!("{k}: {e}"));
     }
     // A value the server would refuse is refused at once, as on any file.
     let e = fs
-        .setxattr(a.ino, "user.image.disk-format", b"floppy")
+        .setxattr(a.ino, "user.image.disk-format", b"floppy", CP)
         .await
         .unwrap_err();
     assert_eq!(e.errno, libc::EINVAL, "{e}");
@@ -1117,8 +1120,14 @@ async fn a_copy_with_its_attributes_lands_quietly_on_a_new_file() {
     );
 
     // rsync -aX: the attributes after the close, in name order.
-    write_file(&fs, dir, "later.img", b"disk2", 5).await;
-    let b = fs.lookup(dir, "later.img").await.unwrap();
+    const RSYNC: u32 = 78;
+    let (b, fh) = fs.create(dir, "later.img", libc::O_WRONLY).await.unwrap();
+    fs.written_by(b.ino, RSYNC);
+    fs.write(fh, 0, b"disk2").await.unwrap();
+    fs.release(fh).await.unwrap();
+    // Another process (setfattr after the copy) gets the usual answer.
+    let e = fs.setxattr(b.ino, "user.pithos.uuid", b"other", CP).await.unwrap_err();
+    assert_eq!(e.errno, libc::EPERM, "{e}");
     for (k, v) in [
         ("user.image.checksum", "c0ffee"),
         ("user.image.container-format", "bare"),
@@ -1128,7 +1137,7 @@ async fn a_copy_with_its_attributes_lands_quietly_on_a_new_file() {
         ("user.meta.color", "red"),
         ("user.pithos.version", "1"),
     ] {
-        fs.setxattr(b.ino, k, v.as_bytes())
+        fs.setxattr(b.ino, k, v.as_bytes(), RSYNC)
             .await
             .unwrap_or_else(|e| panic!("{k}: {e}"));
     }
@@ -1141,10 +1150,10 @@ async fn a_copy_with_its_attributes_lands_quietly_on_a_new_file() {
     let other = Fs::new(Faulty::new(mem.clone()), FsOptions::default());
     write_file(&other, container_ino(&other).await, "theirs", b"x", 1).await;
     let t = fs.lookup(dir, "theirs").await.unwrap();
-    let e = fs.setxattr(t.ino, "user.pithos.uuid", b"other").await.unwrap_err();
+    let e = fs.setxattr(t.ino, "user.pithos.uuid", b"other", CP).await.unwrap_err();
     assert_eq!(e.errno, libc::EPERM, "{e}");
     let e = fs
-        .setxattr(t.ino, "user.image.disk-format", b"extdump")
+        .setxattr(t.ino, "user.image.disk-format", b"extdump", CP)
         .await
         .unwrap_err();
     assert_eq!(e.errno, libc::ENODATA, "{e}");

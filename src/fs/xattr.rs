@@ -311,7 +311,8 @@ impl<S: Storage + Registry> Fs<S> {
         Ok(names)
     }
 
-    pub async fn setxattr(&self, ino: Ino, name: &str, value: &[u8]) -> FsResult<()> {
+    /// Sets an attribute for process `pid` (0: unknown).
+    pub async fn setxattr(&self, ino: Ino, name: &str, value: &[u8], pid: u32) -> FsResult<()> {
         self.forget_xattr_snapshot();
         if !name.starts_with("user.") {
             return Err(not_supported(name));
@@ -325,11 +326,11 @@ impl<S: Storage + Registry> Fs<S> {
                 return Ok(());
             }
         }
-        if self.copy_attribute(ino, name, value)? {
+        if self.copy_attribute(ino, name, value, pid)? {
             return Ok(());
         }
         if name.starts_with(IMAGE_XATTR) {
-            return self.set_image_xattr(ino, name, Some(value)).await;
+            return self.set_image_xattr(ino, name, Some(value), pid).await;
         }
         if name.starts_with(PITHOS_XATTR) || name.starts_with(META_XATTR) {
             let value = text_of(name, value)?;
@@ -347,7 +348,7 @@ impl<S: Storage + Registry> Fs<S> {
     pub async fn removexattr(&self, ino: Ino, name: &str) -> FsResult<()> {
         self.forget_xattr_snapshot();
         if name.starts_with(IMAGE_XATTR) {
-            return self.set_image_xattr(ino, name, None).await;
+            return self.set_image_xattr(ino, name, None, 0).await;
         }
         if name.starts_with(PITHOS_XATTR) || name.starts_with(META_XATTR) {
             return self.set_pithos_xattr(ino, name, None).await;
