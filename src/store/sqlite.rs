@@ -22,11 +22,12 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+mod counts;
 mod gc;
 mod refs;
 mod tokens;
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = r#"
 CREATE TABLE users (uuid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL UNIQUE,
@@ -168,6 +169,9 @@ impl SqliteStore {
             }
             if v < 4 {
                 tokens::migrate_to_4(&tx)?;
+            }
+            if v < 5 {
+                counts::migrate_to_5(&tx)?;
             }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
@@ -421,15 +425,6 @@ fn check_precondition(cur: Option<&ObjectInfo>, cond: &Precondition) -> Result<(
     Ok(())
 }
 
-fn container_bytes(c: &Connection, container: i64) -> Result<u64> {
-    let b: i64 = c.query_row(
-        "SELECT COALESCE(SUM(v.size), 0) FROM paths p JOIN versions v ON v.id = p.latest WHERE p.container = ?1",
-        [container],
-        |r| r.get(0),
-    )?;
-    Ok(b as u64)
-}
-
 /// Refuses a write that grows the container's object bytes past its quota (the account's
 /// quota counts stored blocks: [`check_account_quota`]).
 fn check_quota(c: &Connection, ctx: &PathCtx, old_size: u64, new_size: u64) -> Result<()> {
@@ -437,7 +432,7 @@ fn check_quota(c: &Connection, ctx: &PathCtx, old_size: u64, new_size: u64) -> R
         return Ok(());
     }
     let growth = new_size - old_size;
-    if ctx.container.quota > 0 && container_bytes(c, ctx.container.id)? + growth > ctx.container.quota {
+    if ctx.container.quota > 0 && counts::of(c, ctx.container.id)?.1 + growth > ctx.container.quota {
         return Err(StoreError::QuotaExceeded);
     }
     Ok(())
@@ -498,7 +493,14 @@ fn commit_version(c: &Connection, ctx: &PathCtx, pid: i64, d: &VersionData, meta
     let vid = c.last_insert_rowid();
     write_attrs(c, vid, DOMAIN_PITHOS, meta)?;
     write_attrs(c, vid, DOMAIN_PLANKTON, image)?;
+    let before: Option<i64> = c
+        .prepare_cached("SELECT latest FROM paths WHERE id = ?1")?
+        .query_row([pid], |r| r.get(0))?;
+    if let Some(old) = before {
+        counts::current_changes(c, ctx.container.id, old, -1)?;
+    }
     c.execute("UPDATE paths SET latest = ?1 WHERE id = ?2", params![vid, pid])?;
+    counts::current_changes(c, ctx.container.id, vid, 1)?;
     if ctx.container.versioning == Versioning::None {
         purge_history(c, pid, Some(vid))?;
     }
@@ -537,6 +539,7 @@ fn delete_path(c: &Connection, ctx: &PathCtx, pid: i64, row: &Row, by: &str) -> 
          VALUES (?1, ?2, 0, '', x'', '', NULL, ?3, ?4, 1)",
         params![pid, row.uuid, now, by],
     )?;
+    counts::current_changes(c, ctx.container.id, row.id, -1)?;
     c.execute(
         "UPDATE paths SET latest = NULL, sharing = NULL, public_id = NULL WHERE id = ?1",
         [pid],
@@ -803,25 +806,16 @@ impl Store for SqliteStore {
         self.with_read(|c| {
             let row = container_row(c, account, container)?;
             let modified: i64 = c.query_row("SELECT modified FROM containers WHERE id = ?1", [row.id], |r| r.get(0))?;
-            let (count, bytes): (i64, i64) = c.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(v.size), 0) FROM paths p JOIN versions v ON v.id = p.latest
-                 WHERE p.container = ?1",
-                [row.id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            let (count, bytes) = counts::of(c, row.id)?;
             let mut st = c.prepare_cached("SELECT key, value FROM container_meta WHERE container = ?1")?;
             let meta = st
                 .query_map([row.id], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<Meta>>()?;
-            let mut st = c.prepare_cached(
-                "SELECT DISTINCT a.key FROM paths p JOIN attrs a ON a.version = p.latest
-                 WHERE p.container = ?1 AND a.domain = 'pithos' ORDER BY a.key",
-            )?;
-            let keys = st.query_map([row.id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            let keys = counts::keys(c, row.id)?;
             Ok(ContainerInfo {
                 name: container.to_string(),
-                count: count as u64,
-                bytes: bytes as u64,
+                count,
+                bytes,
                 modified,
                 versioning: row.versioning,
                 quota: row.quota,
@@ -886,6 +880,7 @@ impl Store for SqliteStore {
                     rows.collect::<rusqlite::Result<_>>()?
                 };
                 tx.execute("DELETE FROM container_meta WHERE container = ?1", [row.id])?;
+                tx.execute("DELETE FROM container_keys WHERE container = ?1", [row.id])?;
                 for (k, v) in upd.apply(&cur) {
                     tx.execute(
                         "INSERT INTO container_meta (container, key, value) VALUES (?1, ?2, ?3)",
@@ -900,12 +895,7 @@ impl Store for SqliteStore {
     fn delete_container(&self, account: &str, container: &str) -> Result<()> {
         self.with_tx(|tx| {
             let row = container_row(tx, account, container)?;
-            let n: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM paths WHERE container = ?1 AND latest IS NOT NULL",
-                [row.id],
-                |r| r.get(0),
-            )?;
-            if n > 0 {
+            if counts::of(tx, row.id)?.0 > 0 {
                 return Err(StoreError::ContainerNotEmpty);
             }
             refs::drop_versions(
@@ -1326,6 +1316,7 @@ impl Store for SqliteStore {
             if let Some(vid) = latest {
                 let mtime: Micros = tx.query_row("SELECT mtime FROM versions WHERE id = ?1", [vid], |r| r.get(0))?;
                 if mtime <= until {
+                    counts::current_changes(tx, ctx.container.id, vid, -1)?;
                     tx.execute(
                         "UPDATE paths SET latest = NULL, sharing = NULL, public_id = NULL WHERE id = ?1",
                         [pid],
@@ -1569,7 +1560,9 @@ mod tests {
             let c = s.conn.lock().unwrap();
             c.execute_batch(
                 "DROP TABLE account_blocks; DROP TABLE blocks; DROP TABLE gc_lease; DROP TABLE tokens;
-                 ALTER TABLE accounts DROP COLUMN stored; PRAGMA user_version = 1;",
+                 ALTER TABLE accounts DROP COLUMN stored; DROP TABLE container_keys;
+                 ALTER TABLE containers DROP COLUMN objects; ALTER TABLE containers DROP COLUMN bytes;
+                 PRAGMA user_version = 1;",
             )
             .unwrap();
             (a, b)
@@ -1589,6 +1582,8 @@ mod tests {
         check_counts(&s);
         assert_eq!(s.account_info(&alice.uuid).unwrap().bytes, 13);
         assert_eq!(s.account_info(&bob.uuid).unwrap().bytes, 0);
+        let info = s.container_info(&alice.uuid, DEFAULT_CONTAINER).unwrap();
+        assert_eq!((info.count, info.bytes), (1, 13), "container counters backfilled");
     }
 
     /// The counts are what the versions say: each account's rows hold the blocks its versions
@@ -1646,6 +1641,32 @@ mod tests {
             )
             .unwrap();
         assert_eq!(bad, 0, "charge = sizes of the rows");
+        let bad: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM containers k
+                 WHERE objects != (SELECT COUNT(*) FROM paths p WHERE p.container = k.id AND p.latest IS NOT NULL)
+                 OR bytes != (SELECT COALESCE(SUM(v.size), 0) FROM paths p JOIN versions v ON v.id = p.latest
+                              WHERE p.container = k.id)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(bad, 0, "container counters = what is current");
+        let keys = |sql: &str| -> Vec<(i64, String, i64)> {
+            let mut st = c.prepare(sql).unwrap();
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect()
+        };
+        assert_eq!(
+            keys("SELECT container, key, n FROM container_keys ORDER BY 1, 2"),
+            keys(
+                "SELECT p.container, a.key, COUNT(*) FROM paths p
+                 JOIN attrs a ON a.version = p.latest AND a.domain = 'pithos' GROUP BY 1, 2 ORDER BY 1, 2"
+            ),
+            "container keys = those of what is current"
+        );
         let mut st = c.prepare("SELECT hash FROM blocks WHERE refs > 0").unwrap();
         for h in st.query_map([], |r| r.get::<_, Vec<u8>>(0)).unwrap() {
             let h = BlockHash(h.unwrap().try_into().unwrap());
@@ -1708,8 +1729,21 @@ mod tests {
         let pc = Precondition::default();
         s.put_object(&f, &obj(&a.uuid, vec![b1, b2, b2], 12), &pc).unwrap();
         s.put_object(&f, &obj(&a.uuid, vec![b2, b3], 8), &pc).unwrap(); // history keeps b1
-        s.update_object_meta(&f, &MetaUpdate::Merge(Meta::new()), &a.uuid)
-            .unwrap();
+        let color = |v: &str| MetaUpdate::Merge(Meta::from([("color".to_string(), v.to_string())]));
+        s.update_object_meta(&f, &color("blue"), &a.uuid).unwrap();
+        check_counts(&s);
+        let info = s.container_info(&a.uuid, DEFAULT_CONTAINER).unwrap();
+        assert_eq!(
+            (info.count, info.bytes, info.object_meta_keys.clone()),
+            (1, 8, vec!["color".to_string()])
+        );
+        s.update_object_meta(&f, &color(""), &a.uuid).unwrap();
+        assert!(s
+            .container_info(&a.uuid, DEFAULT_CONTAINER)
+            .unwrap()
+            .object_meta_keys
+            .is_empty());
+        s.update_object_meta(&f, &color("red"), &a.uuid).unwrap();
         s.put_object(&g, &obj(&a.uuid, vec![b3], 5), &pc).unwrap();
         check_counts(&s);
         // Each distinct block once, history included: 3 + 3 + 5.
@@ -1733,6 +1767,22 @@ mod tests {
         s.copy_object(&spec, &pc).unwrap();
         assert_eq!(s.account_info(&b.uuid).unwrap().bytes, 8);
         check_counts(&s);
+        // A move there and back.
+        let moved = ObjectPath::new(&b.uuid, DEFAULT_CONTAINER, "moved");
+        let mv = |src: &ObjectPath, dst: &ObjectPath| CopySpec {
+            src: src.clone(),
+            dst: dst.clone(),
+            is_move: true,
+            reader: Some(b.uuid.clone()),
+            ..spec.clone()
+        };
+        s.copy_object(&mv(&spec.dst, &moved), &pc).unwrap();
+        check_counts(&s);
+        s.copy_object(&mv(&moved, &spec.dst), &pc).unwrap();
+        check_counts(&s);
+        s.purge_object(&moved, now_micros()).unwrap();
+        let info = s.container_info(&b.uuid, DEFAULT_CONTAINER).unwrap();
+        assert_eq!((info.count, info.bytes), (1, 8));
         // An abandoned upload of bob's, and an overwrite under "none" that drops b3 from g.
         let lost = put(&b.uuid, b"abandoned");
         s.put_object(&g, &obj(&a.uuid, vec![], 0), &pc).unwrap();
