@@ -277,6 +277,12 @@ pub struct ListQuery {
     pub path_mode: bool,
     pub marker: Option<String>,
     pub limit: usize,
+    /// Another user than the owner: only what the permission rule lets them read, and no
+    /// rolled-up subdirectories.
+    pub reader: Option<String>,
+    /// Only objects with sharing (`?shared`) / published (`?public`); no subdirectories.
+    pub only_shared: bool,
+    pub only_public: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -372,9 +378,6 @@ pub trait Store: Send + Sync {
     /// What `user` may do with `path` by the permission rule ([`access::decide`]); `None`:
     /// nothing (also when there is no such object or container).
     fn access(&self, user: &str, path: &ObjectPath) -> Result<Option<access::Access>>;
-    /// The directory markers of a container that carry sharing (what a listing's rows
-    /// inherit from).
-    fn shared_dirs(&self, account: &str, container: &str) -> Result<access::SharedDirs>;
     /// Containers of `account` holding objects with sharing set (and those objects' paths).
     fn shared_paths(&self, account: &str) -> Result<Vec<(String, String, Sharing)>>;
     /// Accounts that share anything with `user` (or with everyone).

@@ -371,6 +371,14 @@ fn steps(d: &Data) -> Vec<Step> {
             .ours(),
         step("other lists my account", "GET", Os, "/{me}?format=json").who(Who::Other),
         step("other lists my container", "GET", Os, "/{me}/images?format=json").who(Who::Other),
+        // A page counts what the reader may see, not the rows before the filter.
+        step(
+            "other lists a page of one",
+            "GET",
+            Os,
+            "/{me}/images?format=json&limit=1",
+        )
+        .who(Who::Other),
         step("other heads my container", "HEAD", Os, "/{me}/images").who(Who::Other),
         step("other reads private", "GET", Os, "/{me}/images/dir/a.txt").who(Who::Other),
         step("other heads private", "HEAD", Os, "/{me}/images/dir/a.txt").who(Who::Other),

@@ -594,3 +594,59 @@ fn block_uploads_into_another_account_are_refused_and_say_nothing() {
     assert_eq!(post("pithos"), 403, "nor is writing a container POST");
     assert_eq!(block_files(&t.s.data.join("blocks")), before, "still nothing stored");
 }
+
+/// Pages through `container` as `api` with `limit` names a page (marker = the last name).
+fn all_pages(api: &Api, account: &str, query: &str, limit: usize) -> (Vec<String>, Vec<usize>) {
+    let (mut all, mut sizes) = (vec![], vec![]);
+    loop {
+        let marker = all.last().map(|m: &String| format!("&marker={m}")).unwrap_or_default();
+        let page = names(api, account, &format!("{query}&limit={limit}{marker}"));
+        sizes.push(page.len());
+        if page.is_empty() {
+            return (all, sizes);
+        }
+        all.extend(page);
+    }
+}
+
+#[test]
+fn another_users_listing_pages_are_full_pages_of_what_they_may_read() {
+    let t = two();
+    let acc = t.alice.user.uuid.clone();
+    let bob = format!("read={}", t.bob.user.uuid);
+    // Private names around the shared ones, before, between and after them.
+    for i in 0..30 {
+        t.alice.put(&format!("pithos/a{i:02}"), b"private");
+        t.alice.put(&format!("pithos/m{i:02}"), b"private");
+        t.alice.put(&format!("pithos/z{i:02}"), b"private");
+    }
+    let mut want = vec![];
+    for i in 0..5 {
+        let f = format!("f{i}");
+        t.alice.put(&format!("pithos/{f}"), b"shared");
+        share(&t.alice, &format!("pithos/{f}"), &bob);
+        want.push(f);
+    }
+    dir_marker(&t.alice, "pithos/dir");
+    share(&t.alice, "pithos/dir", &bob);
+    want.push("dir".into());
+    for i in 0..4 {
+        t.alice.put(&format!("pithos/dir/x{i}"), b"under a shared directory");
+        want.push(format!("dir/x{i}"));
+    }
+    // A directory inside it shared with someone else only: its marker is bob's by the
+    // directory above (its own sharing says nothing of him), what is under it is not.
+    dir_marker(&t.alice, "pithos/dir/other");
+    share(&t.alice, "pithos/dir/other", "read=someone-else");
+    t.alice.put("pithos/dir/other/secret", b"not bob's");
+    want.push("dir/other".into());
+    want.sort();
+    // Each page as full as the limit allows (a short page ends a client's listing), in order.
+    let (got, sizes) = all_pages(&t.bob, &acc, "pithos?format=json", 3);
+    assert_eq!(got, want);
+    assert_eq!(sizes, [3, 3, 3, 2, 0], "{got:?}");
+    // The owner's ?shared the same way.
+    let (got, sizes) = all_pages(&t.alice, &acc, "pithos?format=json&shared", 2);
+    assert_eq!(got, ["dir", "dir/other", "f0", "f1", "f2", "f3", "f4"]);
+    assert_eq!(sizes, [2, 2, 2, 1, 0]);
+}

@@ -15,7 +15,7 @@
 use crate::api::hashing::BlockHash;
 use crate::api::pithos::Sharing;
 use crate::api::timefmt::{now_micros, Micros};
-use crate::store::access::{decide, Access, SharedDirs};
+use crate::store::access::{decide, Access, Position, Readable, SharedDirs};
 use crate::store::blocks::BlockStore;
 use crate::store::*;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -75,6 +75,10 @@ fn migrate_to_2(tx: &Transaction) -> Result<()> {
     }
     Ok(())
 }
+
+/// Version 5 also: the shared paths of a container without reading the others (what another
+/// user may read is found from them).
+const SHARED_INDEX: &str = "CREATE INDEX paths_shared ON paths (container, name) WHERE sharing IS NOT NULL;";
 
 /// The container every new user gets (kamaki's default).
 pub const DEFAULT_CONTAINER: &str = "pithos";
@@ -172,6 +176,7 @@ impl SqliteStore {
             }
             if v < 5 {
                 counts::migrate_to_5(&tx)?;
+                tx.execute_batch(SHARED_INDEX)?;
             }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
@@ -368,6 +373,25 @@ fn inherited_in(c: &Connection, ctx: &PathCtx, name: &str) -> Result<Option<(Str
         }
     }
     Ok(None)
+}
+
+/// The ranges of names of the container `user` may find something to read in.
+fn readable_in(c: &Connection, ctx: &PathCtx, user: &str) -> Result<Readable> {
+    let mut st = c.prepare_cached(
+        "SELECT p.name, p.sharing, v.content_type FROM paths p JOIN versions v ON v.id = p.latest
+         WHERE p.container = ?1 AND p.sharing IS NOT NULL",
+    )?;
+    let rows = st.query_map([ctx.container.id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+    })?;
+    let mut shared = vec![];
+    for r in rows {
+        let (name, sharing, ct) = r?;
+        if let Ok(s) = Sharing::parse(&sharing) {
+            shared.push((name, s, crate::api::pithos::is_directory_type(&ct)));
+        }
+    }
+    Ok(Readable::new(user, shared))
 }
 
 /// The container's directory markers that carry sharing.
@@ -966,6 +990,12 @@ impl Store for SqliteStore {
             }
             let upper = format!("{prefix}\u{10FFFF}\u{10FFFF}");
             let limit = q.limit.clamp(1, crate::api::pithos::MAX_LISTING);
+            // Another user reads only the ranges the rule opens to them, each row checked by it.
+            let readable = match &q.reader {
+                Some(user) => Some((readable_in(c, &ctx, user)?, shared_dirs_in(c, &ctx)?, user)),
+                None => None,
+            };
+            let subdirs = readable.is_none() && !q.only_shared && !q.only_public;
             let mut out: Vec<Listed> = Vec::new();
             // `from` is inclusive and `after` exclusive; rolled-up prefixes are skipped by
             // moving `from` past them rather than reading their contents.
@@ -996,12 +1026,23 @@ impl Store for SqliteStore {
                 }
                 let last = batch.last().map(|(n, ..)| n.clone());
                 for (name, sharing, public_id, row) in batch {
+                    if let Some((ranges, ..)) = &readable {
+                        match ranges.position(&name) {
+                            Position::Inside => {}
+                            Position::Before(next) => {
+                                from = next.to_string();
+                                after = None;
+                                continue 'outer;
+                            }
+                            Position::After => break 'outer,
+                        }
+                    }
                     if let Some(d) = delimiter {
                         let rest = &name[prefix.len()..];
                         if let Some(pos) = rest.find(d) {
                             if pos + d.len_utf8() < rest.len() {
                                 let sub = format!("{}{}", prefix, &rest[..pos + d.len_utf8()]);
-                                if !q.path_mode && q.marker.as_deref().is_none_or(|m| sub.as_str() > m) {
+                                if subdirs && !q.path_mode && q.marker.as_deref().is_none_or(|m| sub.as_str() > m) {
                                     out.push(Listed::Subdir(sub.clone()));
                                     if out.len() >= limit {
                                         break 'outer;
@@ -1025,6 +1066,14 @@ impl Store for SqliteStore {
                         Meta::new(),
                         Meta::new(),
                     );
+                    if let Some((_, dirs, user)) = &readable {
+                        if dirs.decide(user, &ctx.account, &name, info.sharing.as_ref()).is_none() {
+                            continue;
+                        }
+                    }
+                    if (q.only_shared && info.sharing.is_none()) || (q.only_public && info.public_id.is_none()) {
+                        continue;
+                    }
                     out.push(Listed::Object(Box::new(info)));
                     if out.len() >= limit {
                         break 'outer;
@@ -1376,14 +1425,6 @@ impl Store for SqliteStore {
         })
     }
 
-    fn shared_dirs(&self, account: &str, container: &str) -> Result<SharedDirs> {
-        self.with_read(|c| match path_ctx(c, account, container) {
-            Ok(ctx) => shared_dirs_in(c, &ctx),
-            Err(StoreError::ContainerNotFound) => Ok(SharedDirs::default()),
-            Err(e) => Err(e),
-        })
-    }
-
     fn shared_paths(&self, account: &str) -> Result<Vec<(String, String, Sharing)>> {
         self.with_read(|c| {
             let mut st = c.prepare_cached(
@@ -1560,7 +1601,7 @@ mod tests {
             let c = s.conn.lock().unwrap();
             c.execute_batch(
                 "DROP TABLE account_blocks; DROP TABLE blocks; DROP TABLE gc_lease; DROP TABLE tokens;
-                 ALTER TABLE accounts DROP COLUMN stored; DROP TABLE container_keys;
+                 ALTER TABLE accounts DROP COLUMN stored; DROP TABLE container_keys; DROP INDEX paths_shared;
                  ALTER TABLE containers DROP COLUMN objects; ALTER TABLE containers DROP COLUMN bytes;
                  PRAGMA user_version = 1;",
             )
