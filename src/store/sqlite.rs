@@ -375,8 +375,9 @@ fn inherited_in(c: &Connection, ctx: &PathCtx, name: &str) -> Result<Option<(Str
     Ok(None)
 }
 
-/// The ranges of names of the container `user` may find something to read in.
-fn readable_in(c: &Connection, ctx: &PathCtx, user: &str) -> Result<Readable> {
+/// The container's shared paths (one query over the partial index): the directory markers a
+/// listing's rows inherit from, and the ranges of names `user` may find something to read in.
+fn shared_in(c: &Connection, ctx: &PathCtx, user: &str) -> Result<(SharedDirs, Readable)> {
     let mut st = c.prepare_cached(
         "SELECT p.name, p.sharing, v.content_type FROM paths p JOIN versions v ON v.id = p.latest
          WHERE p.container = ?1 AND p.sharing IS NOT NULL",
@@ -391,28 +392,11 @@ fn readable_in(c: &Connection, ctx: &PathCtx, user: &str) -> Result<Readable> {
             shared.push((name, s, crate::api::pithos::is_directory_type(&ct)));
         }
     }
-    Ok(Readable::new(user, shared))
-}
-
-/// The container's directory markers that carry sharing.
-fn shared_dirs_in(c: &Connection, ctx: &PathCtx) -> Result<SharedDirs> {
-    let mut st = c.prepare_cached(
-        "SELECT p.name, p.sharing, v.content_type FROM paths p JOIN versions v ON v.id = p.latest
-         WHERE p.container = ?1 AND p.sharing IS NOT NULL",
-    )?;
-    let rows = st.query_map([ctx.container.id], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
-    })?;
-    let mut dirs = vec![];
-    for r in rows {
-        let (name, sharing, ct) = r?;
-        if crate::api::pithos::is_directory_type(&ct) {
-            if let Ok(s) = Sharing::parse(&sharing) {
-                dirs.push((name, s));
-            }
-        }
-    }
-    Ok(SharedDirs::new(&ctx.container_name, dirs))
+    let dirs = shared
+        .iter()
+        .filter(|(_, _, dir)| *dir)
+        .map(|(n, s, _)| (n.clone(), s.clone()));
+    Ok((SharedDirs::new(&ctx.container_name, dirs), Readable::new(user, shared)))
 }
 
 fn current(c: &Connection, ctx: &PathCtx, name: &str) -> Result<Option<(i64, Row)>> {
@@ -992,7 +976,10 @@ impl Store for SqliteStore {
             let limit = q.limit.clamp(1, crate::api::pithos::MAX_LISTING);
             // Another user reads only the ranges the rule opens to them, each row checked by it.
             let readable = match &q.reader {
-                Some(user) => Some((readable_in(c, &ctx, user)?, shared_dirs_in(c, &ctx)?, user)),
+                Some(user) => {
+                    let (dirs, ranges) = shared_in(c, &ctx, user)?;
+                    Some((ranges, dirs, user))
+                }
                 None => None,
             };
             let subdirs = readable.is_none() && !q.only_shared && !q.only_public;
