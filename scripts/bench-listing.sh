@@ -4,12 +4,18 @@
 # (default 10k and 100k, empty objects with 35-character names), measures again; a cost bounded
 # by the page shows a ratio near 1. Each figure is the median of RUNS requests (default 7).
 #   scripts/bench-listing.sh [SMALL] [LARGE]
-# Reuses the filled data directory across runs of the same binary (BENCH_DIR, delete it to refill).
+# Then the image registry: what the image list and a lookup by name cost one user (who owns 10
+# images and sees one shared with them) while another account's private images grow from
+# IMAGES_SMALL to IMAGES_LARGE (default 1k and 10k); bounded by what the user sees shows ~1.
+# Reuses the filled data directory across runs of the same binary (BENCH_DIR, delete it to refill;
+# use one per binary: a newer binary migrates the directory to its schema).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SMALL=${1:-10000}
 LARGE=${2:-100000}
 RUNS=${RUNS:-7}
+IMAGES_SMALL=${IMAGES_SMALL:-1000}
+IMAGES_LARGE=${IMAGES_LARGE:-10000}
 WORK=${BENCH_DIR:-$PWD/target/bench-listing}
 mkdir -p "$WORK"
 cargo build --release --quiet
@@ -23,10 +29,14 @@ ADDR=$(sed -n 's/^listening on //p' "$WORK/stdout")
 if [ ! -s "$WORK/user.json" ]; then
   "$BIN" user add bench --data "$WORK/data" >"$WORK/user.json" 2>/dev/null
 fi
+if [ ! -s "$WORK/crowd.json" ]; then
+  "$BIN" user add crowd --data "$WORK/data" >"$WORK/crowd.json" 2>/dev/null
+fi
 
-python3 - "$ADDR" "$WORK/user.json" "$SMALL" "$LARGE" "$RUNS" <<'PY'
+python3 - "$ADDR" "$WORK/user.json" "$SMALL" "$LARGE" "$RUNS" "$WORK/crowd.json" "$IMAGES_SMALL" "$IMAGES_LARGE" <<'PY'
 import sys, json, threading, http.client, time, statistics
 addr, user, small, large, runs = sys.argv[1], json.load(open(sys.argv[2])), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+crowd, img_small, img_large = json.load(open(sys.argv[6])), int(sys.argv[7]), int(sys.argv[8])
 host, port = addr.split(':')
 H = {'X-Auth-Token': user['token']}
 base = f"/object-store/v1/{user['uuid']}/pithos"
@@ -54,11 +64,11 @@ def fill(upto):
     [t.start() for t in ts]; [t.join() for t in ts]
     print(f"  (filled to {upto} objects in {time.time() - t0:.1f} s)", file=sys.stderr)
 
-def timed(method, path):
+def timed(method, path, headers=H):
     c = conn(); out = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        c.request(method, path, headers=H); r = c.getresponse(); r.read()
+        c.request(method, path, headers=headers); r = c.getresponse(); r.read()
         out.append(time.perf_counter() - t0)
         assert r.status in (200, 204), (path, r.status)
     return statistics.median(out) * 1000
@@ -75,6 +85,67 @@ def measure(n):
 fill(small); a = measure(small)
 fill(large); b = measure(large)
 print(f"{'request':32} {small:>10} objs {large:>10} objs   ratio")
+for k in a:
+    print(f"{k:32} {a[k]:12.2f} ms {b[k]:12.2f} ms   {b[k] / a[k]:5.2f}")
+
+IMG = '/image/v1.0/images/'
+
+def register(who, name, index, public=False):
+    """An empty object named by `index` in `who`'s images container, registered as `name`."""
+    h = {'X-Auth-Token': who['token']}
+    c = conn()
+    obj = f"images/img-{index:08d}.diskdump"
+    c.request('PUT', f"/object-store/v1/{who['uuid']}/{obj}", body=b'', headers={**h, 'Content-Length': '0'})
+    r = c.getresponse(); r.read(); assert r.status in (201, 202), r.status
+    c.request('POST', IMG, headers={**h, 'x-image-meta-name': name,
+              'x-image-meta-location': f"pithos://{who['uuid']}/{obj}",
+              'x-image-meta-is-public': 'true' if public else 'false'})
+    r = c.getresponse(); r.read(); assert r.status in (200, 201), (r.status, r.read())
+    return c
+
+def images_of(who):
+    c = conn(); c.request('GET', IMG, headers={'X-Auth-Token': who['token']})
+    r = c.getresponse(); return json.loads(r.read())
+
+def crowd_images():
+    return sum(1 for i in images_of(crowd) if i.get('name', '').startswith('crowd-'))
+
+def fill_images(upto):
+    have = crowd_images()
+    if have >= upto:
+        return
+    t0 = time.time()
+    def work(t):
+        for i in range(have + t, upto, 16):
+            register(crowd, f'crowd-{i:08d}', i)
+    ts = [threading.Thread(target=work, args=(t,)) for t in range(16)]
+    [t.start() for t in ts]; [t.join() for t in ts]
+    print(f"  (crowd has {upto} private images, filled in {time.time() - t0:.1f} s)", file=sys.stderr)
+
+for who in (user, crowd):
+    c = conn()
+    c.request('PUT', f"/object-store/v1/{who['uuid']}/images", headers={'X-Auth-Token': who['token'], 'Content-Length': '0'})
+    r = c.getresponse(); r.read(); assert r.status in (201, 202), r.status
+
+if not any(i.get('name') == 'mine-9' for i in images_of(user)):
+    for i in range(10):
+        register(user, f'mine-{i}', i)
+    c = register(crowd, 'shared-with-bench', 99999999)
+    shared = next(i['id'] for i in images_of(crowd) if i['name'] == 'shared-with-bench')
+    c.request('PUT', f"{IMG}{shared}/members/{user['uuid']}", headers={'X-Auth-Token': crowd['token']})
+    r = c.getresponse(); r.read(); assert r.status == 204, r.status
+assert len(images_of(user)) == 11, len(images_of(user))
+
+def measure_images():
+    return {
+        'image list (11 seen)': timed('GET', IMG),
+        'image list, detail': timed('GET', IMG + 'detail'),
+        'image lookup ?name=mine-5': timed('GET', IMG + 'detail?name=mine-5'),
+    }
+
+fill_images(img_small); a = measure_images()
+fill_images(img_large); b = measure_images()
+print(f"{'request':32} {img_small:>8} images {img_large:>8} images   ratio")
 for k in a:
     print(f"{k:32} {a[k]:12.2f} ms {b[k]:12.2f} ms   {b[k] / a[k]:5.2f}")
 PY

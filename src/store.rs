@@ -373,8 +373,10 @@ pub trait Store: Send + Sync {
     fn object_by_uuid(&self, uuid: &str) -> Result<Option<ObjectInfo>>;
     /// The object published under this public id.
     fn object_by_public_id(&self, public_id: &str) -> Result<Option<ObjectInfo>>;
-    /// Every current object carrying image metadata.
-    fn list_images(&self) -> Result<Vec<ObjectInfo>>;
+    /// The current objects carrying image metadata that `viewer` may see: their own and those
+    /// whose own sharing lets them read (shared with them or with everyone); only those named
+    /// `name` if given. Costs what it returns.
+    fn list_images(&self, viewer: &str, name: Option<&str>) -> Result<Vec<ObjectInfo>>;
     /// What `user` may do with `path` by the permission rule ([`access::decide`]); `None`:
     /// nothing (also when there is no such object or container).
     fn access(&self, user: &str, path: &ObjectPath) -> Result<Option<access::Access>>;

@@ -209,7 +209,8 @@ async fn handle_inner(st: AppState, req: Request) -> ApiResult<Response> {
         ["shared-images", member] if m == Method::GET => {
             let member = member.to_string();
             let me = user.uuid.clone();
-            let all = st.run(|s| s.list_images()).await?;
+            let all = st.run(move |s| s.list_images(&me, None)).await?;
+            let me = user.uuid.clone();
             let list: Vec<plankton::SharedImage> = all
                 .iter()
                 .filter(|o| {
@@ -320,7 +321,9 @@ async fn list(st: &AppState, user: &User, q: &Query, detail: bool) -> ApiResult<
         .parse_num("size_max")
         .map_err(|_| ApiError::bad_request("Malformed request."))?;
     let me = user.uuid.clone();
-    let all = st.run(|s| s.list_images()).await?;
+    let name = q.get("name").map(str::to_string);
+    let all = st.run(move |s| s.list_images(&me, name.as_deref())).await?;
+    let me = user.uuid.clone();
     let mut images: Vec<Image> = all.iter().filter(|o| can_see(o, &me)).filter_map(image_of).collect();
     let eq = |field: &str, v: &str| q.get(field).is_none_or(|want| want == v);
     images.retain(|i| {

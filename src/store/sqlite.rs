@@ -24,10 +24,12 @@ use std::sync::{Arc, Mutex};
 
 mod counts;
 mod gc;
+mod grants;
+mod images;
 mod refs;
 mod tokens;
 
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = r#"
 CREATE TABLE users (uuid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL UNIQUE,
@@ -177,6 +179,10 @@ impl SqliteStore {
             if v < 5 {
                 counts::migrate_to_5(&tx)?;
                 tx.execute_batch(SHARED_INDEX)?;
+            }
+            if v < 6 {
+                grants::migrate_to_6(&tx)?;
+                images::migrate_to_6(&tx)?;
             }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
@@ -478,6 +484,13 @@ struct VersionData<'a> {
     modified_by: &'a str,
 }
 
+/// Version `vid` of a path of `container` becomes current (`sign` 1) or stops being so (-1):
+/// what is kept per current version changes with it. Called before the version's rows go.
+fn current_changes(c: &Connection, container: i64, vid: i64, sign: i64) -> Result<()> {
+    counts::current_changes(c, container, vid, sign)?;
+    images::current_changes(c, vid, sign)
+}
+
 /// Inserts a version as the path's current one and applies the container's versioning policy.
 fn commit_version(c: &Connection, ctx: &PathCtx, pid: i64, d: &VersionData, meta: &Meta, image: &Meta) -> Result<i64> {
     let now = now_micros();
@@ -505,10 +518,10 @@ fn commit_version(c: &Connection, ctx: &PathCtx, pid: i64, d: &VersionData, meta
         .prepare_cached("SELECT latest FROM paths WHERE id = ?1")?
         .query_row([pid], |r| r.get(0))?;
     if let Some(old) = before {
-        counts::current_changes(c, ctx.container.id, old, -1)?;
+        current_changes(c, ctx.container.id, old, -1)?;
     }
     c.execute("UPDATE paths SET latest = ?1 WHERE id = ?2", params![vid, pid])?;
-    counts::current_changes(c, ctx.container.id, vid, 1)?;
+    current_changes(c, ctx.container.id, vid, 1)?;
     if ctx.container.versioning == Versioning::None {
         purge_history(c, pid, Some(vid))?;
     }
@@ -547,11 +560,12 @@ fn delete_path(c: &Connection, ctx: &PathCtx, pid: i64, row: &Row, by: &str) -> 
          VALUES (?1, ?2, 0, '', x'', '', NULL, ?3, ?4, 1)",
         params![pid, row.uuid, now, by],
     )?;
-    counts::current_changes(c, ctx.container.id, row.id, -1)?;
+    current_changes(c, ctx.container.id, row.id, -1)?;
     c.execute(
         "UPDATE paths SET latest = NULL, sharing = NULL, public_id = NULL WHERE id = ?1",
         [pid],
     )?;
+    grants::set(c, pid, None)?;
     if ctx.container.versioning == Versioning::None {
         purge_history(c, pid, None)?;
         c.execute("DELETE FROM paths WHERE id = ?1", [pid])?;
@@ -577,6 +591,7 @@ fn set_path_permissions(c: &Connection, pid: i64, sharing: Option<&Sharing>, pub
     if let Some(s) = sharing {
         let v = if s.is_empty() { None } else { Some(s.to_string()) };
         c.execute("UPDATE paths SET sharing = ?1 WHERE id = ?2", params![v, pid])?;
+        grants::set(c, pid, Some(s))?;
     }
     match public {
         Some(true) => {
@@ -912,6 +927,10 @@ impl Store for SqliteStore {
                  JOIN containers k ON k.id = p.container WHERE p.container = ?1",
                 row.id.into(),
                 now_micros(),
+            )?;
+            tx.execute(
+                "DELETE FROM grants WHERE path IN (SELECT id FROM paths WHERE container = ?1)",
+                [row.id],
             )?;
             tx.execute("DELETE FROM paths WHERE container = ?1", [row.id])?;
             tx.execute("DELETE FROM container_meta WHERE container = ?1", [row.id])?;
@@ -1352,11 +1371,12 @@ impl Store for SqliteStore {
             if let Some(vid) = latest {
                 let mtime: Micros = tx.query_row("SELECT mtime FROM versions WHERE id = ?1", [vid], |r| r.get(0))?;
                 if mtime <= until {
-                    counts::current_changes(tx, ctx.container.id, vid, -1)?;
+                    current_changes(tx, ctx.container.id, vid, -1)?;
                     tx.execute(
                         "UPDATE paths SET latest = NULL, sharing = NULL, public_id = NULL WHERE id = ?1",
                         [pid],
                     )?;
+                    grants::set(tx, pid, None)?;
                 }
             }
             refs::drop_versions(
@@ -1381,21 +1401,30 @@ impl Store for SqliteStore {
         self.with_read(|c| current_where(c, "p.public_id = ?1", public_id))
     }
 
-    fn list_images(&self) -> Result<Vec<ObjectInfo>> {
+    fn list_images(&self, viewer: &str, name: Option<&str>) -> Result<Vec<ObjectInfo>> {
         self.with_read(|c| {
             let mut st = c.prepare_cached(&format!(
-                "SELECT k.account, k.name, p.name, {ROW_COLS} FROM attrs a
-                 JOIN paths p ON p.latest = a.version JOIN versions v ON v.id = p.latest
-                 JOIN containers k ON k.id = p.container
-                 WHERE a.domain = 'plankton' AND a.key = 'name'"
+                "SELECT k.account, k.name, p.name, {ROW_COLS} FROM paths p
+                 JOIN versions v ON v.id = p.latest JOIN containers k ON k.id = p.container
+                 WHERE p.id IN ({})",
+                images::visible_paths(name.is_some())
             ))?;
-            let hits: Vec<(String, String, String, Row)> = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, row_from(r, 3)?)))?
-                .collect::<rusqlite::Result<_>>()?;
+            let row = |r: &rusqlite::Row| Ok((r.get(0)?, r.get(1)?, r.get(2)?, row_from(r, 3)?));
+            let hits: Vec<(String, String, String, Row)> = match name {
+                Some(n) => st
+                    .query_map(params![viewer, n], row)?
+                    .collect::<rusqlite::Result<_>>()?,
+                None => st.query_map(params![viewer], row)?.collect::<rusqlite::Result<_>>()?,
+            };
+            let mut ctxs: std::collections::HashMap<(String, String), PathCtx> = Default::default();
             hits.into_iter()
                 .map(|(acc, cont, name, row)| {
-                    let ctx = path_ctx(c, &acc, &cont)?;
-                    info_of(c, &ctx, &name, &row, true)
+                    let key = (acc, cont);
+                    if !ctxs.contains_key(&key) {
+                        let ctx = path_ctx(c, &key.0, &key.1)?;
+                        ctxs.insert(key.clone(), ctx);
+                    }
+                    info_of(c, &ctxs[&key], &name, &row, true)
                 })
                 .collect()
         })
@@ -1432,19 +1461,13 @@ impl Store for SqliteStore {
 
     fn accounts_sharing_with(&self, user: &str) -> Result<Vec<String>> {
         self.with_read(|c| {
-            let mut st = c.prepare_cached(
-                "SELECT DISTINCT k.account, p.sharing FROM paths p JOIN containers k ON k.id = p.container
-                 WHERE p.sharing IS NOT NULL AND p.latest IS NOT NULL AND k.account != ?1",
-            )?;
-            let rows = st.query_map([user], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-            let mut out: Vec<String> = vec![];
-            for r in rows {
-                let (acc, s) = r?;
-                if Sharing::parse(&s).is_ok_and(|s| s.can_read(user)) && !out.contains(&acc) {
-                    out.push(acc);
-                }
-            }
-            out.sort();
+            let mut st = c.prepare_cached(&format!(
+                "SELECT DISTINCT k.account FROM grants g JOIN paths p ON p.id = g.path
+                 JOIN containers k ON k.id = p.container
+                 WHERE {} AND p.latest IS NOT NULL AND k.account != ?1 ORDER BY k.account",
+                grants::reader_is(1)
+            ))?;
+            let out = st.query_map([user], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
             Ok(out)
         })
     }
@@ -1584,12 +1607,16 @@ mod tests {
             };
             let p = ObjectPath::new(&a.uuid, DEFAULT_CONTAINER, "f");
             s.put_object(&p, &obj, &Precondition::default()).unwrap();
+            let image = Meta::from([("name".to_string(), "debian".to_string())]);
+            let read_bob = Sharing::parse(&format!("read={}", b.uuid)).unwrap();
+            s.set_image_meta(&p, &image, Some(&read_bob), &a.uuid).unwrap();
             // What a version 1 database has: no presence table, no counts.
             let c = s.conn.lock().unwrap();
             c.execute_batch(
                 "DROP TABLE account_blocks; DROP TABLE blocks; DROP TABLE gc_lease; DROP TABLE tokens;
                  ALTER TABLE accounts DROP COLUMN stored; DROP TABLE container_keys; DROP INDEX paths_shared;
                  ALTER TABLE containers DROP COLUMN objects; ALTER TABLE containers DROP COLUMN bytes;
+                 DROP TABLE images; DROP TABLE grants;
                  PRAGMA user_version = 1;",
             )
             .unwrap();
@@ -1612,6 +1639,101 @@ mod tests {
         assert_eq!(s.account_info(&bob.uuid).unwrap().bytes, 0);
         let info = s.container_info(&alice.uuid, DEFAULT_CONTAINER).unwrap();
         assert_eq!((info.count, info.bytes), (1, 13), "container counters backfilled");
+        let seen = s.list_images(&bob.uuid, None).unwrap();
+        assert_eq!(seen.len(), 1, "image index and grants backfilled");
+        assert_eq!(s.accounts_sharing_with(&bob.uuid).unwrap(), vec![alice.uuid.clone()]);
+    }
+
+    /// The image list a user gets is theirs plus what is shared with them or public, and
+    /// follows every change of registration, sharing, name and place.
+    #[test]
+    fn the_image_list_is_what_the_viewer_may_see() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let (a, _) = s.create_user("alice").unwrap();
+        let (b, _) = s.create_user("bob").unwrap();
+        let (c, _) = s.create_user("carol").unwrap();
+        let pc = Precondition::default();
+        let register = |p: &ObjectPath, name: &str, sharing: Option<&str>| {
+            s.put_object(p, &obj(&p.account, vec![], 0), &pc).unwrap();
+            let image = Meta::from([("name".to_string(), name.to_string())]);
+            let sharing = sharing.map(|x| Sharing::parse(x).unwrap());
+            s.set_image_meta(p, &image, sharing.as_ref(), &p.account).unwrap();
+        };
+        let names = |viewer: &str, name: Option<&str>| -> Vec<String> {
+            let mut v: Vec<String> = s
+                .list_images(viewer, name)
+                .unwrap()
+                .into_iter()
+                .map(|o| format!("{}:{}", o.name, o.image.get("name").cloned().unwrap_or_default()))
+                .collect();
+            v.sort();
+            v
+        };
+        let at = |acc: &str, n: &str| ObjectPath::new(acc, DEFAULT_CONTAINER, n);
+        register(&at(&a.uuid, "a1"), "one", None);
+        register(
+            &at(&a.uuid, "a2"),
+            "two",
+            Some(&format!("read={}", b.uuid.to_uppercase())),
+        );
+        register(&at(&c.uuid, "c1"), "pub", Some("read=*"));
+        register(&at(&b.uuid, "b1"), "one", None);
+        s.put_object(&at(&a.uuid, "plain"), &obj(&a.uuid, vec![], 0), &pc)
+            .unwrap();
+        let shared = Sharing::parse(&format!("write={}", b.uuid)).unwrap();
+        s.set_permissions(&at(&a.uuid, "plain"), Some(&shared), None).unwrap();
+        check_counts(&s);
+        assert_eq!(names(&b.uuid, None), ["a2:two", "b1:one", "c1:pub"]);
+        assert_eq!(names(&a.uuid, None), ["a1:one", "a2:two", "c1:pub"]);
+        assert_eq!(names(&b.uuid, Some("one")), ["b1:one"], "alice's 'one' is not shared");
+        assert_eq!(names(&c.uuid, Some("two")), Vec::<String>::new());
+        assert_eq!(
+            s.accounts_sharing_with(&b.uuid).unwrap().len(),
+            2,
+            "alice (a2, plain) and carol (public)"
+        );
+        // A new version keeps the image; renaming it changes the index.
+        s.update_object_meta(&at(&a.uuid, "a2"), &MetaUpdate::Merge(Meta::new()), &a.uuid)
+            .unwrap();
+        let renamed = Meta::from([("name".to_string(), "deux".to_string())]);
+        s.set_image_meta(&at(&a.uuid, "a2"), &renamed, None, &a.uuid).unwrap();
+        assert_eq!(names(&b.uuid, Some("deux")), ["a2:deux"]);
+        check_counts(&s);
+        // Revoked, moved, unregistered, deleted.
+        s.set_permissions(&at(&a.uuid, "a2"), Some(&Sharing::default()), None)
+            .unwrap();
+        assert_eq!(names(&b.uuid, None), ["b1:one", "c1:pub"]);
+        let mv = CopySpec {
+            src: at(&c.uuid, "c1"),
+            src_version: None,
+            dst: at(&c.uuid, "moved"),
+            is_move: true,
+            recursive: false,
+            content_type: None,
+            meta: None,
+            modified_by: c.uuid.clone(),
+            sharing: None,
+            public: None,
+            reader: None,
+        };
+        s.copy_object(&mv, &pc).unwrap();
+        check_counts(&s);
+        assert_eq!(
+            names(&b.uuid, None),
+            ["b1:one", "moved:pub"],
+            "a move keeps image and sharing"
+        );
+        s.set_image_meta(&at(&b.uuid, "b1"), &Meta::new(), None, &b.uuid)
+            .unwrap();
+        s.delete_object(&at(&c.uuid, "moved"), &c.uuid, false).unwrap();
+        check_counts(&s);
+        assert_eq!(names(&b.uuid, None), Vec::<String>::new());
+        assert_eq!(
+            s.accounts_sharing_with(&b.uuid).unwrap(),
+            vec![a.uuid.clone()],
+            "plain only"
+        );
     }
 
     /// The counts are what the versions say: each account's rows hold the blocks its versions
@@ -1695,6 +1817,50 @@ mod tests {
             ),
             "container keys = those of what is current"
         );
+        let images = |sql: &str| -> Vec<(i64, String, String)> {
+            let mut st = c.prepare(sql).unwrap();
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect()
+        };
+        assert_eq!(
+            images("SELECT path, account, name FROM images ORDER BY 1"),
+            images(
+                "SELECT p.id, k.account, a.value FROM paths p JOIN containers k ON k.id = p.container
+                 JOIN attrs a ON a.version = p.latest AND a.domain = 'plankton' AND a.key = 'name' ORDER BY 1"
+            ),
+            "the image index = the current versions with an image name"
+        );
+        let mut st = c.prepare("SELECT member, path FROM grants ORDER BY 1, 2").unwrap();
+        let have: Vec<(String, i64)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let mut st = c
+            .prepare("SELECT id, sharing FROM paths WHERE sharing IS NOT NULL AND latest IS NOT NULL")
+            .unwrap();
+        let mut want: Vec<(String, i64)> = vec![];
+        for r in st
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .unwrap()
+        {
+            let (pid, sharing) = r.unwrap();
+            for m in grants::members(&Sharing::parse(&sharing).unwrap()) {
+                want.push((m, pid));
+            }
+        }
+        want.sort();
+        assert_eq!(have, want, "grants = the members of each current path's sharing");
+        let stale: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM paths WHERE latest IS NULL AND sharing IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(stale, 0, "no sharing without a current version");
         let mut st = c.prepare("SELECT hash FROM blocks WHERE refs > 0").unwrap();
         for h in st.query_map([], |r| r.get::<_, Vec<u8>>(0)).unwrap() {
             let h = BlockHash(h.unwrap().try_into().unwrap());
