@@ -291,6 +291,17 @@ fn every_walkthrough_step_with_file_tools(peer: Peer) {
     let v = version_ids(&m.path("pithos/.versions/debian_base3.diskdump"));
     let v0 = m.path(&format!("pithos/.versions/debian_base3.diskdump/{}", v[0]));
     assert_eq!(sha_file(&v0), sha_file(&local));
+    // `.versions/` of the container: a directory per file, the image and its metafile among them.
+    let mut roots: Vec<String> = std::fs::read_dir(m.path("pithos/.versions"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .inspect(|e| assert!(e.file_type().unwrap().is_dir(), "{:?}", e.file_name()))
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    roots.sort();
+    for want in ["debian_base3.diskdump", "debian_base3.diskdump.meta"] {
+        assert!(roots.iter().any(|r| r == want), "{want} not in .versions/: {roots:?}");
+    }
 
     // Batch image upload: cp -r of a folder of images and metafiles with "is-public".
     let batch = m.dir.parent().unwrap().join("images");

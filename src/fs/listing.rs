@@ -82,24 +82,6 @@ impl Pages {
     }
 }
 
-/// Calls `each(name below prefix, entry)` for every child of `prefix` (empty or ending in
-/// `/`), a page of `page` names at a time.
-pub async fn each_child<S: Storage>(
-    storage: &S,
-    container: &str,
-    prefix: &str,
-    page: usize,
-    mut each: impl FnMut(&str, &Listed),
-) -> FsResult<()> {
-    let mut pages = Pages::new(container, prefix, page);
-    while !pages.done() {
-        for e in &pages.next(storage).await? {
-            each(pages.rest(e), e);
-        }
-    }
-    Ok(())
-}
-
 fn full_name(e: &Listed) -> &str {
     match e {
         Listed::Object(o) => &o.name,

@@ -1,7 +1,7 @@
-//! Directory listing. A directory of a container is read from the server a page at a time
-//! while the kernel reads the handle, so what a listing holds is one page (plus the
-//! registry's metafiles of the directory), whatever the directory's size; the account and
-//! the views are small lists and are taken whole at open.
+//! Directory listing. A directory of a container, and its `.versions/` (one directory per
+//! file), is read from the server a page at a time while the kernel reads the handle, so what
+//! a listing holds is one page (plus the registry's metafiles of the directory), whatever the
+//! directory's size; the account, `/.images` and one file's versions are taken whole at open.
 
 use super::handles::Handle;
 use super::listing::Pages;
@@ -29,6 +29,9 @@ struct Pager {
     /// `a/` comes after the object `a`, with only names `a` + something below `/` between);
     /// such a name shows once, as the object.
     recent: Vec<String>,
+    /// The listing is of `.versions/` of the directory: each file is a directory of its
+    /// versions; directories, metafiles and files not committed have none.
+    versions: bool,
 }
 
 /// Whether `name` + "/" sorts before `cur`: the listing is past where the prefix `name/`
@@ -44,7 +47,7 @@ fn passed(name: &str, cur: &str) -> bool {
 impl<S: Storage + Registry> Fs<S> {
     /// A directory opened: its first entries (all of them for the account and the views).
     async fn start_listing(&self, ino: Ino) -> FsResult<DirStream> {
-        let (container, path) = match self.loc(ino)? {
+        let (container, path, versions) = match self.loc(ino)? {
             Loc::Account => {
                 let mut window = vec![];
                 for c in self.sh.storage.list_containers().await? {
@@ -58,7 +61,8 @@ impl<S: Storage + Registry> Fs<S> {
                     pager: None,
                 });
             }
-            Loc::Object { container, path } => (container, path),
+            Loc::Object { container, path } => (container, path, false),
+            Loc::VersionRoot { container, dir } => (container, dir, true),
             view => {
                 let window = self.list_view(ino, view).await?;
                 return Ok(DirStream {
@@ -77,13 +81,19 @@ impl<S: Storage + Registry> Fs<S> {
             pages: Pages::new(&container, &prefix, PAGE),
             metafiles: HashMap::new(),
             recent: vec![],
+            versions,
         };
-        // The registry's view of this directory's metafiles is asked meanwhile.
-        let (first, metafiles) = tokio::join!(
-            pager.pages.next(self.sh.storage.as_ref()),
-            self.live_metafiles_in(&container, &prefix)
-        );
-        pager.metafiles = metafiles.into_iter().collect();
+        let first = if versions {
+            pager.pages.next(self.sh.storage.as_ref()).await
+        } else {
+            // The registry's view of this directory's metafiles is asked meanwhile.
+            let (first, metafiles) = tokio::join!(
+                pager.pages.next(self.sh.storage.as_ref()),
+                self.live_metafiles_in(&container, &prefix)
+            );
+            pager.metafiles = metafiles.into_iter().collect();
+            first
+        };
         let window = self.take_page(ino, &mut pager, first?);
         Ok(DirStream {
             base: 0,
@@ -95,6 +105,9 @@ impl<S: Storage + Registry> Fs<S> {
     /// A page of the listing as entries (remembered as inodes); after the last page, the
     /// metafiles not stored and the files created here and not committed yet.
     fn take_page(&self, ino: Ino, pager: &mut Pager, items: Vec<Listed>) -> Vec<(String, Attr)> {
+        if pager.versions {
+            return self.take_version_dirs(ino, pager, items);
+        }
         let mut out = Vec::with_capacity(items.len());
         for e in &items {
             let rest = pager.pages.rest(e);
@@ -139,6 +152,21 @@ impl<S: Storage + Registry> Fs<S> {
                 out.push((meta, attr));
             }
             self.add_local_files(ino, &mut out);
+        }
+        out
+    }
+
+    /// A page of a directory's listing as the entries of its `.versions/`: a directory per file.
+    fn take_version_dirs(&self, ino: Ino, pager: &Pager, items: Vec<Listed>) -> Vec<(String, Attr)> {
+        let mut out = vec![];
+        for e in &items {
+            let Listed::Object(o) = e else { continue };
+            let name = pager.pages.rest(e);
+            if o.is_dir() || name.is_empty() || name.contains('/') {
+                continue;
+            }
+            let attr = self.remember_view(ino, name, Kind::Dir, 0, o.mtime, 0);
+            out.push((name.to_string(), attr));
         }
         out
     }

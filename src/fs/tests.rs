@@ -1068,6 +1068,42 @@ async fn a_big_directory_is_read_a_page_at_a_time() {
     fs.release(local).await.unwrap();
 }
 
+/// `.versions/` of a big directory is read a page at a time too (it was listed whole at
+/// open): a directory per file, none for directories, the handle holding one page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_versions_of_a_big_directory_are_read_a_page_at_a_time() {
+    let (mem, fs) = fs_with(FsOptions::default());
+    let dir = container_ino(&fs).await;
+    let mut want: Vec<(String, Kind)> = vec![];
+    {
+        let mut objs = mem.objects.lock().unwrap();
+        let mut put = |name: String| {
+            objs.insert(("c".into(), name), (0, vec![], 1, "application/octet-stream".into()));
+        };
+        for i in 0..3 * PAGE + 5 {
+            put(format!("f{i:06}"));
+            want.push((format!("f{i:06}"), Kind::Dir));
+        }
+        put("sub/inner".to_string());
+    }
+    let versions = fs.lookup(dir, ".versions").await.unwrap().ino;
+    let fh = fs.opendir(versions).await.unwrap();
+    let (got, most) = read_whole_dir(&fs, versions, fh, 0, 1000).await;
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "entries differ");
+    assert!(most < 3 * PAGE, "the inode table held {most} inodes");
+    {
+        let h = fs.handle(fh).unwrap();
+        let Handle::Dir(d) = h.as_ref() else {
+            panic!("not a directory handle")
+        };
+        assert!(d.lock().await.window.len() <= PAGE, "the handle holds one page");
+    }
+    let (tail, _) = read_whole_dir(&fs, versions, fh, 2 + 2 * PAGE as u64, 700).await;
+    assert!(tail[..] == want[2 * PAGE..], "a seek back read other entries");
+    fs.release_handle(fh);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_with_its_attributes_lands_quietly_on_a_new_file() {
     let (mem, fs) = fs_with(FsOptions::default());

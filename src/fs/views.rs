@@ -5,16 +5,24 @@
 //! does, with the registry's permissions).
 
 use super::error::{FsError, FsResult};
-use super::{listing, Attr, Fs, Handle, Ino, Kind, Loc, ReadHandle, NAME_MAX, PAGE};
+use super::{Attr, Fs, Handle, Ino, Kind, Loc, ReadHandle, NAME_MAX};
 use crate::api::metafile;
 use crate::api::plankton::Image;
-use crate::client::{Listed, Registry, Storage};
+use crate::client::{Registry, Storage};
 use bytes::Bytes;
 use std::collections::HashMap;
 
 impl<S: Storage + Registry> Fs<S> {
     /// Records a view entry (read-only) and returns its attributes.
-    fn remember_view(&self, parent: Ino, name: &str, kind: Kind, size: u64, mtime: i64, version: u64) -> Attr {
+    pub(super) fn remember_view(
+        &self,
+        parent: Ino,
+        name: &str,
+        kind: Kind,
+        size: u64,
+        mtime: i64,
+        version: u64,
+    ) -> Attr {
         let mut nodes = self.nodes();
         let ino = self.remember_locked(&mut nodes, parent, name, kind, size, mtime, version);
         let n = nodes.by_ino.get_mut(&ino).expect("just remembered");
@@ -74,23 +82,6 @@ impl<S: Storage + Registry> Fs<S> {
                     let attr = self.remember_view(ino, &entry, Kind::File, len, img.updated_at, 0);
                     out.push((entry, attr));
                 }
-            }
-            Loc::VersionRoot { container, dir } => {
-                // One directory per file of `dir`.
-                let prefix = if dir.is_empty() {
-                    String::new()
-                } else {
-                    format!("{dir}/")
-                };
-                listing::each_child(self.sh.storage.as_ref(), &container, &prefix, PAGE, |name, e| {
-                    let Listed::Object(o) = e else { return };
-                    if o.is_dir() || name.is_empty() || name.contains('/') {
-                        return;
-                    }
-                    let attr = self.remember_view(ino, name, Kind::Dir, 0, o.mtime, 0);
-                    out.push((name.to_string(), attr));
-                })
-                .await?;
             }
             Loc::Versions { container, path } => {
                 for (version, _) in self.sh.storage.versions(&container, &path).await? {
