@@ -228,14 +228,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("listening on {addr}");
                 use std::io::Write;
                 std::io::stdout().flush()?;
+                let state = AppState::new(store.clone());
                 imgfs::server::collector::spawn(
-                    store.clone(),
+                    store,
+                    state.metrics.clone(),
                     imgfs::server::collector::GcSchedule {
                         grace: std::time::Duration::from_secs(gc_grace),
                         interval: std::time::Duration::from_secs(gc_interval),
                     },
                 );
-                serve(AppState { store }, listener, limits, tls).await?;
+                serve(state, listener, limits, tls).await?;
                 Ok(())
             })
         }

@@ -6,12 +6,13 @@ mod data;
 mod error;
 mod identity;
 mod images;
+pub mod ops;
 mod pithos;
 mod request;
 mod unread_body;
 
 use crate::store::{Store, StoreError, User};
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -24,9 +25,17 @@ use std::time::Instant;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    pub metrics: Arc<ops::Metrics>,
 }
 
 impl AppState {
+    pub fn new(store: Arc<dyn Store>) -> AppState {
+        AppState {
+            store,
+            metrics: Arc::default(),
+        }
+    }
+
     /// Runs an engine call off the async workers (SQLite and block files block).
     pub async fn run<T: Send + 'static>(
         &self,
@@ -78,28 +87,50 @@ pub fn router(state: AppState) -> Router {
         .route("/public/{id}", any(pithos::public_object))
         .route("/image/v1.0/{*rest}", any(images::handle))
         .route("/image/v1/{*rest}", any(images::handle))
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
         .fallback(|| async { ApiError::bad_request("API endpoint not found") })
         .layer(middleware::from_fn(unread_body::close_if_unread))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(state.clone(), log_request))
         .with_state(state)
 }
 
 /// One line per request: method, path (never the query, which may hold a token), status,
 /// latency. Server faults at warn, the rest at info.
-async fn log_request(req: Request, next: Next) -> Response {
+/// Counted in the metrics too.
+async fn log_request(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let bytes_in = content_length(req.headers());
     let start = Instant::now();
     let mut resp = next.run(req).await;
     never_cache(resp.headers_mut());
     let status = resp.status().as_u16();
-    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    let took = start.elapsed();
+    let bytes_out = http_body::Body::size_hint(resp.body())
+        .exact()
+        .unwrap_or_else(|| content_length(resp.headers()));
+    let bytes_out = if method == axum::http::Method::HEAD {
+        0
+    } else {
+        bytes_out
+    };
+    st.metrics
+        .record(&path, method.as_str(), status, took, bytes_in, bytes_out);
+    let ms = took.as_secs_f64() * 1000.0;
     if status >= 500 {
         tracing::warn!(%method, %path, status, latency_ms = format_args!("{ms:.1}"), "request");
     } else {
         tracing::info!(%method, %path, status, latency_ms = format_args!("{ms:.1}"), "request");
     }
     resp
+}
+
+fn content_length(h: &HeaderMap) -> u64 {
+    h.get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// What the original Synnefo adds to every answer (Django's `add_never_cache_headers` and

@@ -404,6 +404,8 @@ pub trait Store: Send + Sync {
     /// `grace` are deleted, and so are stray files older than `grace`. Skipped (and said so)
     /// while another collector runs over the same database.
     fn collect_garbage(&self, grace: std::time::Duration) -> Result<GcReport>;
+    /// Whether the engine can serve: the metadata answers a query, the block store its root.
+    fn health(&self) -> Result<()>;
 }
 
 /// What one garbage collection gave back.

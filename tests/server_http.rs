@@ -1569,3 +1569,83 @@ fn sigterm_stops_the_server_cleanly() {
     );
     assert!(s.log().contains("shutting down"));
 }
+
+/// `GET /healthz` is 200 while the engine answers and 503 with `Retry-After` and the part
+/// that failed when the block store is gone; `GET /metrics` counts requests by API, method
+/// and status (never by path), their latencies and bytes, and the collector's work. Neither
+/// needs a token.
+#[test]
+fn health_and_metrics_for_operators() {
+    let s = Server::start_args(&["--gc-grace", "0", "--gc-interval", "1"]);
+    let u = s.add_user("alice");
+    let api = Api::new(&s, &u);
+    let plain = reqwest::blocking::Client::new();
+    let get = |path: &str| plain.get(format!("{}{path}", s.url())).send().unwrap();
+    let r = get("/healthz");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), "ok\n");
+
+    let r = api
+        .os("PUT", "flat")
+        .header("X-Container-Policy-Versioning", "none")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let first = pattern(BLOCK_SIZE + 10, 1);
+    api.put("flat/over.img", &first);
+    api.put("flat/over.img", &pattern(777, 2)); // the first version's blocks are nobody's now
+    assert_eq!(api.get("flat/over.img").len(), 777);
+    assert_eq!(api.os("GET", "flat/missing").send().unwrap().status(), 404);
+
+    let metric = |text: &str, name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .map(|v| v.parse().unwrap())
+    };
+    let mut text = String::new();
+    for _ in 0..100 {
+        let r = get("/metrics");
+        assert_eq!(r.status(), 200);
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"));
+        text = r.text().unwrap();
+        if metric(&text, "imgfs_gc_blocks_collected_total").unwrap() >= 2.0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let req = |m: &str, status: u16| {
+        metric(
+            &text,
+            &format!("imgfs_requests_total{{api=\"object-store\",method=\"{m}\",status=\"{status}\"}}"),
+        )
+    };
+    assert_eq!(req("PUT", 201), Some(3.0), "{text}");
+    assert_eq!(req("GET", 404), Some(1.0));
+    assert!(req("GET", 200).is_some());
+    assert!(metric(&text, "imgfs_request_duration_seconds_count{api=\"object-store\"}").unwrap() >= 5.0);
+    assert!(metric(&text, "imgfs_request_bytes_total").unwrap() >= (first.len() + 777) as f64);
+    assert!(metric(&text, "imgfs_response_bytes_total").unwrap() >= 777.0);
+    assert!(
+        metric(&text, "imgfs_gc_blocks_collected_total").unwrap() >= 2.0,
+        "the two blocks of the first version collected: {text}"
+    );
+    assert!(metric(&text, "imgfs_gc_bytes_collected_total").unwrap() >= first.len() as f64);
+    assert!(
+        !text.contains(&u.uuid) && !text.contains("over.img"),
+        "no account or path in the labels"
+    );
+
+    let blocks = s.data.join("blocks");
+    let aside = s.data.join("blocks-aside");
+    std::fs::rename(&blocks, &aside).unwrap();
+    let r = get("/healthz");
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    assert_eq!(r.text().unwrap(), "unavailable: the block store does not answer\n");
+    assert!(s.log().contains("health check failed"));
+    std::fs::rename(&aside, &blocks).unwrap();
+    assert_eq!(get("/healthz").status(), 200);
+}

@@ -18,13 +18,17 @@ pub struct GcSchedule {
 }
 
 /// Runs the collector in the background for as long as the runtime lives.
-pub fn spawn(store: Arc<dyn Store>, schedule: GcSchedule) {
+pub fn spawn(store: Arc<dyn Store>, metrics: Arc<super::ops::Metrics>, schedule: GcSchedule) {
     tokio::spawn(async move {
         loop {
             let s = store.clone();
             match tokio::task::spawn_blocking(move || s.collect_garbage(schedule.grace)).await {
-                Ok(Ok(r)) if r.skipped => tracing::info!("garbage collection skipped: another collector is running"),
+                Ok(Ok(r)) if r.skipped => {
+                    metrics.collected(&r);
+                    tracing::info!("garbage collection skipped: another collector is running")
+                }
                 Ok(Ok(r)) => {
+                    metrics.collected(&r);
                     if r.blocks_freed + r.orphans_freed + r.temp_files_freed + r.uploads_expired > 0 {
                         tracing::info!(
                             blocks = r.blocks_freed,

@@ -32,6 +32,8 @@ pub trait BlockStore: Send + Sync {
     /// Deletes temp files of writes older than `older_than` (a crash cut them) and calls
     /// `found` with each block older than that; returns the temp files' count and bytes.
     fn sweep(&self, older_than: SystemTime, found: &mut dyn FnMut(BlockHash, u64) -> Result<()>) -> Result<(u64, u64)>;
+    /// Whether the store answers at all (for a readiness check; cheap).
+    fn check(&self) -> Result<()>;
 }
 
 pub struct FsBlocks {
@@ -237,6 +239,16 @@ fn stored_check(f: &File) -> Option<[u8; 32]> {
 }
 
 impl BlockStore for FsBlocks {
+    fn check(&self) -> Result<()> {
+        // Its root is there and can be read: a disk that went away or a lost mount fails this
+        // (a disk remounted read-only does not; writes then fail with 5xx and a log line).
+        let mut entries = fs::read_dir(&self.root)?;
+        if let Some(e) = entries.next() {
+            e?;
+        }
+        Ok(())
+    }
+
     fn put(&self, data: &[u8]) -> Result<BlockHash> {
         let stored = trim_trailing_zeros(data);
         let hash = block_hash(stored);

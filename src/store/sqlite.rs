@@ -1543,6 +1543,11 @@ impl Store for SqliteStore {
     fn collect_garbage(&self, grace: std::time::Duration) -> Result<GcReport> {
         self.collect(grace)
     }
+
+    fn health(&self) -> Result<()> {
+        self.with_read(|c| Ok(c.query_row("SELECT COUNT(*) FROM users WHERE 0", [], |r| r.get::<_, i64>(0))?))?;
+        self.blocks.check()
+    }
 }
 
 impl SqliteStore {
