@@ -24,32 +24,36 @@ struct DataArg {
 enum Cmd {
     /// Serve the identity, object-storage and image APIs of a Synnefo cloud
     Serve {
+        /// Settings file (TOML; keys as the options below, `_` for `-`). The command line
+        /// wins over the environment (IMGFS_<OPTION>), which wins over the file
+        #[arg(long, env = "IMGFS_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
         #[command(flatten)]
         data: DataArg,
-        /// Address to listen on
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: String,
-        /// Connections served at once (more wait to be accepted)
-        #[arg(long, default_value_t = 1024, value_name = "N")]
-        max_connections: usize,
-        /// Seconds a request's headers may take, and a kept-alive connection may idle
-        #[arg(long, default_value_t = 20, value_name = "SECS")]
-        header_timeout: u64,
-        /// Seconds a request body may send nothing
-        #[arg(long, default_value_t = 60, value_name = "SECS")]
-        body_idle_timeout: u64,
+        /// Address to listen on [default: 127.0.0.1:8080]
+        #[arg(long, env = "IMGFS_LISTEN", value_name = "ADDR")]
+        listen: Option<String>,
+        /// Connections served at once (more wait to be accepted) [default: 1024]
+        #[arg(long, env = "IMGFS_MAX_CONNECTIONS", value_name = "N")]
+        max_connections: Option<usize>,
+        /// Seconds a request's headers may take, and a kept-alive connection may idle [default: 20]
+        #[arg(long, env = "IMGFS_HEADER_TIMEOUT", value_name = "SECS")]
+        header_timeout: Option<u64>,
+        /// Seconds a request body may send nothing [default: 60]
+        #[arg(long, env = "IMGFS_BODY_IDLE_TIMEOUT", value_name = "SECS")]
+        body_idle_timeout: Option<u64>,
         /// Seconds an uploaded block waits for the object that uses it, and a block nobody
-        /// holds is kept, before the garbage collector deletes it
-        #[arg(long, default_value_t = 3600, value_name = "SECS")]
-        gc_grace: u64,
-        /// Seconds between garbage collections (0: only at start-up)
-        #[arg(long, default_value_t = 600, value_name = "SECS")]
-        gc_interval: u64,
+        /// holds is kept, before the garbage collector deletes it [default: 3600]
+        #[arg(long, env = "IMGFS_GC_GRACE", value_name = "SECS")]
+        gc_grace: Option<u64>,
+        /// Seconds between garbage collections (0: only at start-up) [default: 600]
+        #[arg(long, env = "IMGFS_GC_INTERVAL", value_name = "SECS")]
+        gc_interval: Option<u64>,
         /// Serve https with this certificate chain (PEM); needs --tls-key
-        #[arg(long, value_name = "PEM", requires = "tls_key")]
+        #[arg(long, env = "IMGFS_TLS_CERT", value_name = "PEM")]
         tls_cert: Option<PathBuf>,
         /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1)
-        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        #[arg(long, env = "IMGFS_TLS_KEY", value_name = "PEM")]
         tls_key: Option<PathBuf>,
     },
     /// Collect garbage in a data directory now (beside a running server too), printing what
@@ -195,6 +199,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve {
+            config,
             data,
             listen,
             max_connections,
@@ -205,16 +210,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tls_cert,
             tls_key,
         } => {
-            let tls = match (&tls_cert, &tls_key) {
-                (Some(c), Some(k)) => Some(imgfs::server::tls_config(c, k)?),
-                _ => None,
+            use imgfs::server::settings::ServeSettings;
+            let given = ServeSettings {
+                // (IMGFS_DATA is the environment's; a file's `data` comes after it)
+                data: data
+                    .data
+                    .clone()
+                    .or_else(|| std::env::var_os("IMGFS_DATA").map(PathBuf::from)),
+                listen,
+                max_connections,
+                header_timeout,
+                body_idle_timeout,
+                gc_grace,
+                gc_interval,
+                tls_cert,
+                tls_key,
+            };
+            let file = match &config {
+                Some(f) => ServeSettings::from_file(f)?,
+                None => ServeSettings::default(),
+            };
+            let set = given.or(file).resolve()?;
+            let tls = match &set.tls {
+                Some((c, k)) => Some(imgfs::server::tls_config(c, k)?),
+                None => None,
             };
             let limits = imgfs::server::Limits {
-                max_connections: max_connections.max(1),
-                header_timeout: std::time::Duration::from_secs(header_timeout.max(1)),
-                body_idle_timeout: std::time::Duration::from_secs(body_idle_timeout.max(1)),
+                max_connections: set.limits_max_connections,
+                header_timeout: set.header_timeout,
+                body_idle_timeout: set.body_idle_timeout,
             };
-            let dir = data_dir(&data);
+            let dir = data_dir(&DataArg { data: set.data.clone() });
+            let listen = set.listen.clone();
             let store = imgfs::open_data_dir(&dir)?;
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async move {
@@ -233,8 +260,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     store,
                     state.metrics.clone(),
                     imgfs::server::collector::GcSchedule {
-                        grace: std::time::Duration::from_secs(gc_grace),
-                        interval: std::time::Duration::from_secs(gc_interval),
+                        grace: set.gc_grace,
+                        interval: set.gc_interval,
                     },
                 );
                 serve(state, listener, limits, tls).await?;

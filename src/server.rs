@@ -3,12 +3,14 @@
 
 pub mod collector;
 mod data;
+mod deadline;
 mod error;
 mod identity;
 mod images;
 pub mod ops;
 mod pithos;
 mod request;
+pub mod settings;
 mod unread_body;
 
 use crate::store::{Store, StoreError, User};
@@ -245,10 +247,27 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let (builder, app, watcher, tls) = (builder.clone(), app.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
+            let limit = limits.header_timeout;
             match tls {
-                None => serve_connection(&builder, TokioIo::new(stream), app, watcher).await,
+                None => {
+                    serve_connection(
+                        &builder,
+                        TokioIo::new(deadline::FirstByteDeadline::new(stream, limit)),
+                        app,
+                        watcher,
+                    )
+                    .await
+                }
                 Some(acceptor) => match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => serve_connection(&builder, TokioIo::new(s), app, watcher).await,
+                    Ok(Ok(s)) => {
+                        serve_connection(
+                            &builder,
+                            TokioIo::new(deadline::FirstByteDeadline::new(s, limit)),
+                            app,
+                            watcher,
+                        )
+                        .await
+                    }
                     Ok(Err(e)) => tracing::info!(error = %e, "TLS handshake failed"),
                     Err(_) => tracing::info!("TLS handshake timed out"),
                 },

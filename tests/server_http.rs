@@ -1649,3 +1649,78 @@ fn health_and_metrics_for_operators() {
     std::fs::rename(&aside, &blocks).unwrap();
     assert_eq!(get("/healthz").status(), 200);
 }
+
+/// `imgfs serve --config FILE`: the file's settings apply where the command line gives none
+/// (here a header timeout of 1 s drops a client that stops inside its headers, the default would wait 20 s), the
+/// command line wins over the file (its listen address and data directory are not used), and
+/// a file with an unknown key stops the server with a message naming the file and the key.
+#[test]
+fn settings_come_from_a_file_below_the_command_line() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("serve.toml");
+    std::fs::write(
+        &conf,
+        "listen = \"127.0.0.1:1\"\ndata = \"/nonexistent/imgfs\"\nheader_timeout = 1\ngc_interval = 0\n",
+    )
+    .unwrap();
+    let s = Server::start_args(&["--config", conf.to_str().unwrap()]);
+    assert!(s.data.join("meta.db").exists(), "the command line's data directory");
+    let mut silent = std::net::TcpStream::connect(&s.addr).unwrap();
+    std::io::Write::write_all(&mut silent, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    silent
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let n = silent.read(&mut buf).unwrap_or(0);
+    let took = start.elapsed();
+    assert!(n == 0 || buf[..n].starts_with(b"HTTP/1.1 408"), "closed or 408");
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "dropped after {took:?}: the file's 1 s"
+    );
+
+    std::fs::write(&conf, "gc_grase = 60\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imgfs"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&conf)
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("serve.toml") && err.contains("gc_grase"), "{err}");
+}
+
+/// Answers to requests without a body keep the connection open for the next request (every
+/// answer said `Connection: close` while the body-timeout wrapper hid that a body was empty:
+/// a new connection, and over https a new handshake, per request).
+#[test]
+fn connections_are_kept_alive_between_requests() {
+    use std::io::{Read, Write};
+    let (s, api) = setup();
+    api.put("pithos/x", b"hello");
+    let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let path = format!("/object-store/v1/{}/pithos/x", api.user.uuid);
+    for round in 0..3 {
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {}\r\n\r\n",
+            api.user.token
+        )
+        .unwrap();
+        let mut got = vec![];
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"hello") {
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "closed after {round} answers");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&got).to_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(!head.contains("connection: close"), "round {round}: {head}");
+    }
+}

@@ -19,7 +19,14 @@ use std::task::{Context, Poll};
 pub async fn close_if_unread(req: Request, next: Next) -> Response {
     let http1 = req.version() <= Version::HTTP_11;
     let (parts, body) = req.into_parts();
-    let read = Arc::new(AtomicBool::new(body.is_end_stream()));
+    // An HTTP/1 request with neither length nor chunks has no body. Asked of the headers:
+    // the body-timeout wrapper says "not at its end" of every body, an empty one too, and
+    // every answer then closed its connection.
+    let h = &parts.headers;
+    let no_body = !h.contains_key(header::TRANSFER_ENCODING)
+        && h.get(header::CONTENT_LENGTH)
+            .is_none_or(|v| v.to_str().is_ok_and(|v| v.trim() == "0"));
+    let read = Arc::new(AtomicBool::new(no_body || body.is_end_stream()));
     let tracked = Tracked {
         inner: body,
         read: read.clone(),
