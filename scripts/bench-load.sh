@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 users=${1:-3} conns=${2:-50} requests=${3:-50000} slow=${4:-300}
 cargo build --release --quiet --bin imgfs --example loadgen
-bin=target/release/imgfs
+bin=${IMGFS_BIN:-target/release/imgfs}  # another build of the server to compare
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/imgfs-load.XXXXXX")
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 ulimit -n 65536 2>/dev/null || true

@@ -27,7 +27,8 @@ command -v fusermount3 >/dev/null || { apt-get update -qq && apt-get install -y 
 for m in "$WORK/mnt"; do mountpoint -q "$m" 2>/dev/null && fusermount3 -u "$m"; done
 rm -rf "$WORK"; mkdir -p "$WORK/mnt"
 cargo build --release --quiet
-BIN=$PWD/target/release/imgfs
+# IMGFS_BIN: another build to compare (the same checkout's scripts drive it)
+BIN=${IMGFS_BIN:-$PWD/target/release/imgfs}
 
 # The server runs in a session of its own as a service would (see the mount below).
 setsid "$BIN" serve --data "$WORK/data" --listen 127.0.0.1:0 >"$WORK/stdout" 2>"$WORK/server.log" &
