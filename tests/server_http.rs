@@ -1298,6 +1298,8 @@ fn images_register_list_update_unregister() {
     assert_eq!(alice.img("GET", "images/?size_min=big").send().unwrap().status(), 400);
     let v: Value = bob.img("GET", "images/").send().unwrap().json().unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1, "bob does not see the private image");
+    let v: Value = bob.img("GET", "images/detail?name=B").send().unwrap().json().unwrap();
+    assert_eq!(v, json!([]), "nor finds it by name");
     // HEAD by id; GET is 501
     let r = bob.img("HEAD", &format!("images/{uuid}")).send().unwrap();
     assert_eq!(r.status(), 200);
