@@ -29,32 +29,7 @@ enum Cmd {
         #[arg(long, env = "IMGFS_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
         #[command(flatten)]
-        data: DataArg,
-        /// Address to listen on [default: 127.0.0.1:8080]
-        #[arg(long, env = "IMGFS_LISTEN", value_name = "ADDR")]
-        listen: Option<String>,
-        /// Connections served at once (more wait to be accepted) [default: 1024]
-        #[arg(long, env = "IMGFS_MAX_CONNECTIONS", value_name = "N")]
-        max_connections: Option<usize>,
-        /// Seconds a request's headers may take, and a kept-alive connection may idle [default: 20]
-        #[arg(long, env = "IMGFS_HEADER_TIMEOUT", value_name = "SECS")]
-        header_timeout: Option<u64>,
-        /// Seconds a request body may send nothing [default: 60]
-        #[arg(long, env = "IMGFS_BODY_IDLE_TIMEOUT", value_name = "SECS")]
-        body_idle_timeout: Option<u64>,
-        /// Seconds an uploaded block waits for the object that uses it, and a block nobody
-        /// holds is kept, before the garbage collector deletes it [default: 3600]
-        #[arg(long, env = "IMGFS_GC_GRACE", value_name = "SECS")]
-        gc_grace: Option<u64>,
-        /// Seconds between garbage collections (0: only at start-up) [default: 600]
-        #[arg(long, env = "IMGFS_GC_INTERVAL", value_name = "SECS")]
-        gc_interval: Option<u64>,
-        /// Serve https with this certificate chain (PEM); needs --tls-key
-        #[arg(long, env = "IMGFS_TLS_CERT", value_name = "PEM")]
-        tls_cert: Option<PathBuf>,
-        /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1)
-        #[arg(long, env = "IMGFS_TLS_KEY", value_name = "PEM")]
-        tls_key: Option<PathBuf>,
+        settings: imgfs::server::settings::ServeSettings,
     },
     /// Collect garbage in a data directory now (beside a running server too), printing what
     /// was freed as JSON
@@ -198,39 +173,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Serve {
-            config,
-            data,
-            listen,
-            max_connections,
-            header_timeout,
-            body_idle_timeout,
-            gc_grace,
-            gc_interval,
-            tls_cert,
-            tls_key,
-        } => {
+        Cmd::Serve { config, settings } => {
             use imgfs::server::settings::ServeSettings;
-            let given = ServeSettings {
-                // (IMGFS_DATA is the environment's; a file's `data` comes after it)
-                data: data
-                    .data
-                    .clone()
-                    .or_else(|| std::env::var_os("IMGFS_DATA").map(PathBuf::from)),
-                listen,
-                max_connections,
-                header_timeout,
-                body_idle_timeout,
-                gc_grace,
-                gc_interval,
-                tls_cert,
-                tls_key,
-            };
             let file = match &config {
                 Some(f) => ServeSettings::from_file(f)?,
                 None => ServeSettings::default(),
             };
-            let set = given.or(file).resolve()?;
+            let set = settings.or(file).resolve()?;
             let tls = match &set.tls {
                 Some((c, k)) => Some(imgfs::server::tls_config(c, k)?),
                 None => None,

@@ -7,18 +7,39 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// What was given somewhere; `None`: not there.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+/// What was given somewhere; `None`: not there. Also `imgfs serve`'s options (each with its
+/// environment variable), so the two lists cannot drift apart.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct ServeSettings {
+    /// Data directory (metadata database and blocks) [default: ~/.local/share/imgfs]
+    #[arg(long, env = "IMGFS_DATA", value_name = "DIR")]
     pub data: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "IMGFS_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Connections served at once (more wait to be accepted) [default: 1024]
+    #[arg(long, env = "IMGFS_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Seconds a connection's first byte and a request's headers may take, and a kept-alive
+    /// connection may idle [default: 20]
+    #[arg(long, env = "IMGFS_HEADER_TIMEOUT", value_name = "SECS")]
     pub header_timeout: Option<u64>,
+    /// Seconds a request body may send nothing [default: 60]
+    #[arg(long, env = "IMGFS_BODY_IDLE_TIMEOUT", value_name = "SECS")]
     pub body_idle_timeout: Option<u64>,
+    /// Seconds an uploaded block waits for the object that uses it, and a block nobody
+    /// holds is kept, before the garbage collector deletes it [default: 3600]
+    #[arg(long, env = "IMGFS_GC_GRACE", value_name = "SECS")]
     pub gc_grace: Option<u64>,
+    /// Seconds between garbage collections (0: only at start-up) [default: 600]
+    #[arg(long, env = "IMGFS_GC_INTERVAL", value_name = "SECS")]
     pub gc_interval: Option<u64>,
+    /// Serve https with this certificate chain (PEM); needs --tls-key
+    #[arg(long, env = "IMGFS_TLS_CERT", value_name = "PEM")]
     pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, env = "IMGFS_TLS_KEY", value_name = "PEM")]
     pub tls_key: Option<PathBuf>,
 }
 

@@ -1807,13 +1807,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(bad, 0, "container counters = what is current");
-        let keys = |sql: &str| -> Vec<(i64, String, i64)> {
-            let mut st = c.prepare(sql).unwrap();
-            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .unwrap()
-                .map(|r| r.unwrap())
-                .collect()
-        };
+        let keys = |sql: &str| triples::<i64, String, i64>(&c, sql);
         assert_eq!(
             keys("SELECT container, key, n FROM container_keys ORDER BY 1, 2"),
             keys(
@@ -1822,13 +1816,7 @@ mod tests {
             ),
             "container keys = those of what is current"
         );
-        let images = |sql: &str| -> Vec<(i64, String, String)> {
-            let mut st = c.prepare(sql).unwrap();
-            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .unwrap()
-                .map(|r| r.unwrap())
-                .collect()
-        };
+        let images = |sql: &str| triples::<i64, String, String>(&c, sql);
         assert_eq!(
             images("SELECT path, account, name FROM images ORDER BY 1"),
             images(
@@ -1874,6 +1862,20 @@ mod tests {
                 "held block {h} has its file"
             );
         }
+    }
+
+    /// Every row of a three-column query.
+    fn triples<A, B, C>(c: &Connection, sql: &str) -> Vec<(A, B, C)>
+    where
+        A: rusqlite::types::FromSql,
+        B: rusqlite::types::FromSql,
+        C: rusqlite::types::FromSql,
+    {
+        let mut st = c.prepare(sql).unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
     }
 
     fn obj(by: &str, hashes: Vec<BlockHash>, size: u64) -> NewObject {
