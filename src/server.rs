@@ -190,7 +190,7 @@ pub async fn serve(
     limits: Limits,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Result<(), ServeError> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::rt::{TokioExecutor, TokioTimer};
     let mut app = router(state)
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             limits.body_idle_timeout,
@@ -249,25 +249,9 @@ pub async fn serve(
         tokio::spawn(async move {
             let limit = limits.header_timeout;
             match tls {
-                None => {
-                    serve_connection(
-                        &builder,
-                        TokioIo::new(deadline::FirstByteDeadline::new(stream, limit)),
-                        app,
-                        watcher,
-                    )
-                    .await
-                }
+                None => serve_connection(&builder, stream, limit, app, watcher).await,
                 Some(acceptor) => match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => {
-                        serve_connection(
-                            &builder,
-                            TokioIo::new(deadline::FirstByteDeadline::new(s, limit)),
-                            app,
-                            watcher,
-                        )
-                        .await
-                    }
+                    Ok(Ok(s)) => serve_connection(&builder, s, limit, app, watcher).await,
                     Ok(Err(e)) => tracing::info!(error = %e, "TLS handshake failed"),
                     Err(_) => tracing::info!("TLS handshake timed out"),
                 },
@@ -283,14 +267,18 @@ pub async fn serve(
     Ok(())
 }
 
+/// Serves one connection (plain or after its TLS handshake), whose first byte must come
+/// within `first_byte` ([`deadline`]).
 async fn serve_connection<I>(
     builder: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     io: I,
+    first_byte: std::time::Duration,
     app: Router,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let io = hyper_util::rt::TokioIo::new(deadline::FirstByteDeadline::new(io, first_byte));
     let conn = builder
         .serve_connection(io, hyper_util::service::TowerToHyperService::new(app))
         .into_owned();
