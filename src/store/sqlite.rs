@@ -1771,41 +1771,29 @@ mod tests {
             .map(|r| r.unwrap())
             .collect();
         assert_eq!(have, want, "account rows = what the versions hold");
-        let bad: i64 = c
-            .query_row(
-                "SELECT COUNT(*) FROM blocks b WHERE refs != (SELECT COUNT(*) FROM account_blocks a WHERE a.hash = b.hash)",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let bad = count(
+            &c,
+            "SELECT COUNT(*) FROM blocks b WHERE refs != (SELECT COUNT(*) FROM account_blocks a WHERE a.hash = b.hash)",
+        );
         assert_eq!(bad, 0, "block refs = accounts holding");
-        let orphan_rows: i64 = c
-            .query_row(
-                "SELECT COUNT(*) FROM account_blocks a WHERE NOT EXISTS (SELECT 1 FROM blocks b WHERE b.hash = a.hash)",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let orphan_rows = count(
+            &c,
+            "SELECT COUNT(*) FROM account_blocks a WHERE NOT EXISTS (SELECT 1 FROM blocks b WHERE b.hash = a.hash)",
+        );
         assert_eq!(orphan_rows, 0);
-        let bad: i64 = c
-            .query_row(
-                "SELECT COUNT(*) FROM accounts x WHERE stored != (SELECT COALESCE(SUM(b.size), 0)
+        let bad = count(
+            &c,
+            "SELECT COUNT(*) FROM accounts x WHERE stored != (SELECT COALESCE(SUM(b.size), 0)
                  FROM account_blocks a JOIN blocks b ON b.hash = a.hash WHERE a.account = x.uuid)",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        );
         assert_eq!(bad, 0, "charge = sizes of the rows");
-        let bad: i64 = c
-            .query_row(
-                "SELECT COUNT(*) FROM containers k
+        let bad = count(
+            &c,
+            "SELECT COUNT(*) FROM containers k
                  WHERE objects != (SELECT COUNT(*) FROM paths p WHERE p.container = k.id AND p.latest IS NOT NULL)
                  OR bytes != (SELECT COALESCE(SUM(v.size), 0) FROM paths p JOIN versions v ON v.id = p.latest
                               WHERE p.container = k.id)",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        );
         assert_eq!(bad, 0, "container counters = what is current");
         let keys = |sql: &str| triples::<i64, String, i64>(&c, sql);
         assert_eq!(
@@ -1846,13 +1834,10 @@ mod tests {
         }
         want.sort();
         assert_eq!(have, want, "grants = the members of each current path's sharing");
-        let stale: i64 = c
-            .query_row(
-                "SELECT COUNT(*) FROM paths WHERE latest IS NULL AND sharing IS NOT NULL",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let stale = count(
+            &c,
+            "SELECT COUNT(*) FROM paths WHERE latest IS NULL AND sharing IS NOT NULL",
+        );
         assert_eq!(stale, 0, "no sharing without a current version");
         let mut st = c.prepare("SELECT hash FROM blocks WHERE refs > 0").unwrap();
         for h in st.query_map([], |r| r.get::<_, Vec<u8>>(0)).unwrap() {
@@ -1862,6 +1847,11 @@ mod tests {
                 "held block {h} has its file"
             );
         }
+    }
+
+    /// The one number a `COUNT(*)` query answers.
+    fn count(c: &Connection, sql: &str) -> i64 {
+        c.query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
     /// Every row of a three-column query.
