@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian machine (run as root), starts
 # the original Synnefo 0.20 from ../shared/synnefo when that folder is there, then runs the
-# suite in two tiers: everything against `imgfs serve` (unit tests, HTTP tests, real mounts,
-# kamaki 0.16 and python-swiftclient as independent clients, the crash test), then the
+# suite in three tiers: everything against `imgfs serve` (unit tests, HTTP tests, real mounts,
+# kamaki 0.16 and python-swiftclient as independent clients, the crash test); the same with
+# every server's blocks in S3 (OpenStack Swift's s3api from ../shared/swift); then the
 # mount, registry, walkthrough, kamaki and differential tests against the original
 # (`synnefo::` tests, one at a time: they share one server and count its requests).
 #
-#   scripts/test.sh                 # both tiers
+#   scripts/test.sh                 # the three tiers
 #   scripts/test.sh kamaki          # arguments given: one `cargo test --release ARGS` run
-#                                   # with both servers available (a filter, --nocapture, ...)
+#                                   # with both servers available, blocks in files (a filter,
+#                                   # --nocapture, ...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -79,6 +81,36 @@ else
   fi
 fi
 
+# OpenStack Swift (from PyPI, by ../shared/swift's own script) as a single-node store with its
+# s3api middleware: the S3 endpoint of the imgfs-s3 tier (~30 s the first time, a few s after;
+# objects in tmpfs, emptied when the run ends).
+SWIFT_SRC=${IMGFS_SWIFT_SRC:-$ROOT/../shared/swift}
+SWIFT_DIR="$TOOLS/swift-saio"
+s3_skip=""
+if [ ! -x "$SWIFT_SRC/swift-saio.sh" ]; then
+  s3_skip="$SWIFT_SRC/swift-saio.sh not found (Swift comes from ../shared/swift)"
+else
+  echo "==> starting OpenStack Swift with s3api in $SWIFT_DIR"
+  export SWIFT_SAIO_S3API=1 SWIFT_SAIO_PROXY_PORT=${SWIFT_SAIO_PROXY_PORT:-18080}
+  export SWIFT_SAIO_OBJECT_PORT=${SWIFT_SAIO_OBJECT_PORT:-18200} SWIFT_SAIO_CONTAINER_PORT=${SWIFT_SAIO_CONTAINER_PORT:-18201}
+  export SWIFT_SAIO_ACCOUNT_PORT=${SWIFT_SAIO_ACCOUNT_PORT:-18202} SWIFT_SAIO_MEMCACHE_PORT=${SWIFT_SAIO_MEMCACHE_PORT:-18211}
+  if "$SWIFT_SRC/swift-saio.sh" "$SWIFT_DIR" > "$TOOLS/swift-saio.out" 2>&1; then
+    stop_swift() { SWIFT_SAIO_PURGE=1 "$SWIFT_SRC/swift-saio-stop.sh" "$SWIFT_DIR" >/dev/null 2>&1 || true; }
+    trap '"$SNF_SRC/synnefo-real-stop.sh" "$SNF_DIR" >/dev/null 2>&1 || true; stop_swift' EXIT
+  else
+    tail -n 30 "$TOOLS/swift-saio.out" >&2
+    echo "Swift did not start (log above, $TOOLS/swift-saio.out)" >&2
+    exit 1
+  fi
+  SWIFT_AUTH="http://127.0.0.1:$SWIFT_SAIO_PROXY_PORT/auth/v1.0"
+  # The bucket is a Swift container: made through Swift's own API, a new one each run.
+  BUCKET="imgfs-test-$(date +%s)"
+  auth=$(curl -fsS -D - -o /dev/null -H 'X-Auth-User: test:tester' -H 'X-Auth-Key: testing' "$SWIFT_AUTH" | tr -d '\r')
+  token=$(awk -F': ' 'tolower($1) == "x-auth-token" { print $2 }' <<<"$auth")
+  storage=$(awk -F': ' 'tolower($1) == "x-storage-url" { print $2 }' <<<"$auth")
+  curl -fsS -X PUT -H "X-Auth-Token: $token" "$storage/$BUCKET" >/dev/null
+fi
+
 export IMGFS_PY27="$PY27"
 export IMGFS_KAMAKI="$TOOLS/kamaki"
 export IMGFS_SWIFT="$TOOLS/swift/bin/swift"
@@ -102,7 +134,16 @@ if [ $# -gt 0 ]; then
   run tests "$@"
   summary tests
 else
-  run "imgfs-serve" --no-fail-fast -- --skip synnefo::
+  run "imgfs-serve" --no-fail-fast -- --skip synnefo:: --skip s3_endpoint::
+  if [ -z "$s3_skip" ]; then
+    # The same tests with every server's blocks in S3 (tests/common's `imgfs`: a prefix per
+    # data directory; those that look inside block files look in the bucket instead, through
+    # Swift's own API), and tests/s3.rs (the endpoint going away, bytes changed in the bucket).
+    AWS_ENDPOINT_URL="http://127.0.0.1:$SWIFT_SAIO_PROXY_PORT" AWS_ACCESS_KEY_ID=test:tester \
+    AWS_SECRET_ACCESS_KEY=testing AWS_ALLOW_HTTP=true IMGFS_TEST_S3="s3://$BUCKET" \
+    IMGFS_TEST_SWIFT_AUTH="$SWIFT_AUTH" \
+      run "imgfs-s3" --no-fail-fast -- --skip synnefo::
+  fi
   if [ -z "$snf_skip" ]; then
     run "synnefo-0.20" --no-fail-fast --test mount --test images --test walkthrough --test kamaki --test differential \
       -- synnefo:: --test-threads=1
@@ -112,6 +153,11 @@ else
     [ -f "$r" ] && cat "$r"
   done
   summary "imgfs-serve"
+  if [ -z "$s3_skip" ]; then
+    summary "imgfs-s3"
+  else
+    echo "imgfs-s3: tier skipped: $s3_skip"
+  fi
   if [ -z "$snf_skip" ]; then
     summary "synnefo-0.20"
   else

@@ -19,10 +19,51 @@ pub enum DataDirError {
     Unusable { dir: PathBuf, source: std::io::Error },
     #[error("cannot open the metadata database in {dir}: {source}")]
     Store { dir: PathBuf, source: store::StoreError },
+    #[error("cannot open the block store {location}: {source}")]
+    Blocks {
+        location: String,
+        source: store::StoreError,
+    },
 }
 
-/// Opens (creating if needed) the embedded engine in `dir`: `meta.db` and `blocks/`.
+/// Opens (creating if needed) the engine the locations name: the metadata database in its
+/// directory (`meta.db`) over block files or an S3 bucket.
+pub fn open_storage(at: &store::location::Storage) -> Result<Arc<store::sqlite::SqliteStore>, DataDirError> {
+    use store::location::{BlocksLocation, MetaLocation};
+    let MetaLocation::Sqlite(dir) = &at.meta;
+    prepare_data_dir(dir)?;
+    let blocks_err = |source| DataDirError::Blocks {
+        location: at.blocks.to_string(),
+        source,
+    };
+    let blocks: Arc<dyn store::blocks::BlockStore> = match &at.blocks {
+        BlocksLocation::Dir(d) => Arc::new(store::blocks::FsBlocks::open(d).map_err(blocks_err)?),
+        BlocksLocation::S3(l) => Arc::new(store::s3::S3Blocks::open(l.clone()).map_err(blocks_err)?),
+    };
+    let s = store::sqlite::SqliteStore::open(&dir.join("meta.db"), blocks).map_err(|source| DataDirError::Store {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    // meta.db's name (SQLite makes its WAL's durable, not the database file's)
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| DataDirError::Unusable {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    Ok(Arc::new(s))
+}
+
+/// The single-machine engine in `dir`: `meta.db` and `blocks/` (`--data DIR`).
 pub fn open_data_dir(dir: &Path) -> Result<Arc<store::sqlite::SqliteStore>, DataDirError> {
+    open_storage(&store::location::Storage {
+        meta: store::location::MetaLocation::Sqlite(dir.to_path_buf()),
+        blocks: store::location::BlocksLocation::Dir(dir.join("blocks")),
+    })
+}
+
+/// The metadata directory made (durably), private, and proven writable.
+fn prepare_data_dir(dir: &Path) -> Result<(), DataDirError> {
     let unusable = |source| DataDirError::Unusable {
         dir: dir.to_path_buf(),
         source,
@@ -51,13 +92,5 @@ pub fn open_data_dir(dir: &Path) -> Result<Arc<store::sqlite::SqliteStore>, Data
     let probe = dir.join(".imgfs-probe");
     std::fs::write(&probe, b"ok").map_err(unusable)?;
     std::fs::remove_file(&probe).map_err(unusable)?;
-    let store_err = |source| DataDirError::Store {
-        dir: dir.to_path_buf(),
-        source,
-    };
-    let blocks = store::blocks::FsBlocks::open(&dir.join("blocks")).map_err(store_err)?;
-    let s = store::sqlite::SqliteStore::open(&dir.join("meta.db"), Arc::new(blocks)).map_err(store_err)?;
-    // meta.db's name (SQLite makes its WAL's durable, not the database file's)
-    std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(unusable)?;
-    Ok(Arc::new(s))
+    Ok(())
 }

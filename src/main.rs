@@ -15,9 +15,44 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct DataArg {
-    /// Data directory (metadata database and blocks) [default: $IMGFS_DATA or ~/.local/share/imgfs]
+    /// Data directory: short for --meta sqlite:DIR --blocks dir:DIR/blocks [default:
+    /// $IMGFS_DATA or ~/.local/share/imgfs]
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// Metadata database: sqlite:DIR [default: $IMGFS_META]
+    #[arg(long, env = "IMGFS_META", value_name = "URL")]
+    meta: Option<String>,
+    /// Block store: dir:PATH or s3://BUCKET[/PREFIX] (endpoint and keys from AWS_*)
+    /// [default: $IMGFS_BLOCKS, else dir:DIR/blocks beside sqlite:DIR]
+    #[arg(long, env = "IMGFS_BLOCKS", value_name = "URL")]
+    blocks: Option<String>,
+}
+
+impl DataArg {
+    fn open(&self) -> anyhow::Result<std::sync::Arc<imgfs::store::sqlite::SqliteStore>> {
+        let at = storage(self.data.as_deref(), self.meta.as_deref(), self.blocks.as_deref())?;
+        Ok(imgfs::open_storage(&at)?)
+    }
+}
+
+/// What the storage options name; with none, `$IMGFS_DATA` or `~/.local/share/imgfs`.
+fn storage(
+    data: Option<&std::path::Path>,
+    meta: Option<&str>,
+    blocks: Option<&str>,
+) -> anyhow::Result<imgfs::store::location::Storage> {
+    let data = data.map(PathBuf::from).or_else(|| {
+        // (IMGFS_DATA only stands in when no --meta is given either)
+        std::env::var_os("IMGFS_DATA")
+            .filter(|_| meta.is_none())
+            .map(PathBuf::from)
+    });
+    Ok(imgfs::store::location::Storage::resolve(
+        data.as_deref(),
+        meta,
+        blocks,
+        default_data_dir,
+    )?)
 }
 
 #[derive(Subcommand)]
@@ -110,13 +145,7 @@ fn find_user(store: &dyn Store, name: &str) -> anyhow::Result<imgfs::store::User
         .ok_or_else(|| anyhow::anyhow!("no user named {name}"))
 }
 
-fn data_dir(d: &DataArg) -> PathBuf {
-    if let Some(p) = &d.data {
-        return p.clone();
-    }
-    if let Some(p) = std::env::var_os("IMGFS_DATA") {
-        return PathBuf::from(p);
-    }
+fn default_data_dir() -> PathBuf {
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/root"));
@@ -189,9 +218,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 header_timeout: set.header_timeout,
                 body_idle_timeout: set.body_idle_timeout,
             };
-            let dir = data_dir(&DataArg { data: set.data.clone() });
+            let at = storage(set.data.as_deref(), set.meta.as_deref(), set.blocks.as_deref())?;
             let listen = set.listen.clone();
-            let store = imgfs::open_data_dir(&dir)?;
+            let store = imgfs::open_storage(&at)?;
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(&listen)
@@ -199,7 +228,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
                 let addr = listener.local_addr()?;
                 let scheme = if tls.is_some() { "https" } else { "http" };
-                tracing::info!(%addr, scheme, data = %dir.display(), "imgfs serve listening");
+                tracing::info!(%addr, scheme, meta = %at.meta, blocks = %at.blocks, "imgfs serve listening");
                 // Scripts and tests started with port 0 read the address from here.
                 println!("listening on {addr}");
                 use std::io::Write;
@@ -238,7 +267,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if name.trim().is_empty() || name.len() > 256 {
                 anyhow::bail!("a user name must be 1 to 256 characters");
             }
-            let store = imgfs::open_data_dir(&data_dir(&data))?;
+            let store = data.open()?;
             let (user, token) = store.create_user(&name)?;
             println!(
                 "{}",
@@ -252,7 +281,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Gc { data, grace } => {
-            let store = imgfs::open_data_dir(&data_dir(&data))?;
+            let store = data.open()?;
             let report = store.collect_garbage(std::time::Duration::from_secs(grace))?;
             println!("{}", serde_json::to_string(&report)?);
             if report.skipped {
@@ -269,7 +298,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     data,
                 },
         } => {
-            let store = imgfs::open_data_dir(&data_dir(&data))?;
+            let store = data.open()?;
             let user = find_user(store.as_ref(), &name)?;
             let lifetime = lifetime.map_or(imgfs::store::DEFAULT_TOKEN_LIFETIME, std::time::Duration::from_secs);
             let (token, expires) = store.issue_token(&user.uuid, lifetime, rotate)?;
@@ -283,7 +312,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::User {
             cmd: UserCmd::Revoke { name, data },
         } => {
-            let store = imgfs::open_data_dir(&data_dir(&data))?;
+            let store = data.open()?;
             let user = find_user(store.as_ref(), &name)?;
             let n = store.revoke_tokens(&user.uuid)?;
             eprintln!("revoked {n} live token(s) of {name}");
@@ -292,7 +321,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::User {
             cmd: UserCmd::Quota { name, bytes, data },
         } => {
-            let store = imgfs::open_data_dir(&data_dir(&data))?;
+            let store = data.open()?;
             let user = find_user(store.as_ref(), &name)?;
             store.set_account_quota(&user.uuid, bytes)?;
             Ok(())
@@ -300,7 +329,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::User {
             cmd: UserCmd::List { data },
         } => {
-            let store = imgfs::open_data_dir(&data_dir(&data))?;
+            let store = data.open()?;
             for u in store.list_users()? {
                 println!("{}\t{}", u.uuid, u.name);
             }

@@ -8,6 +8,8 @@
 
 pub mod access;
 pub mod blocks;
+pub mod location;
+pub mod s3;
 pub mod sqlite;
 
 use crate::api::hashing::{merkle, BlockHash};
@@ -50,6 +52,10 @@ pub enum StoreError {
     CorruptBlock(BlockHash),
     #[error("block {0} is missing from the block store")]
     LostBlock(BlockHash),
+    /// A backend that does not answer (an S3 endpoint down, a network error, a timeout):
+    /// the client should come back later (503 with `Retry-After`), not think it made a mistake.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("storage I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("metadata database error: {0}")]

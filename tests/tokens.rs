@@ -5,11 +5,10 @@
 mod common;
 
 use common::*;
-use std::process::Command;
 use std::time::Duration;
 
 fn user_cmd(s: &Server, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(BIN)
+    let out = imgfs(&s.data)
         .arg("user")
         .args(args)
         .arg("--data")

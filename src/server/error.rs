@@ -14,6 +14,8 @@ pub struct ApiError {
     /// The 409 of a hashmap PUT carries the missing hashes instead of a fault.
     pub body_override: Option<String>,
     pub allow: Option<&'static str>,
+    /// Seconds, for a 503 that a later try may cure.
+    pub retry_after: Option<u32>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -25,6 +27,7 @@ impl ApiError {
             message: message.into(),
             body_override: None,
             allow: None,
+            retry_after: None,
         }
     }
     pub fn bad_request(m: impl Into<String>) -> ApiError {
@@ -76,6 +79,13 @@ impl From<StoreError> for ApiError {
             QuotaExceeded => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
             PreconditionFailed(m) => ApiError::new(StatusCode::PRECONDITION_FAILED, m),
             Invalid(m) => ApiError::bad_request(m),
+            Unavailable(_) => {
+                tracing::error!(error = %e, "storage backend unavailable");
+                ApiError {
+                    retry_after: Some(5),
+                    ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Storage temporarily unavailable")
+                }
+            }
             CorruptBlock(_) | LostBlock(_) | Io(_) | Db(_) => {
                 tracing::error!(error = %e, "storage engine failure");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal storage error")
@@ -103,6 +113,9 @@ impl IntoResponse for ApiError {
         );
         if let Some(a) = self.allow {
             r.headers_mut().insert("allow", HeaderValue::from_static(a));
+        }
+        if let Some(s) = self.retry_after {
+            r.headers_mut().insert("retry-after", HeaderValue::from(s));
         }
         r
     }

@@ -12,9 +12,18 @@ use std::time::Duration;
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct ServeSettings {
-    /// Data directory (metadata database and blocks) [default: ~/.local/share/imgfs]
+    /// Data directory: short for --meta sqlite:DIR --blocks dir:DIR/blocks [default:
+    /// ~/.local/share/imgfs]
     #[arg(long, env = "IMGFS_DATA", value_name = "DIR")]
     pub data: Option<PathBuf>,
+    /// Metadata database: sqlite:DIR
+    #[arg(long, env = "IMGFS_META", value_name = "URL")]
+    pub meta: Option<String>,
+    /// Block store: dir:PATH or s3://BUCKET[/PREFIX] (endpoint and keys from AWS_ENDPOINT_URL,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION; AWS_ALLOW_HTTP=true for plain
+    /// http) [default: dir:DIR/blocks beside sqlite:DIR]
+    #[arg(long, env = "IMGFS_BLOCKS", value_name = "URL")]
+    pub blocks: Option<String>,
     /// Address to listen on [default: 127.0.0.1:8080]
     #[arg(long, env = "IMGFS_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
@@ -48,6 +57,8 @@ pub struct ServeSettings {
 pub struct Serve {
     /// `None`: the caller's default data directory.
     pub data: Option<PathBuf>,
+    pub meta: Option<String>,
+    pub blocks: Option<String>,
     pub listen: String,
     pub limits_max_connections: usize,
     pub header_timeout: Duration,
@@ -83,6 +94,8 @@ impl ServeSettings {
     pub fn or(self, lower: ServeSettings) -> ServeSettings {
         ServeSettings {
             data: self.data.or(lower.data),
+            meta: self.meta.or(lower.meta),
+            blocks: self.blocks.or(lower.blocks),
             listen: self.listen.or(lower.listen),
             max_connections: self.max_connections.or(lower.max_connections),
             header_timeout: self.header_timeout.or(lower.header_timeout),
@@ -115,6 +128,8 @@ impl ServeSettings {
         };
         Ok(Serve {
             data: self.data,
+            meta: self.meta,
+            blocks: self.blocks,
             listen: self.listen.unwrap_or_else(|| "127.0.0.1:8080".to_string()),
             limits_max_connections: self.max_connections.unwrap_or(1024).max(1),
             header_timeout: secs(self.header_timeout, 20, 1),

@@ -34,6 +34,22 @@ pub trait BlockStore: Send + Sync {
     fn sweep(&self, older_than: SystemTime, found: &mut dyn FnMut(BlockHash, u64) -> Result<()>) -> Result<(u64, u64)>;
     /// Whether the store answers at all (for a readiness check; cheap).
     fn check(&self) -> Result<()>;
+    /// Marks the store as holding the blocks of the metadata database `owner` (its engine id),
+    /// or refuses if it holds another's: the collector deletes every block its database does
+    /// not know, so two databases over one store would delete each other's data.
+    fn claim(&self, owner: &str) -> Result<()>;
+}
+
+/// The name of the owner mark, at the store's root (neither a block's name nor a temp file's).
+pub const OWNER_MARK: &str = ".imgfs-owner";
+
+/// The refusal of [`BlockStore::claim`].
+pub fn claimed_by_another(store: &str, owner: &str, found: &str) -> StoreError {
+    StoreError::Invalid(format!(
+        "{store} holds the blocks of another imgfs metadata database ({found}, not {owner}): \
+         its garbage collector would delete this one's blocks and this one's its; give each \
+         database its own block store (another directory or S3 prefix)"
+    ))
 }
 
 pub struct FsBlocks {
@@ -247,6 +263,34 @@ impl BlockStore for FsBlocks {
             e?;
         }
         Ok(())
+    }
+
+    fn claim(&self, owner: &str) -> Result<()> {
+        let mark = self.root.join(OWNER_MARK);
+        match fs::read_to_string(&mark) {
+            Ok(found) if found.trim() == owner => Ok(()),
+            Ok(found) => Err(claimed_by_another(
+                &format!("dir:{}", self.root.display()),
+                owner,
+                found.trim(),
+            )),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let tmp = self.root.join(format!(".tmp-owner-{:016x}", rand::random::<u64>()));
+                let guard = DeleteOnDrop(Some(tmp.clone()));
+                write_durably(&tmp, owner.as_bytes())?;
+                // Linked, not renamed: never over a mark another process wrote meanwhile
+                // (then that one is read below).
+                let linked = fs::hard_link(&tmp, &mark);
+                drop(guard);
+                match linked {
+                    Ok(()) => File::open(&self.root)?.sync_all()?,
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e.into()),
+                }
+                self.claim(owner)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn put(&self, data: &[u8]) -> Result<BlockHash> {

@@ -29,7 +29,7 @@ mod images;
 mod refs;
 mod tokens;
 
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA: &str = r#"
 CREATE TABLE users (uuid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL UNIQUE,
@@ -53,6 +53,9 @@ CREATE TABLE attrs (version INTEGER NOT NULL, domain TEXT NOT NULL, key TEXT NOT
                     PRIMARY KEY (version, domain, key));
 CREATE INDEX attrs_key ON attrs (domain, key);
 "#;
+
+/// Version 7: the database's identity, which its block store is marked with.
+const ENGINE_ID: &str = "CREATE TABLE engine (id INTEGER PRIMARY KEY CHECK (id = 1), uuid TEXT NOT NULL);";
 
 /// Version 2: which blocks each account may use in a hashmap (sent them, holds them, copied
 /// them) — `Store::missing_blocks`.
@@ -88,6 +91,9 @@ pub const DEFAULT_CONTAINER: &str = "pithos";
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     blocks: Arc<dyn BlockStore>,
+    /// This database's engine id (`engine.uuid`), the owner mark of its block store.
+    id: String,
+    claimed: std::sync::atomic::AtomicBool,
 }
 
 /// A version row.
@@ -184,16 +190,44 @@ impl SqliteStore {
                 grants::migrate_to_6(&tx)?;
                 images::migrate_to_6(&tx)?;
             }
+            if v < 7 {
+                refs::migrate_to_7(&tx, &|h| blocks.stored_len(h))?;
+                tx.execute_batch(ENGINE_ID)?;
+                tx.execute(
+                    "INSERT INTO engine (id, uuid) VALUES (1, ?1)",
+                    [uuid::Uuid::new_v4().to_string()],
+                )?;
+            }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
             if v > 0 {
                 tracing::info!("metadata database migrated from schema version {v} to {SCHEMA_VERSION}");
             }
         }
-        Ok(SqliteStore {
+        let id: String = conn.query_row("SELECT uuid FROM engine WHERE id = 1", [], |r| r.get(0))?;
+        let s = SqliteStore {
             conn: Mutex::new(conn),
             blocks,
-        })
+            id,
+            claimed: std::sync::atomic::AtomicBool::new(false),
+        };
+        match s.claim_blocks() {
+            // (a block store that does not answer now is claimed before the first collection)
+            Err(StoreError::Unavailable(e)) => tracing::warn!(error = %e, "the block store does not answer"),
+            other => other?,
+        }
+        Ok(s)
+    }
+
+    /// The block store marked as this database's, once per process (the collector needs it:
+    /// it deletes what the database does not know).
+    fn claim_blocks(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if !self.claimed.load(Ordering::Acquire) {
+            self.blocks.claim(&self.id)?;
+            self.claimed.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 
     fn with_tx<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
@@ -1172,10 +1206,9 @@ impl Store for SqliteStore {
             };
             // Checked again under the write lock: the collector may have taken a block that
             // was present for the writer when it asked (an upload that expired meanwhile).
-            let mut held = tx.prepare_cached("SELECT 1 FROM account_blocks WHERE account = ?1 AND hash = ?2")?;
             let mut gone = vec![];
             for h in refs::distinct(&packed) {
-                if !held.exists(params![&obj.modified_by, &h[..]])? {
+                if !refs::usable(tx, &obj.modified_by, &h)? {
                     gone.push(BlockHash(h));
                 }
             }
@@ -1502,6 +1535,7 @@ impl Store for SqliteStore {
             if self.blocks.stored_len(&h)?.is_none() {
                 self.blocks.put(data)?;
             }
+            refs::found(tx, &h.0)?;
             Ok(())
         })?;
         Ok(h)
@@ -1516,13 +1550,10 @@ impl Store for SqliteStore {
         by_hash.dedup_by(|later, first| later.0 == first.0);
         let mut missing: Vec<(u32, BlockHash)> = vec![];
         self.with_read(|c| {
-            let mut st = c.prepare_cached("SELECT 1 FROM account_blocks WHERE account = ?1 AND hash = ?2")?;
             let zeros = BlockHash::empty();
             for (h, i) in by_hash {
                 // (the all-zero block says nothing: everyone has it)
-                let held = h == zeros || st.exists(params![account, &h.0[..]])?;
-                let present = held && self.blocks.stored_len(&h)?.is_some();
-                if !present {
+                if h != zeros && !refs::usable(c, account, &h.0)? {
                     missing.push((i, h));
                 }
             }
@@ -1533,7 +1564,12 @@ impl Store for SqliteStore {
     }
 
     fn read_block(&self, hash: &BlockHash) -> Result<Vec<u8>> {
-        self.blocks.get(hash)
+        let got = self.blocks.get(hash);
+        if let Err(StoreError::CorruptBlock(_) | StoreError::LostBlock(_)) = &got {
+            // (a corrupt block was set aside by the store: lost as well)
+            self.with_tx(|tx| refs::lost(tx, &hash.0))?;
+        }
+        got
     }
 
     fn block_stored_len(&self, hash: &BlockHash) -> Result<Option<u64>> {
@@ -1621,10 +1657,12 @@ mod tests {
                 "DROP TABLE account_blocks; DROP TABLE blocks; DROP TABLE gc_lease; DROP TABLE tokens;
                  ALTER TABLE accounts DROP COLUMN stored; DROP TABLE container_keys; DROP INDEX paths_shared;
                  ALTER TABLE containers DROP COLUMN objects; ALTER TABLE containers DROP COLUMN bytes;
-                 DROP TABLE images; DROP TABLE grants;
+                 DROP TABLE images; DROP TABLE grants; DROP TABLE engine;
                  PRAGMA user_version = 1;",
             )
             .unwrap();
+            // (nor had its block store an owner)
+            std::fs::remove_file(dir.path().join("blocks").join(crate::store::blocks::OWNER_MARK)).unwrap();
             (a, b)
         };
         let s = open(dir.path());
@@ -1887,7 +1925,7 @@ mod tests {
                 let p = e.unwrap().path();
                 if p.is_dir() {
                     walk(&p, n);
-                } else {
+                } else if !p.ends_with(crate::store::blocks::OWNER_MARK) {
                     *n += 1;
                 }
             }
@@ -2115,5 +2153,44 @@ mod tests {
         assert_eq!(s.account_info(&a.uuid).unwrap().bytes, 10, "history counts");
         assert!(matches!(s.put_block(&a.uuid, b"!"), Err(StoreError::QuotaExceeded)));
         check_counts(&s);
+    }
+
+    /// A block the store lost (or set aside as corrupt) is missing for everyone from the read
+    /// that found out, without asking the block store per hash, until it is uploaded again.
+    #[test]
+    fn a_block_found_lost_is_missing_until_it_is_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let (a, _) = s.create_user("alice").unwrap();
+        let h = s.put_block(&a.uuid, b"precious").unwrap();
+        let f = ObjectPath::new(&a.uuid, DEFAULT_CONTAINER, "f");
+        s.put_object(&f, &obj(&a.uuid, vec![h], 8), &Precondition::default())
+            .unwrap();
+        assert!(s.missing_blocks(&a.uuid, &[h]).unwrap().is_empty());
+        s.blocks.remove(&h).unwrap();
+        assert!(matches!(s.read_block(&h), Err(StoreError::LostBlock(_))));
+        assert_eq!(s.missing_blocks(&a.uuid, &[h]).unwrap(), vec![h]);
+        let g = ObjectPath::new(&a.uuid, DEFAULT_CONTAINER, "g");
+        assert!(matches!(
+            s.put_object(&g, &obj(&a.uuid, vec![h], 8), &Precondition::default()),
+            Err(StoreError::MissingBlocks(m)) if m == vec![h]
+        ));
+        s.put_block(&a.uuid, b"precious").unwrap();
+        assert!(s.missing_blocks(&a.uuid, &[h]).unwrap().is_empty());
+        assert_eq!(s.read_block(&h).unwrap(), b"precious");
+        check_counts(&s);
+    }
+
+    /// Two metadata databases over one block store would collect each other's blocks: the
+    /// second is refused at open, by name; the first (and a server beside it) opens again.
+    #[test]
+    fn a_block_store_serves_one_metadata_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocks = || Arc::new(FsBlocks::open(&dir.path().join("blocks")).unwrap());
+        let first = SqliteStore::open(&dir.path().join("a.db"), blocks()).unwrap();
+        drop(first);
+        SqliteStore::open(&dir.path().join("a.db"), blocks()).unwrap();
+        let e = SqliteStore::open(&dir.path().join("b.db"), blocks()).err().unwrap();
+        assert!(e.to_string().contains("another imgfs metadata database"), "{e}");
     }
 }

@@ -244,20 +244,22 @@ impl Cloud {
         }
     }
 
-    /// The number of block files the server holds.
+    /// The number of blocks the server holds.
     pub fn block_files(&self) -> usize {
-        fn walk(p: &Path) -> usize {
-            std::fs::read_dir(p)
-                .map(|rd| {
-                    rd.map(|e| e.unwrap().path())
-                        .map(|p| if p.is_dir() { walk(&p) } else { 1 })
-                        .sum()
-                })
-                .unwrap_or(0)
-        }
         match (&self.imgfs, &self.synnefo) {
-            (Some(s), _) => walk(&s.data.join("blocks")),
-            (_, Some(s)) => walk(&s.dir.join("data/blocks/blocks")),
+            (Some(s), _) => stored_blocks(&s.data).1,
+            (_, Some(s)) => {
+                fn walk(p: &Path) -> usize {
+                    std::fs::read_dir(p)
+                        .map(|rd| {
+                            rd.map(|e| e.unwrap().path())
+                                .map(|p| if p.is_dir() { walk(&p) } else { 1 })
+                                .sum()
+                        })
+                        .unwrap_or(0)
+                }
+                walk(&s.dir.join("data/blocks/blocks"))
+            }
             _ => unreachable!(),
         }
     }

@@ -71,16 +71,22 @@ impl Server {
     }
 
     fn start_with(data: &Path, listen: &str, args: &[&str]) -> Server {
+        Server::start_env(data, listen, args, &[])
+    }
+
+    /// A server on a data directory with extra arguments and environment variables.
+    pub fn start_env(data: &Path, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         std::fs::create_dir_all(data).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(data.with_extension("log"))
             .unwrap();
-        let mut child = Command::new(BIN)
+        let mut child = imgfs(data)
             .args(["serve", "--listen", listen, "--data"])
             .arg(data)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -107,7 +113,7 @@ impl Server {
     }
 
     pub fn add_user(&self, name: &str) -> TestUser {
-        let out = Command::new(BIN)
+        let out = imgfs(&self.data)
             .args(["user", "add", name, "--data"])
             .arg(&self.data)
             .output()
@@ -146,6 +152,103 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The `imgfs` command for the engine of a data directory: with `IMGFS_TEST_S3=s3://BUCKET`
+/// (scripts/test.sh's `imgfs-s3` tier, over Swift's s3api, the `AWS_*` variables set), its
+/// blocks are in that bucket under a prefix of the data directory's own (`IMGFS_BLOCKS`), not
+/// in the directory; else the command is plain `imgfs`.
+pub fn imgfs(data: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    if let Some(url) = s3_blocks(data) {
+        c.env("IMGFS_BLOCKS", url);
+    }
+    c
+}
+
+/// The S3 block store of a data directory in the S3 tier (`None` elsewhere): a prefix named
+/// by the directory's path, so that a server started again on it, or a second one over it,
+/// finds its blocks (kept in no file: a power-cut test loses what was not fsynced).
+pub fn s3_blocks(data: &Path) -> Option<String> {
+    let bucket = std::env::var("IMGFS_TEST_S3").ok()?;
+    let id = &sha256_hex(data.as_os_str().as_encoded_bytes())[..16];
+    Some(format!("{}/t{id}", bucket.trim_end_matches('/')))
+}
+
+/// Bytes and number of the blocks a data directory's engine stores: its block files, or in
+/// the S3 tier its objects, listed through Swift's own API (the bucket is a Swift container;
+/// `IMGFS_TEST_SWIFT_AUTH` is the v1 auth URL, user `test:tester`) — a witness that is not
+/// the S3 client imgfs uses. The owner mark is not a block.
+pub fn stored_blocks(data: &Path) -> (u64, usize) {
+    fn walk(p: &Path, out: &mut (u64, usize)) {
+        let Ok(rd) = std::fs::read_dir(p) else { return };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if !p.ends_with(".imgfs-owner") {
+                out.0 += p.metadata().unwrap().len();
+                out.1 += 1;
+            }
+        }
+    }
+    let mut out = (0, 0);
+    match s3_blocks(data) {
+        None => walk(&data.join("blocks"), &mut out),
+        Some(url) => {
+            for (name, bytes) in s3_objects(&url) {
+                if !name.ends_with("/.imgfs-owner") {
+                    out.0 += bytes;
+                    out.1 += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `(name, bytes)` of every object under an `s3://BUCKET/PREFIX`, through Swift's API.
+pub fn s3_objects(url: &str) -> Vec<(String, u64)> {
+    let auth = std::env::var("IMGFS_TEST_SWIFT_AUTH").expect("IMGFS_TEST_SWIFT_AUTH (set by scripts/test.sh)");
+    let (bucket, prefix) = url.trim_start_matches("s3://").split_once('/').unwrap();
+    let c = http();
+    let r = c
+        .get(&auth)
+        .header("X-Auth-User", "test:tester")
+        .header("X-Auth-Key", "testing")
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "Swift auth: {}", r.status());
+    let header = |n: &str| r.headers()[n].to_str().unwrap().to_string();
+    let (token, storage) = (header("x-auth-token"), header("x-storage-url"));
+    let mut out = vec![];
+    loop {
+        let marker = out.last().map(|(n, _): &(String, u64)| n.clone()).unwrap_or_default();
+        let page: serde_json::Value = c
+            .get(format!("{storage}/{bucket}"))
+            .query(&[
+                ("prefix", format!("{prefix}/")),
+                ("marker", marker),
+                ("format", "json".into()),
+            ])
+            .header("X-Auth-Token", &token)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let page = page.as_array().unwrap();
+        if page.is_empty() {
+            return out;
+        }
+        for o in page {
+            out.push((o["name"].as_str().unwrap().to_string(), o["bytes"].as_u64().unwrap()));
+        }
+    }
+}
+
+/// Whether this run's servers keep their blocks in S3 (tests that look at block files skip).
+pub fn blocks_in_s3() -> bool {
+    std::env::var_os("IMGFS_TEST_S3").is_some()
 }
 
 /// Where test data goes: the target dir (not /tmp, which may be small or tmpfs).

@@ -70,6 +70,7 @@ impl SqliteStore {
     /// One collection: uploads no version took within `grace` stop counting, blocks nobody has
     /// held for `grace` are deleted, and so are stray files older than `grace`.
     pub(super) fn collect(&self, grace: Duration) -> Result<GcReport> {
+        self.claim_blocks()?;
         let me = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
         if !self.take_lease(&me)? {
             return Ok(GcReport {

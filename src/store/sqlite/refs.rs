@@ -15,6 +15,11 @@
 //! old. Charging is the same whether or not the block was already stored by someone else, so
 //! quotas say nothing about other accounts' data.
 //!
+//! `blocks.lost` (version 7): a read found the block missing or corrupt in the block store;
+//! it is missing for every account until someone uploads it again. So "which of these blocks
+//! may this account use" is answered by the metadata alone, one query and no request to the
+//! block store per block (an S3 store would otherwise take a HEAD per block of a hashmap).
+//!
 //! The all-zero block (stored as nothing) is never counted.
 
 use crate::api::hashing::BlockHash;
@@ -240,4 +245,48 @@ pub(super) fn migrate_to_3(c: &Connection, size_of: &dyn Fn(&BlockHash) -> Resul
         [],
     )?;
     Ok(())
+}
+
+/// Version 7 (from 6): `blocks.lost`, set for the blocks the store does not have now.
+pub(super) fn migrate_to_7(c: &Connection, size_of: &dyn Fn(&BlockHash) -> Result<Option<u64>>) -> Result<()> {
+    c.execute_batch("ALTER TABLE blocks ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;")?;
+    let held: Vec<Vec<u8>> = {
+        let mut st = c.prepare("SELECT hash FROM blocks WHERE refs > 0")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for h in held {
+        let Ok(arr) = <[u8; 32]>::try_from(h.as_slice()) else {
+            continue;
+        };
+        if size_of(&BlockHash(arr))?.is_none() {
+            lost(c, &arr)?;
+        }
+    }
+    Ok(())
+}
+
+/// The block store does not have this block (any more): nobody may name it until it is sent
+/// again.
+pub(super) fn lost(c: &Connection, h: &[u8; 32]) -> Result<()> {
+    c.prepare_cached("UPDATE blocks SET lost = 1 WHERE hash = ?1")?
+        .execute(params![&h[..]])?;
+    Ok(())
+}
+
+/// The block was stored again.
+pub(super) fn found(c: &Connection, h: &[u8; 32]) -> Result<()> {
+    c.prepare_cached("UPDATE blocks SET lost = 0 WHERE hash = ?1 AND lost = 1")?
+        .execute(params![&h[..]])?;
+    Ok(())
+}
+
+/// Whether `account` may name the block in a hashmap: it has a row for it, and the block is
+/// not known lost.
+pub(super) fn usable(c: &Connection, account: &str, h: &[u8; 32]) -> Result<bool> {
+    Ok(c.prepare_cached(
+        "SELECT 1 FROM account_blocks a JOIN blocks b ON b.hash = a.hash
+         WHERE a.account = ?1 AND a.hash = ?2 AND b.lost = 0",
+    )?
+    .exists(params![account, &h[..]])?)
 }

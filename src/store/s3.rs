@@ -1,0 +1,331 @@
+//! Blocks in any S3 endpoint (Ceph RGW, MinIO, Garage, SeaweedFS, AWS, Swift's s3api): one
+//! object per block, `<prefix>/<hex>`, holding its bytes with trailing NULs trimmed, through
+//! the `object_store` crate.
+//!
+//! Writes are conditional (`If-None-Match: *`) where the endpoint supports it: a block is
+//! content-addressed, so an object already there is the same bytes and is left as it is
+//! (endpoints that refuse the condition get a plain PUT, which is as safe, only costlier).
+//! An S3 PUT is durable when it is answered, so the block is durable before the version that
+//! names it commits, as with [`super::blocks::FsBlocks`].
+//!
+//! Integrity: each object carries the BLAKE3 digest of its bytes as user metadata
+//! (`x-amz-meta-imgfs-blake3`); a read checks that (cheap), and a missing or mismatching
+//! digest is settled by the sha256 that names the block. Bytes that match neither are deleted
+//! (an upload then heals the block) and never served.
+//!
+//! `object_store` is async; [`BlockStore`] is called from blocking threads (the server's
+//! `spawn_blocking`, the command line), so each call runs on a small runtime of this module's
+//! own. Requests are bounded in time and retries so that an endpoint that is down fails a
+//! request within seconds, as [`StoreError::Unavailable`] (503 with `Retry-After`).
+
+use crate::api::hashing::{block_hash, trim_trailing_zeros, BlockHash};
+use crate::store::blocks::BlockStore;
+use crate::store::{Result, StoreError};
+use futures::StreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjPath;
+use object_store::{
+    Attribute, AttributeValue, Attributes, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    RetryConfig,
+};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+/// The user metadata key of the BLAKE3 digest (`x-amz-meta-imgfs-blake3`).
+const CHECK_KEY: &str = "imgfs-blake3";
+
+/// Where blocks go: `s3://BUCKET[/PREFIX]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    /// Without leading or trailing `/`; empty: the bucket's root.
+    pub prefix: String,
+}
+
+impl std::fmt::Display for S3Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.prefix.is_empty() {
+            write!(f, "s3://{}", self.bucket)
+        } else {
+            write!(f, "s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+}
+
+pub struct S3Blocks {
+    store: AmazonS3,
+    location: S3Location,
+    /// Cleared when the endpoint refuses conditional writes (then plain PUTs).
+    conditional: AtomicBool,
+}
+
+/// The runtime every S3 call runs on: two threads are plenty for I/O; never dropped (a
+/// runtime may not be dropped from async code, and the block store lives as long as the
+/// process).
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("imgfs-s3")
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for the S3 client")
+    })
+}
+
+fn unavailable(op: &str, e: object_store::Error) -> StoreError {
+    StoreError::Unavailable(format!("S3 {op}: {e}"))
+}
+
+impl S3Blocks {
+    /// A block store in `location`, with the endpoint and credentials of the usual `AWS_*`
+    /// environment variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_REGION` [us-east-1], `AWS_ALLOW_HTTP=true` for plain http). Buckets are addressed
+    /// path-style unless `AWS_VIRTUAL_HOSTED_STYLE_REQUEST=true`. Does not contact the endpoint.
+    pub fn open(location: S3Location) -> Result<S3Blocks> {
+        // reqwest's TLS takes the process's rustls provider: ring, as everywhere in imgfs.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = ClientOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(60));
+        let retry = RetryConfig {
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(15),
+            ..Default::default()
+        };
+        // The timeouts first: the environment (AWS_ALLOW_HTTP is a client option) goes over them.
+        let mut b = AmazonS3Builder::new().with_client_options(client).with_retry(retry);
+        for (key, value) in std::env::vars_os() {
+            let (Some(key), Some(value)) = (key.to_str(), value.to_str()) else {
+                continue;
+            };
+            if key.starts_with("AWS_") {
+                if let Ok(k) = key.to_ascii_lowercase().parse() {
+                    b = b.with_config(k, value);
+                }
+            }
+        }
+        // (the bucket is the URL's, whatever AWS_BUCKET says)
+        b = b.with_bucket_name(&location.bucket);
+        if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
+            b = b.with_region("us-east-1");
+        }
+        let store = b
+            .build()
+            .map_err(|e| StoreError::Invalid(format!("S3 block store {location}: {e}")))?;
+        Ok(S3Blocks {
+            store,
+            location,
+            conditional: AtomicBool::new(true),
+        })
+    }
+
+    pub fn location(&self) -> &S3Location {
+        &self.location
+    }
+
+    fn key(&self, hex: &str) -> ObjPath {
+        if self.location.prefix.is_empty() {
+            ObjPath::from(hex)
+        } else {
+            ObjPath::from(format!("{}/{hex}", self.location.prefix))
+        }
+    }
+
+    fn prefix(&self) -> Option<ObjPath> {
+        (!self.location.prefix.is_empty()).then(|| ObjPath::from(self.location.prefix.as_str()))
+    }
+
+    async fn put_async(&self, key: &ObjPath, stored: &[u8]) -> Result<()> {
+        let mut attrs = Attributes::new();
+        attrs.insert(
+            Attribute::Metadata(CHECK_KEY.into()),
+            AttributeValue::from(blake3::hash(stored).to_hex().to_string()),
+        );
+        let payload = PutPayload::from(bytes::Bytes::copy_from_slice(stored));
+        if self.conditional.load(Ordering::Relaxed) {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                attributes: attrs.clone(),
+                ..Default::default()
+            };
+            match self.store.put_opts(key, payload.clone(), opts).await {
+                Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => return Ok(()),
+                Err(object_store::Error::NotImplemented { .. }) | Err(object_store::Error::NotSupported { .. }) => {
+                    tracing::warn!(store = %self.location, "the S3 endpoint refuses conditional writes; plain PUTs from now on");
+                    self.conditional.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(unavailable("PUT", e)),
+            }
+        }
+        let opts = PutOptions {
+            attributes: attrs,
+            ..Default::default()
+        };
+        self.store
+            .put_opts(key, payload, opts)
+            .await
+            .map(|_| ())
+            .map_err(|e| unavailable("PUT", e))
+    }
+
+    async fn get_async(&self, hash: &BlockHash) -> Result<Vec<u8>> {
+        let key = self.key(&hash.to_hex());
+        let got = match self.store.get(&key).await {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => return Err(StoreError::LostBlock(*hash)),
+            Err(e) => return Err(unavailable("GET", e)),
+        };
+        let digest = got
+            .attributes
+            .get(&Attribute::Metadata(CHECK_KEY.into()))
+            .map(|v| v.as_ref().to_owned());
+        let data = got.bytes().await.map_err(|e| unavailable("GET", e))?.to_vec();
+        if digest.is_some_and(|d| d == blake3::hash(&data).to_hex().as_str()) {
+            return Ok(data);
+        }
+        if block_hash(&data) != *hash {
+            // Never served; deleted so that the next upload of the block can write it again
+            // (a conditional write would otherwise keep the bad object).
+            tracing::error!(store = %self.location, block = %hash.to_hex(), "corrupt block deleted");
+            if let Err(e) = self.store.delete(&key).await {
+                tracing::error!(store = %self.location, error = %e, "could not delete a corrupt block");
+            }
+            return Err(StoreError::CorruptBlock(*hash));
+        }
+        Ok(data)
+    }
+}
+
+impl BlockStore for S3Blocks {
+    fn put(&self, data: &[u8]) -> Result<BlockHash> {
+        let stored = trim_trailing_zeros(data);
+        let hash = block_hash(stored);
+        if stored.is_empty() {
+            return Ok(hash);
+        }
+        let key = self.key(&hash.to_hex());
+        runtime().block_on(self.put_async(&key, stored))?;
+        Ok(hash)
+    }
+
+    fn get(&self, hash: &BlockHash) -> Result<Vec<u8>> {
+        if hash.is_empty_block() {
+            return Ok(vec![]);
+        }
+        runtime().block_on(self.get_async(hash))
+    }
+
+    fn stored_len(&self, hash: &BlockHash) -> Result<Option<u64>> {
+        if hash.is_empty_block() {
+            return Ok(Some(0));
+        }
+        let key = self.key(&hash.to_hex());
+        match runtime().block_on(self.store.head(&key)) {
+            Ok(m) => Ok(Some(m.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(unavailable("HEAD", e)),
+        }
+    }
+
+    /// S3 answers a DELETE of a missing key as it answers one of a present key, so this says
+    /// true for both: the collector's `blocks_freed` may count a block a crash had already
+    /// taken.
+    fn remove(&self, hash: &BlockHash) -> Result<bool> {
+        if hash.is_empty_block() {
+            return Ok(false);
+        }
+        let key = self.key(&hash.to_hex());
+        match runtime().block_on(self.store.delete(&key)) {
+            Ok(()) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(unavailable("DELETE", e)),
+        }
+    }
+
+    /// No temp files in S3 (a PUT is whole or absent): only blocks, listed a page at a time.
+    fn sweep(&self, older_than: SystemTime, found: &mut dyn FnMut(BlockHash, u64) -> Result<()>) -> Result<(u64, u64)> {
+        let prefix = self.prefix();
+        runtime().block_on(async {
+            let mut listing = self.store.list(prefix.as_ref());
+            while let Some(item) = listing.next().await {
+                let meta = item.map_err(|e| unavailable("LIST", e))?;
+                if SystemTime::from(meta.last_modified) >= older_than {
+                    continue;
+                }
+                let Some(name) = meta.location.filename() else { continue };
+                // (only what this store writes: a block's full hex name, directly under the prefix)
+                let direct = meta.location.as_ref().len() == self.key(name).as_ref().len();
+                if let Some(h) = BlockHash::from_hex(name).filter(|h| direct && h.to_hex() == name) {
+                    found(h, meta.size)?;
+                }
+            }
+            Ok((0, 0))
+        })
+    }
+
+    fn claim(&self, owner: &str) -> Result<()> {
+        let mark = self.key(crate::store::blocks::OWNER_MARK);
+        runtime().block_on(async {
+            for _ in 0..3 {
+                match self.store.get(&mark).await {
+                    Ok(got) => {
+                        let found = got.bytes().await.map_err(|e| unavailable("GET", e))?;
+                        let found = String::from_utf8_lossy(&found);
+                        if found.trim() == owner {
+                            return Ok(());
+                        }
+                        return Err(crate::store::blocks::claimed_by_another(
+                            &self.location.to_string(),
+                            owner,
+                            found.trim(),
+                        ));
+                    }
+                    Err(object_store::Error::NotFound { .. }) => {
+                        // Created only if absent (else read again: another process was first).
+                        let opts = PutOptions {
+                            mode: if self.conditional.load(Ordering::Relaxed) {
+                                PutMode::Create
+                            } else {
+                                PutMode::Overwrite
+                            },
+                            ..Default::default()
+                        };
+                        match self
+                            .store
+                            .put_opts(&mark, PutPayload::from(owner.to_string()), opts)
+                            .await
+                        {
+                            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {}
+                            Err(object_store::Error::NotImplemented { .. }) => {
+                                self.conditional.store(false, Ordering::Relaxed);
+                            }
+                            Err(e) => return Err(unavailable("PUT", e)),
+                        }
+                    }
+                    Err(e) => return Err(unavailable("GET", e)),
+                }
+            }
+            Err(StoreError::Unavailable(format!(
+                "S3: the owner mark of {} could not be written and read back",
+                self.location
+            )))
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        // A listing that starts after every block name (hex sorts before `g`): it costs one
+        // request that returns nothing, and fails for a missing bucket or refused credentials
+        // (a HEAD of a missing key could not tell a missing bucket from a missing key).
+        let prefix = self.prefix();
+        let after = self.key("g");
+        runtime().block_on(async {
+            match self.store.list_with_offset(prefix.as_ref(), &after).next().await {
+                None | Some(Ok(_)) => Ok(()),
+                Some(Err(e)) => Err(unavailable("LIST", e)),
+            }
+        })
+    }
+}
