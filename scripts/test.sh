@@ -19,10 +19,11 @@ mkdir -p "$TOOLS"
 
 # System packages: curl for the scripts; fuse3 and attr for the filesystem tests (rsync for
 # copies that keep attributes); vim,
-# emacs, nano (driven through tmux) for the editor tests on metafiles; openssl makes the TLS
+# emacs, nano (driven through tmux) for the editor tests on metafiles; haproxy for the
+# several-servers tests (tests/servers.rs); openssl makes the TLS
 # tests' certificates.
 need=()
-for pkg in curl openssl fuse3 attr rsync python3-venv vim emacs-nox nano tmux; do
+for pkg in curl openssl fuse3 attr rsync python3-venv vim emacs-nox nano tmux haproxy; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

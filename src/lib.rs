@@ -6,6 +6,7 @@
 pub mod api;
 pub mod client;
 pub mod fs;
+pub mod migrate;
 pub mod mount;
 pub mod server;
 pub mod store;
@@ -29,17 +30,10 @@ pub enum DataDirError {
 /// Opens (creating if needed) the engine the locations name: the metadata database in its
 /// directory (`meta.db`) over block files or an S3 bucket.
 pub fn open_storage(at: &store::location::Storage) -> Result<Arc<store::sqlite::SqliteStore>, DataDirError> {
-    use store::location::{BlocksLocation, MetaLocation};
+    use store::location::MetaLocation;
     let MetaLocation::Sqlite(dir) = &at.meta;
     prepare_data_dir(dir)?;
-    let blocks_err = |source| DataDirError::Blocks {
-        location: at.blocks.to_string(),
-        source,
-    };
-    let blocks: Arc<dyn store::blocks::BlockStore> = match &at.blocks {
-        BlocksLocation::Dir(d) => Arc::new(store::blocks::FsBlocks::open(d).map_err(blocks_err)?),
-        BlocksLocation::S3(l) => Arc::new(store::s3::S3Blocks::open(l.clone()).map_err(blocks_err)?),
-    };
+    let blocks = open_blocks(&at.blocks)?;
     let s = store::sqlite::SqliteStore::open(&dir.join("meta.db"), blocks).map_err(|source| DataDirError::Store {
         dir: dir.to_path_buf(),
         source,
@@ -54,6 +48,19 @@ pub fn open_storage(at: &store::location::Storage) -> Result<Arc<store::sqlite::
     Ok(Arc::new(s))
 }
 
+/// The block store a location names (made if it is a new directory; not contacted if S3).
+pub fn open_blocks(at: &store::location::BlocksLocation) -> Result<Arc<dyn store::blocks::BlockStore>, DataDirError> {
+    use store::location::BlocksLocation;
+    let blocks_err = |source| DataDirError::Blocks {
+        location: at.to_string(),
+        source,
+    };
+    Ok(match at {
+        BlocksLocation::Dir(d) => Arc::new(store::blocks::FsBlocks::open(d).map_err(blocks_err)?),
+        BlocksLocation::S3(l) => Arc::new(store::s3::S3Blocks::open(l.clone()).map_err(blocks_err)?),
+    })
+}
+
 /// The single-machine engine in `dir`: `meta.db` and `blocks/` (`--data DIR`).
 pub fn open_data_dir(dir: &Path) -> Result<Arc<store::sqlite::SqliteStore>, DataDirError> {
     open_storage(&store::location::Storage {
@@ -63,7 +70,7 @@ pub fn open_data_dir(dir: &Path) -> Result<Arc<store::sqlite::SqliteStore>, Data
 }
 
 /// The metadata directory made (durably), private, and proven writable.
-fn prepare_data_dir(dir: &Path) -> Result<(), DataDirError> {
+pub(crate) fn prepare_data_dir(dir: &Path) -> Result<(), DataDirError> {
     let unusable = |source| DataDirError::Unusable {
         dir: dir.to_path_buf(),
         source,

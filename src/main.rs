@@ -75,6 +75,20 @@ enum Cmd {
         #[arg(long, default_value_t = 3600, value_name = "SECS")]
         grace: u64,
     },
+    /// Copy a single-machine data directory to other storage (blocks to S3, say): metadata
+    /// snapshot first, then every block it holds, verified, then the snapshot in place.
+    /// Resumable (run it again); prints what it did as JSON
+    Migrate {
+        /// The data directory to copy (a server may run on it; writes after the snapshot stay behind)
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        /// Where the metadata goes: sqlite:DIR (a directory without a meta.db)
+        #[arg(long, value_name = "URL")]
+        meta: String,
+        /// Where the blocks go: dir:PATH or s3://BUCKET[/PREFIX] [default: dir:DIR/blocks]
+        #[arg(long, value_name = "URL")]
+        blocks: Option<String>,
+    },
     /// Mount an account (SOURCE: an identity URL or kamaki:CLOUD) on MOUNTPOINT
     Mount {
         source: String,
@@ -278,6 +292,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("kamaki config set cloud.imgfs.url {url}/identity/v2.0");
             eprintln!("kamaki config set cloud.imgfs.token {token}");
             eprintln!("kamaki config set default_cloud imgfs");
+            Ok(())
+        }
+        Cmd::Migrate { from, meta, blocks } => {
+            let to = imgfs::store::location::Storage::resolve(None, Some(&meta), blocks.as_deref(), default_data_dir)?;
+            let started = std::time::Instant::now();
+            let mut said = std::time::Instant::now();
+            let report = imgfs::migrate::migrate(&from, &to, |done, total| {
+                if said.elapsed() >= std::time::Duration::from_secs(5) || done == total {
+                    eprintln!("imgfs migrate: {done} of {total} blocks");
+                    said = std::time::Instant::now();
+                }
+            })?;
+            eprintln!("imgfs migrate: done in {:.1} s", started.elapsed().as_secs_f64());
+            println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
         Cmd::Gc { data, grace } => {

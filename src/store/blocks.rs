@@ -267,30 +267,37 @@ impl BlockStore for FsBlocks {
 
     fn claim(&self, owner: &str) -> Result<()> {
         let mark = self.root.join(OWNER_MARK);
-        match fs::read_to_string(&mark) {
-            Ok(found) if found.trim() == owner => Ok(()),
-            Ok(found) => Err(claimed_by_another(
-                &format!("dir:{}", self.root.display()),
-                owner,
-                found.trim(),
-            )),
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                let tmp = self.root.join(format!(".tmp-owner-{:016x}", rand::random::<u64>()));
-                let guard = DeleteOnDrop(Some(tmp.clone()));
-                write_durably(&tmp, owner.as_bytes())?;
-                // Linked, not renamed: never over a mark another process wrote meanwhile
-                // (then that one is read below).
-                let linked = fs::hard_link(&tmp, &mark);
-                drop(guard);
-                match linked {
-                    Ok(()) => File::open(&self.root)?.sync_all()?,
-                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(e.into()),
+        for _ in 0..3 {
+            match fs::read_to_string(&mark) {
+                Ok(found) if found.trim() == owner => return Ok(()),
+                // A write a crash cut (the mark is written in one go and fsynced): claimed again.
+                Ok(found) if found.trim_matches(|c: char| c.is_whitespace() || c == '\0').is_empty() => {
+                    fs::remove_file(&mark)?
                 }
-                self.claim(owner)
+                Ok(found) => {
+                    let store = format!("dir:{}", self.root.display());
+                    return Err(claimed_by_another(&store, owner, found.trim()));
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    // Created only if absent (never over a mark another process wrote
+                    // meanwhile: then that one is read on the next turn).
+                    match OpenOptions::new().write(true).create_new(true).open(&mark) {
+                        Ok(mut f) => {
+                            f.write_all(owner.as_bytes())?;
+                            f.sync_all()?;
+                            File::open(&self.root)?.sync_all()?;
+                        }
+                        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => Err(e.into()),
         }
+        Err(StoreError::Invalid(format!(
+            "{}: the owner mark could not be written and read back",
+            mark.display()
+        )))
     }
 
     fn put(&self, data: &[u8]) -> Result<BlockHash> {
@@ -505,6 +512,20 @@ mod tests {
         assert_eq!(unsafe { libc::removexattr(c.as_ptr(), CHECK_XATTR.as_ptr()) }, 0);
         fs::write(&path, b"rotten!!").unwrap();
         assert!(matches!(b.get(&h), Err(StoreError::CorruptBlock(_))));
+    }
+
+    #[test]
+    fn a_store_is_claimed_by_one_owner_and_a_cut_mark_is_claimed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FsBlocks::open(dir.path()).unwrap();
+        b.claim("db-one").unwrap();
+        b.claim("db-one").unwrap();
+        let e = b.claim("db-two").unwrap_err();
+        assert!(e.to_string().contains("db-one, not db-two"), "{e}");
+        // An empty mark (a crash before its bytes reached the disk) holds nothing.
+        fs::write(dir.path().join(OWNER_MARK), b"").unwrap();
+        b.claim("db-two").unwrap();
+        assert_eq!(fs::read_to_string(dir.path().join(OWNER_MARK)).unwrap(), "db-two");
     }
 
     fn walk(p: &Path) -> Vec<PathBuf> {

@@ -122,10 +122,6 @@ impl S3Blocks {
         })
     }
 
-    pub fn location(&self) -> &S3Location {
-        &self.location
-    }
-
     fn key(&self, hex: &str) -> ObjPath {
         if self.location.prefix.is_empty() {
             ObjPath::from(hex)

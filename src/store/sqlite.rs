@@ -219,6 +219,20 @@ impl SqliteStore {
         Ok(s)
     }
 
+    /// This database's engine id: the owner mark of its block store, kept by a migration.
+    pub fn engine_id(&self) -> &str {
+        &self.id
+    }
+
+    /// A consistent copy of the whole database in a new file `to` (`VACUUM INTO`), taken
+    /// while readers and writers carry on.
+    pub fn snapshot(&self, to: &Path) -> Result<()> {
+        let to = to
+            .to_str()
+            .ok_or_else(|| StoreError::Invalid(format!("{}: not a UTF-8 path", to.display())))?;
+        self.with_read(|c| Ok(c.execute("VACUUM INTO ?1", [to]).map(|_| ())?))
+    }
+
     /// The block store marked as this database's, once per process (the collector needs it:
     /// it deletes what the database does not know).
     fn claim_blocks(&self) -> Result<()> {
@@ -242,6 +256,36 @@ impl SqliteStore {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&conn)
     }
+}
+
+/// The blocks some account holds (in a version, or sent within the grace period) in the
+/// database file `db`, in hash order after `after`, at most `limit`: `(hash, stored size)`.
+/// Blocks known lost are left out. For a migration, which reads a snapshot.
+pub fn held_blocks(db: &Path, after: Option<&BlockHash>, limit: usize) -> Result<Vec<(BlockHash, u64)>> {
+    let c = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let after = after.map_or(vec![], |h| h.0.to_vec());
+    let mut st =
+        c.prepare("SELECT hash, size FROM blocks WHERE refs > 0 AND lost = 0 AND hash > ?1 ORDER BY hash LIMIT ?2")?;
+    let rows = st.query_map(params![after, limit as i64], |r| {
+        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    let mut out = vec![];
+    for r in rows {
+        let (h, size) = r?;
+        if let Ok(h) = <[u8; 32]>::try_from(h.as_slice()) {
+            out.push((BlockHash(h), size.max(0) as u64));
+        }
+    }
+    Ok(out)
+}
+
+/// How many blocks [`held_blocks`] lists in all.
+pub fn held_block_count(db: &Path) -> Result<u64> {
+    let c = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let n: i64 = c.query_row("SELECT COUNT(*) FROM blocks WHERE refs > 0 AND lost = 0", [], |r| {
+        r.get(0)
+    })?;
+    Ok(n.max(0) as u64)
 }
 
 fn container_row(c: &Connection, account: &str, name: &str) -> Result<ContainerRow> {

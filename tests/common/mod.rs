@@ -19,6 +19,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_imgfs");
 
 pub struct Server {
     child: Option<Child>,
+    /// With `IMGFS_TEST_SERVERS=N`: the other N-1 servers over the same storage, and the
+    /// HAProxy in front of all of them, whose address is `addr`.
+    others: Vec<Child>,
+    haproxy: Option<Child>,
     pub addr: String,
     pub data: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -74,37 +78,69 @@ impl Server {
         Server::start_env(data, listen, args, &[])
     }
 
-    /// A server on a data directory with extra arguments and environment variables.
+    /// A server on a data directory with extra arguments and environment variables; with
+    /// `IMGFS_TEST_SERVERS=N` (N > 1), N servers over the same storage behind HAProxy
+    /// (round-robin), which listens at `listen`.
     pub fn start_env(data: &Path, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
-        std::fs::create_dir_all(data).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(data.with_extension("log"))
-            .unwrap();
-        let mut child = imgfs(data)
-            .args(["serve", "--listen", listen, "--data"])
-            .arg(data)
-            .args(args)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start imgfs serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("server said {line:?}"))
-            .to_string();
+        let n = std::env::var("IMGFS_TEST_SERVERS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(1);
+        if n > 1 {
+            return Server::start_many(n, data, listen, args, env);
+        }
+        let (child, addr) = spawn_server(data, listen, args, env);
         Server {
             child: Some(child),
+            others: vec![],
+            haproxy: None,
             addr,
             data: data.to_path_buf(),
             _tmp: None,
+        }
+    }
+
+    /// `n` servers over one data directory's storage, behind HAProxy at `listen`.
+    pub fn start_many(n: usize, data: &Path, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut backends: Vec<(Child, String)> = (0..n).map(|_| spawn_server(data, "127.0.0.1:0", args, env)).collect();
+        let addrs: Vec<String> = backends.iter().map(|(_, a)| a.clone()).collect();
+        let (haproxy, addr) = start_haproxy(data, listen, &addrs);
+        let (first, _) = backends.remove(0);
+        Server {
+            child: Some(first),
+            others: backends.into_iter().map(|(c, _)| c).collect(),
+            haproxy: Some(haproxy),
+            addr,
+            data: data.to_path_buf(),
+            _tmp: None,
+        }
+    }
+
+    /// The servers' own addresses behind the balancer (just `addr` for a single server).
+    pub fn backends(&self) -> Vec<String> {
+        let cfg = std::fs::read_to_string(self.data.with_extension("haproxy.cfg")).unwrap_or_default();
+        let v: Vec<String> = cfg
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("server "))
+            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+            .collect();
+        if self.haproxy.is_some() && !v.is_empty() {
+            v
+        } else {
+            vec![self.addr.clone()]
+        }
+    }
+
+    /// SIGKILL to one server behind the balancer (0: the first).
+    pub fn kill9_one(&mut self, i: usize) {
+        let c = if i == 0 {
+            self.child.as_mut()
+        } else {
+            self.others.get_mut(i - 1)
+        };
+        if let Some(c) = c {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 
@@ -131,9 +167,15 @@ impl Server {
         }
     }
 
-    /// SIGKILL, as a crash would.
+    /// SIGKILL, as a crash would (every server, and the balancer).
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        let all = self
+            .child
+            .take()
+            .into_iter()
+            .chain(self.others.drain(..))
+            .chain(self.haproxy.take());
+        for mut c in all {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -154,6 +196,108 @@ impl Drop for Server {
     }
 }
 
+/// One `imgfs serve` on a data directory's storage; its child and address.
+fn spawn_server(data: &Path, listen: &str, args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
+    std::fs::create_dir_all(data).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.with_extension("log"))
+        .unwrap();
+    // (`IMGFS_BLOCKS=` in `env`: blocks in the directory, whatever the tier)
+    let files = env.iter().any(|(k, v)| *k == "IMGFS_BLOCKS" && v.is_empty());
+    let mut cmd = if files { imgfs_files() } else { imgfs(data) };
+    let mut child = cmd
+        .args(["serve", "--listen", listen, "--data"])
+        .arg(data)
+        .args(args)
+        .envs(env.iter().copied().filter(|(k, _)| *k != "IMGFS_BLOCKS" || !files))
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("start imgfs serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("server said {line:?}"))
+        .to_string();
+    (child, addr)
+}
+
+/// HAProxy (`IMGFS_HAPROXY`, else `haproxy` on PATH), round-robin over `backends`, at
+/// `listen` (port 0: a free one), once it answers `/healthz`. A request whose connection to a
+/// server fails goes to another (`retry-on conn-failure`, `redispatch`); servers are checked
+/// every second (`GET /healthz`).
+pub fn start_haproxy(data: &Path, listen: &str, backends: &[String]) -> (Child, String) {
+    let addr = if listen.ends_with(":0") {
+        let l = std::net::TcpListener::bind(listen).unwrap();
+        l.local_addr().unwrap().to_string()
+    } else {
+        listen.to_string()
+    };
+    let mut cfg: Vec<String> = [
+        "global",
+        "    maxconn 4096",
+        "defaults",
+        "    mode http",
+        "    timeout connect 2s",
+        "    timeout client 600s",
+        "    timeout server 600s",
+        "    timeout http-request 30s",
+        "    retries 3",
+        "    option redispatch",
+        "    retry-on conn-failure",
+        "frontend imgfs",
+    ]
+    .map(String::from)
+    .to_vec();
+    cfg.push(format!("    bind {addr}"));
+    cfg.extend(
+        [
+            "    default_backend servers",
+            "backend servers",
+            "    balance roundrobin",
+        ]
+        .map(String::from),
+    );
+    cfg.push("    option httpchk GET /healthz".into());
+    for (i, b) in backends.iter().enumerate() {
+        cfg.push(format!("    server s{i} {b} check inter 1s fall 2 rise 1"));
+    }
+    let cfg = cfg.join("\n") + "\n";
+    let path = data.with_extension("haproxy.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    let bin = std::env::var("IMGFS_HAPROXY").unwrap_or_else(|_| "haproxy".into());
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.with_extension("haproxy.log"))
+        .unwrap();
+    let child = Command::new(&bin)
+        .args(["-db", "-f"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {bin}: {e} (scripts/test.sh installs haproxy)"));
+    let url = format!("http://{addr}/healthz");
+    let c = http();
+    for _ in 0..200 {
+        if c.get(&url).send().is_ok_and(|r| r.status() == 200) {
+            return (child, addr);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!(
+        "HAProxy at {addr} did not answer (its log: {})",
+        data.with_extension("haproxy.log").display()
+    );
+}
+
 /// The `imgfs` command for the engine of a data directory: with `IMGFS_TEST_S3=s3://BUCKET`
 /// (scripts/test.sh's `imgfs-s3` tier, over Swift's s3api, the `AWS_*` variables set), its
 /// blocks are in that bucket under a prefix of the data directory's own (`IMGFS_BLOCKS`), not
@@ -163,6 +307,14 @@ pub fn imgfs(data: &Path) -> Command {
     if let Some(url) = s3_blocks(data) {
         c.env("IMGFS_BLOCKS", url);
     }
+    c
+}
+
+/// The `imgfs` command for a data directory that keeps its blocks in it, whatever the tier
+/// (the source of a migration).
+pub fn imgfs_files() -> Command {
+    let mut c = Command::new(BIN);
+    c.env_remove("IMGFS_BLOCKS");
     c
 }
 
@@ -178,17 +330,21 @@ pub fn s3_blocks(data: &Path) -> Option<String> {
 /// Bytes and number of the blocks a data directory's engine stores: its block files, or in
 /// the S3 tier its objects, listed through Swift's own API (the bucket is a Swift container;
 /// `IMGFS_TEST_SWIFT_AUTH` is the v1 auth URL, user `test:tester`) — a witness that is not
-/// the S3 client imgfs uses. The owner mark is not a block.
+/// the S3 client imgfs uses. The owner mark and temp files of writes in flight are not blocks.
 pub fn stored_blocks(data: &Path) -> (u64, usize) {
     fn walk(p: &Path, out: &mut (u64, usize)) {
         let Ok(rd) = std::fs::read_dir(p) else { return };
         for e in rd {
             let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy();
             if p.is_dir() {
                 walk(&p, out);
-            } else if !p.ends_with(".imgfs-owner") {
-                out.0 += p.metadata().unwrap().len();
-                out.1 += 1;
+            } else if name != ".imgfs-owner" && !name.starts_with(".tmp-") {
+                // (a file may go between the listing and its stat: a temp file renamed)
+                if let Ok(m) = p.metadata() {
+                    out.0 += m.len();
+                    out.1 += 1;
+                }
             }
         }
     }

@@ -1,0 +1,219 @@
+//! Several `imgfs serve` over one storage (the same metadata database and block store; in
+//! the imgfs-s3 tier blocks in S3) behind HAProxy, round-robin: the servers share nothing
+//! else, so any of them can take any request — an upload's blocks through one and its hashmap
+//! through another, a token issued once working on all, a write race across servers with one
+//! winner, a server killed under a copy through the balancer without anything torn.
+
+mod common;
+
+mod many_servers {
+    use super::common::*;
+    use std::sync::{Arc, Barrier};
+
+    const BLOCK: usize = 4 << 20;
+
+    /// One server of the group, addressed directly (not through the balancer).
+    struct At(String);
+
+    impl Endpoints for At {
+        fn identity_url(&self) -> String {
+            format!("http://{}/identity/v2.0", self.0)
+        }
+        fn pithos_url(&self) -> String {
+            format!("http://{}/object-store/v1", self.0)
+        }
+        fn image_url(&self) -> String {
+            format!("http://{}/image/v1.0", self.0)
+        }
+    }
+
+    fn three() -> (Server, tempfile::TempDir) {
+        let tmp = tempfile::Builder::new()
+            .prefix("imgfs-many-")
+            .tempdir_in(test_root())
+            .unwrap();
+        let s = Server::start_many(3, &tmp.path().join("data"), "127.0.0.1:0", &[], &[]);
+        assert_eq!(s.backends().len(), 3);
+        (s, tmp)
+    }
+
+    /// kamaki's way of uploading, split over servers: the hashmap PUT through B names blocks
+    /// sent through A (409 first, then 201), C reads the object whole; a token issued beside
+    /// the servers works on each, and once revoked fails on each at once (no server keeps a
+    /// token of its own).
+    #[test]
+    fn blocks_through_one_server_hashmap_through_another_and_tokens_everywhere() {
+        let (s, _tmp) = three();
+        let u = s.add_user("alice");
+        let b = s.backends();
+        let (a, bb, c) = (
+            Api::new(&At(b[0].clone()), &u),
+            Api::new(&At(b[1].clone()), &u),
+            Api::new(&At(b[2].clone()), &u),
+        );
+        let data = pattern(2 * BLOCK + 999, 51);
+        let hashes: Vec<String> = data
+            .chunks(BLOCK)
+            .map(|c| imgfs::api::hashing::block_hash(c).to_hex())
+            .collect();
+        let body = serde_json::json!({"bytes": data.len(), "hashes": hashes}).to_string();
+        let r = bb
+            .os("PUT", "pithos/img?hashmap&format=json")
+            .body(body.clone())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 409);
+        assert_eq!(r.json::<Vec<String>>().unwrap(), hashes);
+        for chunk in data.chunks(BLOCK) {
+            let r = a
+                .os("POST", "pithos?update&format=json")
+                .header("Content-Type", "application/octet-stream")
+                .body(chunk.to_vec())
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), 202);
+        }
+        assert_eq!(
+            bb.os("PUT", "pithos/img?hashmap&format=json")
+                .body(body)
+                .send()
+                .unwrap()
+                .status(),
+            201
+        );
+        assert_eq!(c.get("pithos/img"), data);
+        // Through the balancer too, request after request on whichever server.
+        let lb = Api::new(&s, &u);
+        for _ in 0..6 {
+            assert_eq!(sha256_hex(&lb.get("pithos/img")), sha256_hex(&data));
+        }
+
+        let out = imgfs(&s.data)
+            .args(["user", "token", "alice", "--data"])
+            .arg(&s.data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let token = v["token"].as_str().unwrap().to_string();
+        let status = |at: &str, token: &str| {
+            http()
+                .get(format!("http://{at}/object-store/v1/{}/pithos/img", u.uuid))
+                .header("X-Auth-Token", token)
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        };
+        for at in &b {
+            assert_eq!(status(at, &token), 200, "{at}");
+        }
+        let out = imgfs(&s.data)
+            .args(["user", "revoke", "alice", "--data"])
+            .arg(&s.data)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        for at in &b {
+            assert_eq!(status(at, &token), 401, "revoked on {at}");
+            assert_eq!(status(at, &u.token), 401, "revoked on {at}");
+        }
+    }
+
+    /// Three writers, one per server, overwrite one object at the same moment, each with
+    /// `If-Match` of the version they read: exactly one wins (201), the others get 412, and the
+    /// object is the winner's, whole.
+    #[test]
+    fn an_if_match_race_across_servers_has_exactly_one_winner() {
+        let (s, _tmp) = three();
+        let u = s.add_user("alice");
+        let apis: Vec<Arc<Api>> = s
+            .backends()
+            .iter()
+            .map(|b| Arc::new(Api::new(&At(b.clone()), &u)))
+            .collect();
+        for round in 0..5u64 {
+            let v1 = pattern(BLOCK / 2, 60 + round);
+            assert_eq!(apis[0].put("pithos/race", &v1).status(), 201);
+            let etag = header(&apis[1].head("pithos/race"), "etag");
+            let barrier = Arc::new(Barrier::new(apis.len()));
+            let writers: Vec<_> = apis
+                .iter()
+                .enumerate()
+                .map(|(i, api)| {
+                    let (api, barrier, etag) = (api.clone(), barrier.clone(), etag.clone());
+                    let mine = pattern(BLOCK / 2 + i, 100 * round + i as u64);
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        let r = api
+                            .os("PUT", "pithos/race")
+                            .header("If-Match", etag)
+                            .body(mine.clone())
+                            .send()
+                            .unwrap();
+                        (r.status().as_u16(), sha256_hex(&mine))
+                    })
+                })
+                .collect();
+            let results: Vec<(u16, String)> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+            let won: Vec<&(u16, String)> = results.iter().filter(|(st, _)| *st == 201).collect();
+            let lost = results.iter().filter(|(st, _)| *st == 412).count();
+            assert_eq!((won.len(), lost), (1, 2), "round {round}: {results:?}");
+            assert_eq!(sha256_hex(&apis[2].get("pithos/race")), won[0].1, "the winner's bytes");
+        }
+    }
+
+    /// A 1 GiB `cp` through the balancer while one server is killed -9 under it: the copy
+    /// completes (the mount retries, HAProxy sends the retry elsewhere) or fails with an error;
+    /// either way nothing torn is ever visible — the object is absent or the whole file.
+    #[test]
+    fn a_server_killed_under_a_copy_through_the_balancer_tears_nothing() {
+        let (mut s, tmp) = three();
+        let u = s.add_user("alice");
+        let src = tmp.path().join("big.img");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&src).unwrap();
+            for i in 0..256u64 {
+                f.write_all(&pattern(BLOCK, 7000 + i)).unwrap();
+            }
+        }
+        let want = sha_file(&src);
+        let m = Mount::new(&s, &u, "");
+        let dst = m.path("pithos/big.img");
+        let cp = {
+            let (src, dst) = (src.clone(), dst.clone());
+            std::thread::spawn(move || std::process::Command::new("cp").arg(&src).arg(&dst).output().unwrap())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert!(!cp.is_finished(), "the kill must come while the copy runs");
+        s.kill9_one(1);
+        let out = cp.join().unwrap();
+        let api = Api::new(&s, &u);
+        let r = api.head("pithos/big.img");
+        if out.status.success() {
+            assert_eq!(r.status(), 200);
+            assert_eq!(header(&r, "content-length"), (1u64 << 30).to_string());
+            assert_eq!(sha256_hex(&api.get("pithos/big.img")), want, "the copy is whole");
+            assert_eq!(sha_file(&dst), want, "and reads back whole through the mount");
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("Input/output error") || err.contains("error"), "{err}");
+            match r.status().as_u16() {
+                404 => {}
+                200 => assert_eq!(sha256_hex(&api.get("pithos/big.img")), want, "never torn"),
+                other => panic!("after a failed copy: {other}"),
+            }
+        }
+        let retries = m.log().matches("retrying").count();
+        eprintln!(
+            "cp with a server killed under it: {} ({retries} requests retried by the mount)",
+            if out.status.success() {
+                "completed"
+            } else {
+                "failed (EIO)"
+            }
+        );
+        assert!(!m.log().contains("panicked") && !s.log().contains("panicked"));
+    }
+}
