@@ -277,7 +277,7 @@ pub fn start_haproxy(data: &Path, listen: &str, backends: &[String]) -> (Child, 
         .append(true)
         .open(data.with_extension("haproxy.log"))
         .unwrap();
-    let child = Command::new(&bin)
+    let mut child = Command::new(&bin)
         .args(["-db", "-f"])
         .arg(&path)
         .stdout(Stdio::null())
@@ -292,6 +292,8 @@ pub fn start_haproxy(data: &Path, listen: &str, backends: &[String]) -> (Child, 
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!(
         "HAProxy at {addr} did not answer (its log: {})",
         data.with_extension("haproxy.log").display()
