@@ -85,7 +85,7 @@ setup() {
   USERJSON=$("$BIN" user add bench "${store[@]}" 2>/dev/null)
   TOKEN=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["token"])' "$USERJSON")
   UUID=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["uuid"])' "$USERJSON")
-  echo "$TOKEN" >"$WORK/$name/token"
+  echo "$TOKEN" >"$WORK/$name/token"; chmod 600 "$WORK/$name/token"
   curl -fsS -X PUT -H "X-Auth-Token: $TOKEN" -H "X-Container-Policy-Versioning: none" \
     "http://$ADDR/object-store/v1/$UUID/bench" >/dev/null
 }
@@ -93,7 +93,7 @@ setup() {
 printf '%-22s %9s %9s %9s %9s %9s   (MB/s, median of %s, %s MiB)\n' config "cp in" "curl PUT" cat "curl GET" "cp out" "$RUNS" "$SIZE_MIB"
 for cfg in "1 server, files:1:files" "3 servers, files:3:files" "1 server, S3:1:s3" "3 servers, S3:3:s3"; do
   IFS=: read -r label n blocks <<<"$cfg"
-  name=$(tr -c 'a-z0-9' '-' <<<"$label" | sed 's/-*$//')
+  name=$(tr '[:upper:]' '[:lower:]' <<<"$label" | tr -cs 'a-z0-9' '-' | sed 's/-*$//')
   setup "$name" "$n" "$blocks"
   URL="http://$ADDR/object-store/v1/$UUID/bench"
   "$BIN" mount "http://$ADDR/identity/v2.0" "$WORK/mnt" -o "token_file=$WORK/$name/token,log_file=$WORK/$name/mount.log"
