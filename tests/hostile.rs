@@ -24,21 +24,6 @@ enum Lie {
     Stall,
 }
 
-/// The cloud as seen through the proxy.
-struct Via(String);
-
-impl Endpoints for Via {
-    fn identity_url(&self) -> String {
-        format!("http://{}/identity/v2.0", self.0)
-    }
-    fn pithos_url(&self) -> String {
-        format!("http://{}/object-store/v1", self.0)
-    }
-    fn image_url(&self) -> String {
-        format!("http://{}/image/v1.0", self.0)
-    }
-}
-
 fn lie(lie: Lie, method: &str, target: &str, a: &mut Answer) {
     let listing = method == "GET" && target.contains("delimiter=") && target.contains("format=json");
     match lie {
@@ -134,7 +119,7 @@ fn a_lying_server_gets_eio_and_the_mount_stays_up() {
     let big = pattern((2 << 22) + 4321, unique_seed());
     api.put("pithos/big.img", &big);
     let (proxy, now) = lying_proxy(&s);
-    let m = Mount::new(&Via(proxy.addr.clone()), &u, "verify_reads");
+    let m = Mount::new(&At(proxy.addr.clone()), &u, "verify_reads");
     let set = |l: Lie| *now.lock().unwrap() = l;
 
     for (l, dir, says) in [
@@ -193,7 +178,7 @@ fn a_server_that_hangs_gets_eio_in_bounded_time() {
     let big = pattern((1 << 22) + 5, unique_seed());
     api.put("pithos/big.img", &big);
     let (proxy, now) = lying_proxy(&s);
-    let m = Mount::new(&Via(proxy.addr.clone()), &u, "io_timeout=1");
+    let m = Mount::new(&At(proxy.addr.clone()), &u, "io_timeout=1");
     *now.lock().unwrap() = Lie::Stall;
     let t = std::time::Instant::now();
     assert!(eio(std::fs::read(m.path("pithos/big.img")).map(|b| b.len())));

@@ -254,19 +254,11 @@ mod s3_endpoint {
 
     /// Writes an object's bytes through Swift's own API (behind imgfs's back).
     fn swift_put(url: &str, key: &str, data: &[u8]) {
-        let auth = std::env::var("IMGFS_TEST_SWIFT_AUTH").unwrap();
         let bucket = url.trim_start_matches("s3://").split('/').next().unwrap();
-        let c = http();
-        let r = c
-            .get(&auth)
-            .header("X-Auth-User", "test:tester")
-            .header("X-Auth-Key", "testing")
-            .send()
-            .unwrap();
-        let h = |n: &str| r.headers()[n].to_str().unwrap().to_string();
-        let r2 = c
-            .put(format!("{}/{bucket}/{key}", h("x-storage-url")))
-            .header("X-Auth-Token", h("x-auth-token"))
+        let (token, storage) = swift_session();
+        let r2 = http()
+            .put(format!("{storage}/{bucket}/{key}"))
+            .header("X-Auth-Token", token)
             .body(data.to_vec())
             .send()
             .unwrap();

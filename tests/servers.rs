@@ -12,21 +12,6 @@ mod many_servers {
 
     const BLOCK: usize = 4 << 20;
 
-    /// One server of the group, addressed directly (not through the balancer).
-    struct At(String);
-
-    impl Endpoints for At {
-        fn identity_url(&self) -> String {
-            format!("http://{}/identity/v2.0", self.0)
-        }
-        fn pithos_url(&self) -> String {
-            format!("http://{}/object-store/v1", self.0)
-        }
-        fn image_url(&self) -> String {
-            format!("http://{}/image/v1.0", self.0)
-        }
-    }
-
     fn three() -> (Server, tempfile::TempDir) {
         let tmp = tempfile::Builder::new()
             .prefix("imgfs-many-")

@@ -365,12 +365,11 @@ pub fn stored_blocks(data: &Path) -> (u64, usize) {
     out
 }
 
-/// `(name, bytes)` of every object under an `s3://BUCKET/PREFIX`, through Swift's API.
-pub fn s3_objects(url: &str) -> Vec<(String, u64)> {
+/// `(token, storage URL)` of Swift's `test:tester` (`IMGFS_TEST_SWIFT_AUTH`: the v1 auth URL
+/// of the S3 tier's Swift), whose containers are the S3 buckets.
+pub fn swift_session() -> (String, String) {
     let auth = std::env::var("IMGFS_TEST_SWIFT_AUTH").expect("IMGFS_TEST_SWIFT_AUTH (set by scripts/test.sh)");
-    let (bucket, prefix) = url.trim_start_matches("s3://").split_once('/').unwrap();
-    let c = http();
-    let r = c
+    let r = http()
         .get(&auth)
         .header("X-Auth-User", "test:tester")
         .header("X-Auth-Key", "testing")
@@ -378,7 +377,14 @@ pub fn s3_objects(url: &str) -> Vec<(String, u64)> {
         .unwrap();
     assert!(r.status().is_success(), "Swift auth: {}", r.status());
     let header = |n: &str| r.headers()[n].to_str().unwrap().to_string();
-    let (token, storage) = (header("x-auth-token"), header("x-storage-url"));
+    (header("x-auth-token"), header("x-storage-url"))
+}
+
+/// `(name, bytes)` of every object under an `s3://BUCKET/PREFIX`, through Swift's API.
+pub fn s3_objects(url: &str) -> Vec<(String, u64)> {
+    let (bucket, prefix) = url.trim_start_matches("s3://").split_once('/').unwrap();
+    let c = http();
+    let (token, storage) = swift_session();
     let mut out = vec![];
     loop {
         let marker = out.last().map(|(n, _): &(String, u64)| n.clone()).unwrap_or_default();
@@ -407,6 +413,21 @@ pub fn s3_objects(url: &str) -> Vec<(String, u64)> {
 /// Whether this run's servers keep their blocks in S3 (tests that look at block files skip).
 pub fn blocks_in_s3() -> bool {
     std::env::var_os("IMGFS_TEST_S3").is_some()
+}
+
+/// A cloud at a host:port (one server of several, a proxy before one).
+pub struct At(pub String);
+
+impl Endpoints for At {
+    fn identity_url(&self) -> String {
+        format!("http://{}/identity/v2.0", self.0)
+    }
+    fn pithos_url(&self) -> String {
+        format!("http://{}/object-store/v1", self.0)
+    }
+    fn image_url(&self) -> String {
+        format!("http://{}/image/v1.0", self.0)
+    }
 }
 
 /// Where test data goes: the target dir (not /tmp, which may be small or tmpfs).
