@@ -95,6 +95,9 @@ else
   export SWIFT_SAIO_S3API=1 SWIFT_SAIO_PROXY_PORT=${SWIFT_SAIO_PROXY_PORT:-18080}
   export SWIFT_SAIO_OBJECT_PORT=${SWIFT_SAIO_OBJECT_PORT:-18200} SWIFT_SAIO_CONTAINER_PORT=${SWIFT_SAIO_CONTAINER_PORT:-18201}
   export SWIFT_SAIO_ACCOUNT_PORT=${SWIFT_SAIO_ACCOUNT_PORT:-18202} SWIFT_SAIO_MEMCACHE_PORT=${SWIFT_SAIO_MEMCACHE_PORT:-18211}
+  # From empty: a run's objects live in tmpfs (RAM) — ~6 GB by the end of the tier — and
+  # what an earlier run or a benchmark left there would starve Swift (timeouts, 503s).
+  SWIFT_SAIO_PURGE=1 "$SWIFT_SRC/swift-saio-stop.sh" "$SWIFT_DIR" >/dev/null 2>&1 || true
   if "$SWIFT_SRC/swift-saio.sh" "$SWIFT_DIR" > "$TOOLS/swift-saio.out" 2>&1; then
     stop_swift() { SWIFT_SAIO_PURGE=1 "$SWIFT_SRC/swift-saio-stop.sh" "$SWIFT_DIR" >/dev/null 2>&1 || true; }
     trap '"$SNF_SRC/synnefo-real-stop.sh" "$SNF_DIR" >/dev/null 2>&1 || true; stop_swift' EXIT
