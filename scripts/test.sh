@@ -3,7 +3,8 @@
 # the original Synnefo 0.20 from ../shared/synnefo when that folder is there, then runs the
 # suite in three tiers: everything against `imgfs serve` (unit tests, HTTP tests, real mounts,
 # kamaki 0.16 and python-swiftclient as independent clients, the crash test); the same with
-# every server's blocks in S3 (OpenStack Swift's s3api from ../shared/swift); then the
+# every server's metadata in PostgreSQL 15 (a throwaway cluster) and its blocks in S3
+# (OpenStack Swift's s3api from ../shared/swift); then the
 # mount, registry, walkthrough, kamaki and differential tests against the original
 # (`synnefo::` tests, one at a time: they share one server and count its requests).
 #
@@ -21,9 +22,10 @@ mkdir -p "$TOOLS"
 # copies that keep attributes); vim,
 # emacs, nano (driven through tmux) for the editor tests on metafiles; haproxy for the
 # several-servers tests (tests/servers.rs); openssl makes the TLS
-# tests' certificates.
+# tests' certificates; postgresql for the PostgreSQL tier (its binaries only: the tier makes
+# its own cluster).
 need=()
-for pkg in curl openssl fuse3 attr rsync python3-venv vim emacs-nox nano tmux haproxy; do
+for pkg in curl openssl fuse3 attr rsync python3-venv vim emacs-nox nano tmux haproxy postgresql; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -115,6 +117,30 @@ else
   curl -fsS -X PUT -H "X-Auth-Token: $token" "$storage/$BUCKET" >/dev/null
 fi
 
+# PostgreSQL 15 from Debian: a throwaway cluster (initdb and pg_ctl as the postgres user in a
+# temp dir, loopback only, trust auth; ~1 s), stopped and removed when the run ends. Each data
+# directory of the tests gets a schema of its own in it (tests/common's `pg_meta`).
+PG_BIN=${IMGFS_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+PG_PORT=${IMGFS_PG_PORT:-18432}
+pg_skip=""
+if [ ! -x "$PG_BIN/initdb" ]; then
+  pg_skip="initdb not found under /usr/lib/postgresql (apt package postgresql)"
+else
+  PG_DIR=$(mktemp -d /tmp/imgfs-pg.XXXXXX)
+  chown postgres "$PG_DIR"
+  echo "==> starting PostgreSQL ($PG_BIN) on 127.0.0.1:$PG_PORT in $PG_DIR"
+  stop_pg() { su postgres -c "$PG_BIN/pg_ctl -D $PG_DIR/data -m immediate stop" >/dev/null 2>&1 || true; rm -rf "$PG_DIR"; }
+  if su postgres -c "$PG_BIN/initdb -D $PG_DIR/data -A trust -U postgres -E UTF8 --locale=C --no-instructions" > "$TOOLS/pg.out" 2>&1 &&
+     su postgres -c "$PG_BIN/pg_ctl -D $PG_DIR/data -l $PG_DIR/log -w -o '-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=400'  start" >> "$TOOLS/pg.out" 2>&1; then
+    trap '"$SNF_SRC/synnefo-real-stop.sh" "$SNF_DIR" >/dev/null 2>&1 || true; stop_swift 2>/dev/null || true; stop_pg' EXIT
+    PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+  else
+    tail -n 30 "$TOOLS/pg.out" >&2
+    echo "PostgreSQL did not start (log above, $TOOLS/pg.out)" >&2
+    exit 1
+  fi
+fi
+
 export IMGFS_PY27="$PY27"
 export IMGFS_KAMAKI="$TOOLS/kamaki"
 export IMGFS_SWIFT="$TOOLS/swift/bin/swift"
@@ -139,14 +165,16 @@ if [ $# -gt 0 ]; then
   summary tests
 else
   run "imgfs-serve" --no-fail-fast -- --skip synnefo:: --skip s3_endpoint::
-  if [ -z "$s3_skip" ]; then
-    # The same tests with every server's blocks in S3 (tests/common's `imgfs`: a prefix per
-    # data directory; those that look inside block files look in the bucket instead, through
-    # Swift's own API), and tests/s3.rs (the endpoint going away, bytes changed in the bucket).
+  if [ -z "$s3_skip" ] && [ -z "$pg_skip" ]; then
+    # The same tests with every server's metadata in PostgreSQL (a schema per data directory;
+    # the engine's own unit tests run there too: the contract suite on both engines) and its
+    # blocks in S3 (tests/common's `imgfs`: a prefix per data directory; those that look
+    # inside block files look in the bucket instead, through Swift's own API), and
+    # tests/s3.rs (the endpoint going away, bytes changed in the bucket).
     AWS_ENDPOINT_URL="http://127.0.0.1:$SWIFT_SAIO_PROXY_PORT" AWS_ACCESS_KEY_ID=test:tester \
     AWS_SECRET_ACCESS_KEY=testing AWS_ALLOW_HTTP=true IMGFS_TEST_S3="s3://$BUCKET" \
-    IMGFS_TEST_SWIFT_AUTH="$SWIFT_AUTH" \
-      run "imgfs-s3" --no-fail-fast -- --skip synnefo::
+    IMGFS_TEST_SWIFT_AUTH="$SWIFT_AUTH" IMGFS_TEST_PG="$PG_URL" \
+      run "imgfs-pg-s3" --no-fail-fast -- --skip synnefo::
   fi
   if [ -z "$snf_skip" ]; then
     run "synnefo-0.20" --no-fail-fast --test mount --test images --test walkthrough --test kamaki --test differential \
@@ -157,10 +185,10 @@ else
     [ -f "$r" ] && cat "$r"
   done
   summary "imgfs-serve"
-  if [ -z "$s3_skip" ]; then
-    summary "imgfs-s3"
+  if [ -z "$s3_skip" ] && [ -z "$pg_skip" ]; then
+    summary "imgfs-pg-s3"
   else
-    echo "imgfs-s3: tier skipped: $s3_skip"
+    echo "imgfs-pg-s3: tier skipped: $s3_skip$pg_skip"
   fi
   if [ -z "$snf_skip" ]; then
     summary "synnefo-0.20"

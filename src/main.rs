@@ -29,7 +29,7 @@ struct DataArg {
 }
 
 impl DataArg {
-    fn open(&self) -> anyhow::Result<std::sync::Arc<imgfs::store::sqlite::SqliteStore>> {
+    fn open(&self) -> anyhow::Result<std::sync::Arc<imgfs::store::sql::SqlStore>> {
         let at = storage(self.data.as_deref(), self.meta.as_deref(), self.blocks.as_deref())?;
         Ok(imgfs::open_storage(&at)?)
     }

@@ -31,6 +31,8 @@ pub enum MigrateError {
     TargetExists(PathBuf),
     #[error("the target is the source's own directory {0}")]
     SameDirectory(PathBuf),
+    #[error("{0}: migrating into PostgreSQL is not built yet (only into sqlite:DIR)")]
+    PostgresTarget(String),
     #[error("block {hash}: {source}")]
     Block { hash: String, source: StoreError },
     #[error("block {0} read back from the target does not match its hash")]
@@ -62,7 +64,10 @@ pub struct MigrateReport {
 
 /// Copies the data directory `from` to `to`; `progress` hears (blocks done, of how many).
 pub fn migrate(from: &Path, to: &Storage, mut progress: impl FnMut(u64, u64)) -> Result<MigrateReport, MigrateError> {
-    let MetaLocation::Sqlite(dir) = &to.meta;
+    let dir = match &to.meta {
+        MetaLocation::Sqlite(dir) => dir,
+        MetaLocation::Postgres(_) => return Err(MigrateError::PostgresTarget(to.meta.to_string())),
+    };
     let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
     if same(dir, from) {
         return Err(MigrateError::SameDirectory(dir.clone()));
@@ -87,7 +92,7 @@ pub fn migrate(from: &Path, to: &Storage, mut progress: impl FnMut(u64, u64)) ->
 
     let target: Arc<dyn BlockStore> = crate::open_blocks(&to.blocks)?;
     target.claim(source.engine_id())?;
-    let total = crate::store::sqlite::held_block_count(&staged)?;
+    let total = crate::store::sql::sqlite::held_block_count(&staged)?;
     let mut report = MigrateReport {
         blocks: total,
         meta: to.meta.to_string(),
@@ -96,7 +101,7 @@ pub fn migrate(from: &Path, to: &Storage, mut progress: impl FnMut(u64, u64)) ->
     };
     let mut after = None;
     loop {
-        let page = crate::store::sqlite::held_blocks(&staged, after.as_ref(), PAGE)?;
+        let page = crate::store::sql::sqlite::held_blocks(&staged, after.as_ref(), PAGE)?;
         let Some(last) = page.last() else { break };
         after = Some(last.0);
         for (hash, size) in page {

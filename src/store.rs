@@ -3,14 +3,14 @@
 //! above this trait, so a networked metadata database and a distributed block store can back
 //! the same server (DESIGN.md §3).
 //!
-//! The embedded engine is [`sqlite::SqliteStore`] (metadata) over [`blocks::FsBlocks`]
-//! (content-addressed block files).
+//! The engine is [`sql::SqlStore`]: metadata in SQLite or PostgreSQL, blocks in a
+//! [`blocks::BlockStore`] (files, [`blocks::FsBlocks`], or an S3 bucket, [`s3`]).
 
 pub mod access;
 pub mod blocks;
 pub mod location;
 pub mod s3;
-pub mod sqlite;
+pub mod sql;
 
 use crate::api::hashing::{merkle, BlockHash};
 use crate::api::pithos::Sharing;
@@ -59,10 +59,29 @@ pub enum StoreError {
     #[error("storage I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("metadata database error: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(String),
+    /// A query that must find one row found none (inside the engine: [`sql::db`]'s
+    /// `.optional()` turns it into `None`).
+    #[error("metadata database error: an expected row is missing")]
+    NoRow,
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The runtime the async clients of the backends (S3, PostgreSQL) run on, called from the
+/// engine's blocking threads: two threads are plenty for I/O; never dropped (a runtime may
+/// not be dropped from async code, and the engine lives as long as the process).
+pub(crate) fn io_runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("imgfs-io")
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for the storage clients")
+    })
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct User {
@@ -405,13 +424,17 @@ pub trait Store: Send + Sync {
     fn block_stored_len(&self, hash: &BlockHash) -> Result<Option<u64>>;
 
     // Space.
-    /// One garbage collection ([`sqlite`]'s `gc` module says why it never loses data):
+    /// One garbage collection ([`sql`]'s `gc` module says why it never loses data):
     /// uploads no version took within `grace` stop being charged, blocks nobody has held for
     /// `grace` are deleted, and so are stray files older than `grace`. Skipped (and said so)
     /// while another collector runs over the same database.
     fn collect_garbage(&self, grace: std::time::Duration) -> Result<GcReport>;
     /// Whether the engine can serve: the metadata answers a query, the block store its root.
     fn health(&self) -> Result<()>;
+    /// Connections of a networked metadata database's pool: (open, idle); `None` if it has none.
+    fn db_pool(&self) -> Option<(usize, usize)> {
+        None
+    }
 }
 
 /// What one garbage collection gave back.

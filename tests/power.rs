@@ -85,6 +85,12 @@ fn integrity_ok(data: &std::path::Path) {
 
 #[test]
 fn power_cuts_mid_upload_overwrite_and_gc_lose_nothing_acknowledged() {
+    if meta_in_pg() {
+        // (the cut is of imgfs's own disk: with the metadata in PostgreSQL that disk holds
+        // nothing to lose — what this test checks is SQLite's and the block files' order)
+        eprintln!("skipped: the metadata is in PostgreSQL, not on the disk being cut");
+        return;
+    }
     let root = tempfile::Builder::new()
         .prefix("power-")
         .tempdir_in(test_root())

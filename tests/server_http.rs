@@ -1505,15 +1505,11 @@ fn restart_on_the_same_data_dir_keeps_everything() {
     let s2 = Server::start_on(&data);
     let api2 = Api::new(&s2, &u);
     assert_eq!(api2.get("pithos/x"), b"persist");
-    let out = imgfs(&data)
-        .args(["user", "list", "--data"])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let out = imgfs(&data).args(["user", "list"]).storage(&data).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{}\tcarol", u.uuid)));
     let dup = imgfs(&data)
-        .args(["user", "add", "carol", "--data"])
-        .arg(&data)
+        .args(["user", "add", "carol"])
+        .storage(&data)
         .output()
         .unwrap();
     assert!(!dup.status.success());
@@ -1670,7 +1666,13 @@ fn settings_come_from_a_file_below_the_command_line() {
         "listen = \"127.0.0.1:1\"\ndata = \"/nonexistent/imgfs\"\nheader_timeout = 1\ngc_interval = 0\n",
     )
     .unwrap();
-    let s = Server::start_args(&["--config", conf.to_str().unwrap()]);
+    // (the data directory whole, whatever the tier: the file names one)
+    let s = Server::start_env(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        &["--config", conf.to_str().unwrap()],
+        &[("IMGFS_BLOCKS", "")],
+    );
     assert!(s.data.join("meta.db").exists(), "the command line's data directory");
     let mut silent = std::net::TcpStream::connect(&s.addr).unwrap();
     std::io::Write::write_all(&mut silent, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();

@@ -74,8 +74,8 @@ mod many_servers {
         }
 
         let out = imgfs(&s.data)
-            .args(["user", "token", "alice", "--data"])
-            .arg(&s.data)
+            .args(["user", "token", "alice"])
+            .storage(&s.data)
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -94,8 +94,8 @@ mod many_servers {
             assert_eq!(status(at, &token), 200, "{at}");
         }
         let out = imgfs(&s.data)
-            .args(["user", "revoke", "alice", "--data"])
-            .arg(&s.data)
+            .args(["user", "revoke", "alice"])
+            .storage(&s.data)
             .output()
             .unwrap();
         assert!(out.status.success());

@@ -8,13 +8,7 @@ use common::*;
 use std::time::Duration;
 
 fn user_cmd(s: &Server, args: &[&str]) -> serde_json::Value {
-    let out = imgfs(&s.data)
-        .arg("user")
-        .args(args)
-        .arg("--data")
-        .arg(&s.data)
-        .output()
-        .unwrap();
+    let out = imgfs(&s.data).arg("user").args(args).storage(&s.data).output().unwrap();
     assert!(
         out.status.success(),
         "imgfs user {args:?}: {}",
@@ -117,7 +111,11 @@ fn tokens_are_issued_with_an_expiry_rotated_revoked_and_refused_after() {
         account_status(&s, &with_token(&u, t5["token"].as_str().unwrap())).0,
         200
     );
-    // Nothing of a token is stored but its hash.
+    // Nothing of a token is stored but its hash (the database's files; in the PostgreSQL
+    // tier they are the cluster's, and the same code writes the same rows there).
+    if meta_in_pg() {
+        return;
+    }
     let db = std::fs::read(s.data.join("meta.db")).unwrap();
     let wal = std::fs::read(s.data.join("meta.db-wal")).unwrap_or_default();
     for t in [&u.token, &t2, &t3, &t4] {

@@ -86,7 +86,7 @@ impl From<StoreError> for ApiError {
                     ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Storage temporarily unavailable")
                 }
             }
-            CorruptBlock(_) | LostBlock(_) | Io(_) | Db(_) => {
+            CorruptBlock(_) | LostBlock(_) | Io(_) | Db(_) | NoRow => {
                 tracing::error!(error = %e, "storage engine failure");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal storage error")
             }

@@ -171,9 +171,21 @@ impl Metrics {
 pub async fn metrics(State(st): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        st.metrics.render(),
+        st.metrics.render() + &pool_metrics(st.store.db_pool()),
     )
         .into_response()
+}
+
+/// The metadata database's connection pool, when it has one (PostgreSQL).
+fn pool_metrics(pool: Option<(usize, usize)>) -> String {
+    let Some((open, idle)) = pool else { return String::new() };
+    format!(
+        "# HELP imgfs_db_connections Connections to the metadata database, by state.\n\
+         # TYPE imgfs_db_connections gauge\n\
+         imgfs_db_connections{{state=\"in_use\"}} {}\n\
+         imgfs_db_connections{{state=\"idle\"}} {idle}\n",
+        open.saturating_sub(idle)
+    )
 }
 
 /// 200 `ok` when the metadata database answers a query and the block store its root; else
@@ -186,7 +198,9 @@ pub async fn healthz(State(st): State<AppState>) -> Response {
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "health check failed");
             match e {
-                crate::store::StoreError::Db(_) => "the metadata database does not answer",
+                crate::store::StoreError::Db(_) | crate::store::StoreError::NoRow => {
+                    "the metadata database does not answer"
+                }
                 _ => "the block store does not answer",
             }
         }

@@ -1,12 +1,14 @@
 //! Where an engine keeps its metadata and its blocks, as the command line names them (a
 //! contract scripts outside the project rely on):
 //!
-//! * `--meta sqlite:DIR` — the metadata database `DIR/meta.db`;
+//! * `--meta sqlite:DIR` — the metadata database `DIR/meta.db`; `--meta
+//!   postgres://USER[:PASS]@HOST:PORT/DB[?options=-c search_path=SCHEMA]` — PostgreSQL;
 //! * `--blocks dir:PATH` — block files under `PATH`; `--blocks s3://BUCKET[/PREFIX]` — one
 //!   object per block in an S3 bucket (endpoint and keys from the `AWS_*` environment);
 //! * `--data DIR` — the single-machine shorthand for `--meta sqlite:DIR --blocks dir:DIR/blocks`.
 //!
-//! `--blocks` left out beside `--meta sqlite:DIR` (or `--data DIR`) means `dir:DIR/blocks`.
+//! `--blocks` left out beside `--meta sqlite:DIR` (or `--data DIR`) means `dir:DIR/blocks`;
+//! beside PostgreSQL it must be given (servers sharing a database share a block store).
 
 use crate::store::s3::S3Location;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,8 @@ use std::path::{Path, PathBuf};
 pub enum MetaLocation {
     /// The directory holding `meta.db`.
     Sqlite(PathBuf),
+    /// A PostgreSQL connection URL (password included: never displayed).
+    Postgres(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,10 +37,10 @@ pub struct Storage {
 pub enum LocationError {
     #[error("--data DIR is short for --meta sqlite:DIR --blocks dir:DIR/blocks: give --data or --meta, not both")]
     DataAndMeta,
-    #[error("--meta {0:?}: expected sqlite:DIR")]
+    #[error("--meta {0:?}: expected sqlite:DIR or postgres://USER[:PASS]@HOST:PORT/DB")]
     BadMeta(String),
-    #[error("--meta {0:?}: PostgreSQL metadata is not in this build yet; use sqlite:DIR")]
-    PostgresNotBuilt(String),
+    #[error("--meta {0:?}: PostgreSQL metadata needs --blocks (dir:PATH or s3://BUCKET) shared by every server")]
+    PostgresWithoutBlocks(String),
     #[error("--blocks {0:?}: expected dir:PATH or s3://BUCKET[/PREFIX]")]
     BadBlocks(String),
 }
@@ -45,6 +49,7 @@ impl std::fmt::Display for MetaLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             MetaLocation::Sqlite(d) => write!(f, "sqlite:{}", d.display()),
+            MetaLocation::Postgres(url) => f.write_str(&redact(url)),
         }
     }
 }
@@ -67,14 +72,14 @@ impl MetaLocation {
             return Ok(MetaLocation::Sqlite(PathBuf::from(dir)));
         }
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            return Err(LocationError::PostgresNotBuilt(redact(s)));
+            return Ok(MetaLocation::Postgres(s.to_string()));
         }
         Err(LocationError::BadMeta(redact(s)))
     }
 }
 
 /// A URL with any password taken out, for messages and logs.
-fn redact(s: &str) -> String {
+pub fn redact(s: &str) -> String {
     match (s.find("://"), s.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &s[scheme + 3..at];
@@ -139,6 +144,7 @@ impl Storage {
             Some(b) => BlocksLocation::parse(b)?,
             None => match &meta {
                 MetaLocation::Sqlite(d) => BlocksLocation::Dir(d.join("blocks")),
+                MetaLocation::Postgres(url) => return Err(LocationError::PostgresWithoutBlocks(redact(url))),
             },
         };
         Ok(Storage { meta, blocks })
@@ -219,11 +225,15 @@ mod tests {
             );
         }
         // A password never reaches a message.
-        let e = resolve(None, Some("postgres://imgfs:s3cret@db:5432/imgfs"), None).unwrap_err();
+        let url = "postgres://imgfs:s3cret@db:5432/imgfs";
+        let e = resolve(None, Some(url), None).unwrap_err();
         assert_eq!(
             e,
-            LocationError::PostgresNotBuilt("postgres://imgfs:***@db:5432/imgfs".into())
+            LocationError::PostgresWithoutBlocks("postgres://imgfs:***@db:5432/imgfs".into())
         );
         assert!(!e.to_string().contains("s3cret"));
+        let pg = resolve(None, Some(url), Some("s3://bucket")).unwrap();
+        assert_eq!(pg.meta, MetaLocation::Postgres(url.into()));
+        assert_eq!(pg.meta.to_string(), "postgres://imgfs:***@db:5432/imgfs");
     }
 }

@@ -29,7 +29,6 @@ use object_store::{
     RetryConfig,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 /// The user metadata key of the BLAKE3 digest (`x-amz-meta-imgfs-blake3`).
@@ -60,19 +59,8 @@ pub struct S3Blocks {
     conditional: AtomicBool,
 }
 
-/// The runtime every S3 call runs on: two threads are plenty for I/O; never dropped (a
-/// runtime may not be dropped from async code, and the block store lives as long as the
-/// process).
 fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("imgfs-s3")
-            .enable_all()
-            .build()
-            .expect("a tokio runtime for the S3 client")
-    })
+    crate::store::io_runtime()
 }
 
 fn unavailable(op: &str, e: object_store::Error) -> StoreError {

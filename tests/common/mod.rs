@@ -150,8 +150,8 @@ impl Server {
 
     pub fn add_user(&self, name: &str) -> TestUser {
         let out = imgfs(&self.data)
-            .args(["user", "add", name, "--data"])
-            .arg(&self.data)
+            .args(["user", "add", name])
+            .storage(&self.data)
             .output()
             .unwrap();
         assert!(
@@ -207,9 +207,13 @@ fn spawn_server(data: &Path, listen: &str, args: &[&str], env: &[(&str, &str)]) 
     // (`IMGFS_BLOCKS=` in `env`: blocks in the directory, whatever the tier)
     let files = env.iter().any(|(k, v)| *k == "IMGFS_BLOCKS" && v.is_empty());
     let mut cmd = if files { imgfs_files() } else { imgfs(data) };
+    cmd.args(["serve", "--listen", listen]);
+    if files {
+        cmd.arg("--data").arg(data);
+    } else {
+        cmd.storage(data);
+    }
     let mut child = cmd
-        .args(["serve", "--listen", listen, "--data"])
-        .arg(data)
         .args(args)
         .envs(env.iter().copied().filter(|(k, _)| *k != "IMGFS_BLOCKS" || !files))
         .stdout(Stdio::piped())
@@ -312,12 +316,52 @@ pub fn imgfs(data: &Path) -> Command {
     c
 }
 
-/// The `imgfs` command for a data directory that keeps its blocks in it, whatever the tier
-/// (the source of a migration).
+/// The `imgfs` command for a data directory that keeps its blocks and its metadata in it,
+/// whatever the tier (the source of a migration; give it `--data`).
 pub fn imgfs_files() -> Command {
     let mut c = Command::new(BIN);
     c.env_remove("IMGFS_BLOCKS");
     c
+}
+
+/// The options naming a data directory's storage, after a subcommand: `--data DIR`, or in the
+/// PostgreSQL tier `--meta URL` (the directory's own schema: [`pg_meta`]) with its blocks in
+/// the directory, or in S3 if that tier's bucket is set too (`IMGFS_BLOCKS`, from [`imgfs`]).
+pub trait StorageArgs {
+    fn storage(&mut self, data: &Path) -> &mut Self;
+}
+
+impl StorageArgs for Command {
+    fn storage(&mut self, data: &Path) -> &mut Self {
+        match pg_meta(data) {
+            Some(url) => {
+                self.arg("--meta").arg(url);
+                if s3_blocks(data).is_none() {
+                    self.arg("--blocks")
+                        .arg(format!("dir:{}", data.join("blocks").display()));
+                }
+            }
+            None => {
+                self.arg("--data").arg(data);
+            }
+        }
+        self
+    }
+}
+
+/// The PostgreSQL metadata of a data directory in the PostgreSQL tier (`IMGFS_TEST_PG`, a
+/// server URL; `None` elsewhere): a schema named by the directory's path, made by the first
+/// imgfs that opens it, so a restarted or second server finds it.
+pub fn pg_meta(data: &Path) -> Option<String> {
+    let url = std::env::var("IMGFS_TEST_PG").ok().filter(|u| !u.is_empty())?;
+    let id = &sha256_hex(data.as_os_str().as_encoded_bytes())[..16];
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Some(format!("{url}{sep}options=-c%20search_path%3Dt{id}"))
+}
+
+/// Metadata in PostgreSQL (the tier), not in the data directory's `meta.db`.
+pub fn meta_in_pg() -> bool {
+    std::env::var("IMGFS_TEST_PG").is_ok_and(|u| !u.is_empty())
 }
 
 /// The S3 block store of a data directory in the S3 tier (`None` elsewhere): a prefix named

@@ -3,8 +3,8 @@
 //! [`super::grants`] of each path, the image list a user sees — their own, the shared and the
 //! public ones — costs what it returns (it read every image attribute on the server).
 
+use super::db::{params, Db};
 use crate::store::Result;
-use rusqlite::{params, Connection};
 
 /// Version 6 (from 5), with the grants.
 pub(super) const SCHEMA_6: &str = r#"
@@ -13,7 +13,7 @@ CREATE INDEX images_owner ON images (account, name);
 CREATE INDEX images_name ON images (name);
 "#;
 
-pub(super) fn migrate_to_6(c: &Connection) -> Result<()> {
+pub(super) fn migrate_to_6(c: &Db) -> Result<()> {
     c.execute_batch(SCHEMA_6)?;
     c.execute_batch(
         "INSERT INTO images (path, account, name)
@@ -24,14 +24,15 @@ pub(super) fn migrate_to_6(c: &Connection) -> Result<()> {
 }
 
 /// Version `vid` becomes current (`sign` 1) or stops being so (`sign` -1).
-pub(super) fn current_changes(c: &Connection, vid: i64, sign: i64) -> Result<()> {
+pub(super) fn current_changes(c: &Db, vid: i64, sign: i64) -> Result<()> {
     if sign > 0 {
         c.prepare_cached(
-            "INSERT OR REPLACE INTO images (path, account, name)
+            "INSERT INTO images (path, account, name)
                  SELECT v.path, k.account, a.value FROM versions v JOIN paths p ON p.id = v.path
                  JOIN containers k ON k.id = p.container
                  JOIN attrs a ON a.version = v.id AND a.domain = 'plankton' AND a.key = 'name'
-                 WHERE v.id = ?1",
+                 WHERE v.id = ?1
+             ON CONFLICT (path) DO UPDATE SET account = excluded.account, name = excluded.name",
         )?
         .execute([vid])?;
     } else {

@@ -2,9 +2,9 @@
 //! never holds a usable secret). Issuing a token can keep the user's other tokens (a mount
 //! switches to the new one before the old one expires) or revoke them (rotation after a leak).
 
+use super::db::{params, Db, OptionalExtension};
 use crate::api::timefmt::{now_micros, Micros};
 use crate::store::{Result, Session, StoreError, TokenCheck, User};
-use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ CREATE TABLE tokens (hash BLOB PRIMARY KEY, user TEXT NOT NULL, issued INTEGER N
 CREATE INDEX tokens_user ON tokens (user);
 "#;
 
-pub(super) fn migrate_to_4(c: &Connection) -> Result<()> {
+pub(super) fn migrate_to_4(c: &Db) -> Result<()> {
     c.execute_batch(SCHEMA_4)?;
     // Tokens from before had no expiry: they get the default from now.
     let expires = now_micros() + micros(crate::store::DEFAULT_TOKEN_LIFETIME);
@@ -41,7 +41,7 @@ pub(super) fn new_secret() -> String {
 }
 
 /// Adds a token for `user`; with `revoke_others`, every other token of the user stops working.
-pub(super) fn issue(c: &Connection, user: &str, lifetime: Duration, revoke_others: bool) -> Result<(String, Micros)> {
+pub(super) fn issue(c: &Db, user: &str, lifetime: Duration, revoke_others: bool) -> Result<(String, Micros)> {
     if lifetime.is_zero() {
         return Err(StoreError::Invalid(
             "a token's lifetime must be at least a second".into(),
@@ -54,20 +54,20 @@ pub(super) fn issue(c: &Connection, user: &str, lifetime: Duration, revoke_other
     let now = now_micros();
     let expires = now.saturating_add(micros(lifetime));
     c.execute(
-        "INSERT INTO tokens (hash, user, issued, expires) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO tokens (hash, \"user\", issued, expires) VALUES (?1, ?2, ?3, ?4)",
         params![hash(&secret), user, now, expires],
     )?;
     Ok((secret, expires))
 }
 
 /// Every token of `user` stops working; returns how many were live.
-pub(super) fn revoke(c: &Connection, user: &str) -> Result<u64> {
+pub(super) fn revoke(c: &Db, user: &str) -> Result<u64> {
     let live: i64 = c.query_row(
-        "SELECT COUNT(*) FROM tokens WHERE user = ?1 AND expires > ?2",
+        "SELECT COUNT(*) FROM tokens WHERE \"user\" = ?1 AND expires > ?2",
         params![user, now_micros()],
         |r| r.get(0),
     )?;
-    c.execute("DELETE FROM tokens WHERE user = ?1", [user])?;
+    c.execute("DELETE FROM tokens WHERE \"user\" = ?1", [user])?;
     // (the old column must not keep a hash that once was a token)
     c.execute(
         "UPDATE users SET token_hash = ?1 WHERE uuid = ?2",
@@ -76,11 +76,11 @@ pub(super) fn revoke(c: &Connection, user: &str) -> Result<u64> {
     Ok(live as u64)
 }
 
-pub(super) fn check(c: &Connection, token: &str) -> Result<TokenCheck> {
+pub(super) fn check(c: &Db, token: &str) -> Result<TokenCheck> {
     let h = hash(token);
     let found: Option<(String, String, Vec<u8>, i64)> = c
         .prepare_cached(
-            "SELECT u.uuid, u.name, t.hash, t.expires FROM tokens t JOIN users u ON u.uuid = t.user WHERE t.hash = ?1",
+            "SELECT u.uuid, u.name, t.hash, t.expires FROM tokens t JOIN users u ON u.uuid = t.\"user\" WHERE t.hash = ?1",
         )?
         .query_row([&h], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?;
@@ -101,7 +101,7 @@ pub(super) fn check(c: &Connection, token: &str) -> Result<TokenCheck> {
 }
 
 /// Tokens a day past their expiry are forgotten (until then they answer "expired").
-pub(super) fn forget_expired(c: &Connection) -> Result<u64> {
+pub(super) fn forget_expired(c: &Db) -> Result<u64> {
     let day = 86_400_000_000i64;
     Ok(c.execute("DELETE FROM tokens WHERE expires < ?1", [now_micros() - day])? as u64)
 }

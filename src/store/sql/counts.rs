@@ -3,8 +3,8 @@
 //! container HEAD or a listing page costs the same at 10 objects and at 10 million
 //! (they were a `COUNT`/`SUM`/`DISTINCT` over the container: 0.25 s a request at 100k objects).
 
+use super::db::{params, Db};
 use crate::store::Result;
-use rusqlite::{params, Connection};
 
 /// Version 5 (from 4): the counters, computed once from what is current.
 pub(super) const SCHEMA_5: &str = r#"
@@ -14,7 +14,7 @@ CREATE TABLE container_keys (container INTEGER NOT NULL, key TEXT NOT NULL, n IN
                              PRIMARY KEY (container, key)) WITHOUT ROWID;
 "#;
 
-pub(super) fn migrate_to_5(c: &Connection) -> Result<()> {
+pub(super) fn migrate_to_5(c: &Db) -> Result<()> {
     c.execute_batch(SCHEMA_5)?;
     c.execute_batch(
         "UPDATE containers SET
@@ -31,7 +31,7 @@ pub(super) fn migrate_to_5(c: &Connection) -> Result<()> {
 
 /// Version `vid` becomes current in `container` (`sign` 1) or stops being so (`sign` -1).
 /// Called before the version's rows can go (a purge drops them after).
-pub(super) fn current_changes(c: &Connection, container: i64, vid: i64, sign: i64) -> Result<()> {
+pub(super) fn current_changes(c: &Db, container: i64, vid: i64, sign: i64) -> Result<()> {
     c.prepare_cached(
         "UPDATE containers SET objects = objects + ?1,
                 bytes = bytes + ?1 * (SELECT size FROM versions WHERE id = ?2)
@@ -40,8 +40,8 @@ pub(super) fn current_changes(c: &Connection, container: i64, vid: i64, sign: i6
     .execute(params![sign, vid, container])?;
     c.prepare_cached(
         "INSERT INTO container_keys (container, key, n)
-             SELECT ?1, key, ?2 FROM attrs WHERE version = ?3 AND domain = 'pithos'
-         ON CONFLICT (container, key) DO UPDATE SET n = n + ?2",
+             SELECT CAST(?1 AS BIGINT), key, CAST(?2 AS BIGINT) FROM attrs WHERE version = ?3 AND domain = 'pithos'
+         ON CONFLICT (container, key) DO UPDATE SET n = container_keys.n + ?2",
     )?
     .execute(params![container, sign, vid])?;
     if sign < 0 {
@@ -52,7 +52,7 @@ pub(super) fn current_changes(c: &Connection, container: i64, vid: i64, sign: i6
 }
 
 /// A container's current objects and their bytes.
-pub(super) fn of(c: &Connection, container: i64) -> Result<(u64, u64)> {
+pub(super) fn of(c: &Db, container: i64) -> Result<(u64, u64)> {
     let (n, b): (i64, i64) = c
         .prepare_cached("SELECT objects, bytes FROM containers WHERE id = ?1")?
         .query_row([container], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -60,10 +60,8 @@ pub(super) fn of(c: &Connection, container: i64) -> Result<(u64, u64)> {
 }
 
 /// The user metadata keys some current object of `container` has, sorted.
-pub(super) fn keys(c: &Connection, container: i64) -> Result<Vec<String>> {
+pub(super) fn keys(c: &Db, container: i64) -> Result<Vec<String>> {
     let mut st = c.prepare_cached("SELECT key FROM container_keys WHERE container = ?1 AND n > 0 ORDER BY key")?;
-    let keys = st
-        .query_map([container], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+    let keys = st.query_map([container], |r| r.get(0))?.collect::<Result<_>>()?;
     Ok(keys)
 }

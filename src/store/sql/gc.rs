@@ -19,11 +19,11 @@
 //! One collector at a time, decided through the database (`gc_lease`): several server
 //! processes over one database, or `imgfs gc` beside a running server, take turns.
 
-use super::SqliteStore;
+use super::db::{params, OptionalExtension};
+use super::SqlStore;
 use crate::api::hashing::BlockHash;
 use crate::api::timefmt::now_micros;
 use crate::store::{GcReport, Result};
-use rusqlite::{params, OptionalExtension};
 use std::time::{Duration, SystemTime};
 
 /// Rows or files handled per transaction: the write lock is held for one batch at a time.
@@ -37,12 +37,12 @@ const STRAY_MIN_AGE: Duration = Duration::from_secs(900);
 /// How long a collector's claim lasts without being renewed (renewed at every batch).
 const LEASE: Duration = Duration::from_secs(600);
 
-impl SqliteStore {
+impl SqlStore {
     fn take_lease(&self, me: &str) -> Result<bool> {
         let now = now_micros();
         self.with_tx(|tx| {
             let cur: Option<(String, i64)> = tx
-                .query_row("SELECT holder, until FROM gc_lease WHERE id = 1", [], |r| {
+                .query_row("SELECT holder, until FROM gc_lease WHERE id = 1", (), |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })
                 .optional()?;
@@ -87,7 +87,7 @@ impl SqliteStore {
 
     fn collect_leased(&self, me: &str, grace: Duration) -> Result<GcReport> {
         let mut report = GcReport::default();
-        self.with_tx(|tx| super::tokens::forget_expired(tx))?;
+        self.with_tx(super::tokens::forget_expired)?;
         let cutoff = now_micros() - grace.as_micros() as i64;
         // Uploads that no version took in time.
         loop {
@@ -98,7 +98,7 @@ impl SqliteStore {
                     )?;
                     let rows =
                         st.query_map(params![cutoff, BATCH as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-                    rows.collect::<rusqlite::Result<_>>()?
+                    rows.collect::<Result<_>>()?
                 };
                 for (account, hash, since) in &expired {
                     // (a one-hash "version" released at the upload's own time: collectable now)
@@ -118,7 +118,7 @@ impl SqliteStore {
                     let mut st =
                         tx.prepare_cached("SELECT hash, size FROM blocks WHERE refs = 0 AND free_since < ?1 LIMIT ?2")?;
                     let rows = st.query_map(params![cutoff, BATCH as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                    rows.collect::<rusqlite::Result<_>>()?
+                    rows.collect::<Result<_>>()?
                 };
                 let mut bytes = 0u64;
                 for (hash, size) in &dead {

@@ -6,9 +6,9 @@
 //! Members are stored lowercased, as [`Sharing::can_read`] compares them; `*` is everyone.
 //! Readers get the union of the read and write lists (a writer may read).
 
+use super::db::{params, Db};
 use crate::api::pithos::Sharing;
 use crate::store::Result;
-use rusqlite::{params, Connection};
 use std::collections::BTreeSet;
 
 /// Version 6 (from 5), with the image index ([`super::images`]).
@@ -17,12 +17,12 @@ CREATE TABLE grants (member TEXT NOT NULL, path INTEGER NOT NULL, PRIMARY KEY (m
 CREATE INDEX grants_path ON grants (path);
 "#;
 
-pub(super) fn migrate_to_6(c: &Connection) -> Result<()> {
+pub(super) fn migrate_to_6(c: &Db) -> Result<()> {
     c.execute_batch(SCHEMA_6)?;
     let mut st = c.prepare("SELECT id, sharing FROM paths WHERE sharing IS NOT NULL AND latest IS NOT NULL")?;
     let rows: Vec<(i64, String)> = st
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_>>()?;
     for (pid, s) in rows {
         set(c, pid, Sharing::parse(&s).ok().as_ref())?;
     }
@@ -35,10 +35,10 @@ pub(super) fn members(s: &Sharing) -> BTreeSet<String> {
 }
 
 /// The path's sharing is now `sharing` (`None` or empty: none).
-pub(super) fn set(c: &Connection, pid: i64, sharing: Option<&Sharing>) -> Result<()> {
+pub(super) fn set(c: &Db, pid: i64, sharing: Option<&Sharing>) -> Result<()> {
     c.prepare_cached("DELETE FROM grants WHERE path = ?1")?.execute([pid])?;
     if let Some(s) = sharing {
-        let mut ins = c.prepare_cached("INSERT OR IGNORE INTO grants (member, path) VALUES (?1, ?2)")?;
+        let mut ins = c.prepare_cached("INSERT INTO grants (member, path) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?;
         for m in members(s) {
             ins.execute(params![m, pid])?;
         }

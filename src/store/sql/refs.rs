@@ -22,9 +22,9 @@
 //!
 //! The all-zero block (stored as nothing) is never counted.
 
+use super::db::{params, Db, OptionalExtension};
 use crate::api::hashing::BlockHash;
 use crate::store::{Result, StoreError};
-use rusqlite::{params, Connection, OptionalExtension};
 
 /// Version 3 (from 2): reference counts, the charge per account, the collector's lease.
 pub(super) const SCHEMA_3: &str = r#"
@@ -52,7 +52,7 @@ pub(super) fn distinct(packed: &[u8]) -> Vec<[u8; 32]> {
 }
 
 /// The bytes `account` is charged for.
-pub(super) fn stored(c: &Connection, account: &str) -> Result<u64> {
+pub(super) fn stored(c: &Db, account: &str) -> Result<u64> {
     let s: Option<i64> = c
         .prepare_cached("SELECT stored FROM accounts WHERE uuid = ?1")?
         .query_row([account], |r| r.get(0))
@@ -60,41 +60,40 @@ pub(super) fn stored(c: &Connection, account: &str) -> Result<u64> {
     Ok(s.unwrap_or(0).max(0) as u64)
 }
 
-fn charge(c: &Connection, account: &str, delta: i64, now: i64) -> Result<()> {
+fn charge(c: &Db, account: &str, delta: i64, now: i64) -> Result<()> {
     c.prepare_cached(
-        "INSERT INTO accounts (uuid, quota, modified, stored) VALUES (?1, 0, ?3, MAX(?2, 0))
-         ON CONFLICT (uuid) DO UPDATE SET stored = MAX(stored + ?2, 0)",
+        "INSERT INTO accounts (uuid, quota, modified, stored)
+             VALUES (?1, 0, ?3, CASE WHEN ?2 > 0 THEN CAST(?2 AS BIGINT) ELSE 0 END)
+         ON CONFLICT (uuid) DO UPDATE SET stored = CASE WHEN accounts.stored + ?2 > 0 THEN accounts.stored + ?2 ELSE 0 END",
     )?
     .execute(params![account, delta, now])?;
     Ok(())
 }
 
-fn block_size(c: &Connection, h: &[u8; 32]) -> Result<Option<i64>> {
-    Ok(c.prepare_cached("SELECT size FROM blocks WHERE hash = ?1")?
+fn block_size(c: &Db, h: &[u8; 32]) -> Result<Option<i64>> {
+    c.prepare_cached("SELECT size FROM blocks WHERE hash = ?1")?
         .query_row([&h[..]], |r| r.get(0))
-        .optional()?)
+        .optional()
 }
 
-fn account_refs(c: &Connection, account: &str, h: &[u8; 32]) -> Result<Option<i64>> {
-    Ok(
-        c.prepare_cached("SELECT refs FROM account_blocks WHERE account = ?1 AND hash = ?2")?
-            .query_row(params![account, &h[..]], |r| r.get(0))
-            .optional()?,
-    )
+fn account_refs(c: &Db, account: &str, h: &[u8; 32]) -> Result<Option<i64>> {
+    c.prepare_cached("SELECT refs FROM account_blocks WHERE account = ?1 AND hash = ?2")?
+        .query_row(params![account, &h[..]], |r| r.get(0))
+        .optional()
 }
 
 /// One more account holds the block.
-fn block_gained(c: &Connection, h: &[u8; 32]) -> Result<()> {
+fn block_gained(c: &Db, h: &[u8; 32]) -> Result<()> {
     c.prepare_cached("UPDATE blocks SET refs = refs + 1, free_since = NULL WHERE hash = ?1")?
         .execute([&h[..]])?;
     Ok(())
 }
 
 /// One account less holds the block; at none, its grace period starts at `since`.
-fn block_lost(c: &Connection, h: &[u8; 32], since: i64) -> Result<()> {
+fn block_lost(c: &Db, h: &[u8; 32], since: i64) -> Result<()> {
     c.prepare_cached(
-        "UPDATE blocks SET refs = MAX(refs - 1, 0),
-                free_since = CASE WHEN refs <= 1 THEN ?2 ELSE NULL END WHERE hash = ?1",
+        "UPDATE blocks SET refs = CASE WHEN refs > 1 THEN refs - 1 ELSE 0 END,
+                free_since = CASE WHEN refs <= 1 THEN CAST(?2 AS BIGINT) ELSE NULL END WHERE hash = ?1",
     )?
     .execute(params![&h[..], since])?;
     Ok(())
@@ -102,7 +101,7 @@ fn block_lost(c: &Connection, h: &[u8; 32], since: i64) -> Result<()> {
 
 /// `account` sent a block (`size` stored bytes): present for it from now on, charged to it
 /// until a version of its own holds it (then charged as held) or the grace period ends.
-pub(super) fn sent(c: &Connection, account: &str, h: &[u8; 32], size: u64, now: i64) -> Result<()> {
+pub(super) fn sent(c: &Db, account: &str, h: &[u8; 32], size: u64, now: i64) -> Result<()> {
     if *h == BlockHash::empty().0 {
         return Ok(());
     }
@@ -134,7 +133,7 @@ pub(super) fn sent(c: &Connection, account: &str, h: &[u8; 32], size: u64, now: 
 
 /// A new version of `account`'s names these blocks. Each must already be stored (sent by
 /// someone, or held): the caller checked that the writer may use them.
-pub(super) fn hold(c: &Connection, account: &str, packed: &[u8], now: i64) -> Result<()> {
+pub(super) fn hold(c: &Db, account: &str, packed: &[u8], now: i64) -> Result<()> {
     let mut gained = 0i64;
     for h in distinct(packed) {
         if account_refs(c, account, &h)?.is_some() {
@@ -155,7 +154,7 @@ pub(super) fn hold(c: &Connection, account: &str, packed: &[u8], now: i64) -> Re
 }
 
 /// A version of `account`'s that named these blocks is gone.
-pub(super) fn release(c: &Connection, account: &str, packed: &[u8], now: i64) -> Result<()> {
+pub(super) fn release(c: &Db, account: &str, packed: &[u8], now: i64) -> Result<()> {
     let mut freed = 0i64;
     for h in distinct(packed) {
         match account_refs(c, account, &h)? {
@@ -181,11 +180,11 @@ pub(super) fn release(c: &Connection, account: &str, packed: &[u8], now: i64) ->
 
 /// Drops the versions `select` names (a `SELECT id, account FROM ...` over `versions v`,
 /// `paths p`, `containers k`), giving their blocks back, with their attributes.
-pub(super) fn drop_versions(c: &Connection, select: &str, param: rusqlite::types::Value, now: i64) -> Result<()> {
+pub(super) fn drop_versions(c: &Db, select: &str, param: super::db::Value, now: i64) -> Result<()> {
     let doomed: Vec<(i64, String, Vec<u8>)> = {
         let mut st = c.prepare_cached(select)?;
         let rows = st.query_map([&param], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        rows.collect::<rusqlite::Result<_>>()?
+        rows.collect::<Result<_>>()?
     };
     for (vid, account, hashes) in doomed {
         release(c, &account, &hashes, now)?;
@@ -198,7 +197,7 @@ pub(super) fn drop_versions(c: &Connection, select: &str, param: rusqlite::types
 
 /// From version 2: every account holds what its versions name, and is charged for it; blocks
 /// it sent or copied and holds in no version become uploads whose grace period starts now.
-pub(super) fn migrate_to_3(c: &Connection, size_of: &dyn Fn(&BlockHash) -> Result<Option<u64>>) -> Result<()> {
+pub(super) fn migrate_to_3(c: &Db, size_of: &dyn Fn(&BlockHash) -> Result<Option<u64>>) -> Result<()> {
     c.execute_batch(SCHEMA_3)?;
     let now = crate::api::timefmt::now_micros();
     c.execute(
@@ -210,7 +209,7 @@ pub(super) fn migrate_to_3(c: &Connection, size_of: &dyn Fn(&BlockHash) -> Resul
             "SELECT k.account, v.hashes FROM versions v JOIN paths p ON p.id = v.path
              JOIN containers k ON k.id = p.container WHERE v.deleted = 0",
         )?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+        let rows = st.query_map((), |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
         for r in rows {
             let (account, hashes) = r?;
             for h in distinct(&hashes) {
@@ -225,8 +224,8 @@ pub(super) fn migrate_to_3(c: &Connection, size_of: &dyn Fn(&BlockHash) -> Resul
     c.execute("UPDATE account_blocks SET since = ?1", [now])?;
     let hashes: Vec<Vec<u8>> = {
         let mut st = c.prepare("SELECT DISTINCT hash FROM account_blocks")?;
-        let rows = st.query_map([], |r| r.get(0))?;
-        rows.collect::<rusqlite::Result<_>>()?
+        let rows = st.query_map((), |r| r.get(0))?;
+        rows.collect::<Result<_>>()?
     };
     for h in hashes {
         let Ok(arr) = <[u8; 32]>::try_from(h.as_slice()) else {
@@ -242,18 +241,18 @@ pub(super) fn migrate_to_3(c: &Connection, size_of: &dyn Fn(&BlockHash) -> Resul
     c.execute(
         "UPDATE accounts SET stored = (SELECT COALESCE(SUM(b.size), 0) FROM account_blocks a
          JOIN blocks b ON b.hash = a.hash WHERE a.account = accounts.uuid)",
-        [],
+        (),
     )?;
     Ok(())
 }
 
 /// Version 7 (from 6): `blocks.lost`, set for the blocks the store does not have now.
-pub(super) fn migrate_to_7(c: &Connection, size_of: &dyn Fn(&BlockHash) -> Result<Option<u64>>) -> Result<()> {
+pub(super) fn migrate_to_7(c: &Db, size_of: &dyn Fn(&BlockHash) -> Result<Option<u64>>) -> Result<()> {
     c.execute_batch("ALTER TABLE blocks ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;")?;
     let held: Vec<Vec<u8>> = {
         let mut st = c.prepare("SELECT hash FROM blocks WHERE refs > 0")?;
-        let rows = st.query_map([], |r| r.get(0))?;
-        rows.collect::<rusqlite::Result<_>>()?
+        let rows = st.query_map((), |r| r.get(0))?;
+        rows.collect::<Result<_>>()?
     };
     for h in held {
         let Ok(arr) = <[u8; 32]>::try_from(h.as_slice()) else {
@@ -268,14 +267,14 @@ pub(super) fn migrate_to_7(c: &Connection, size_of: &dyn Fn(&BlockHash) -> Resul
 
 /// The block store does not have this block (any more): nobody may name it until it is sent
 /// again.
-pub(super) fn lost(c: &Connection, h: &[u8; 32]) -> Result<()> {
+pub(super) fn lost(c: &Db, h: &[u8; 32]) -> Result<()> {
     c.prepare_cached("UPDATE blocks SET lost = 1 WHERE hash = ?1")?
         .execute(params![&h[..]])?;
     Ok(())
 }
 
 /// The block was stored again.
-pub(super) fn found(c: &Connection, h: &[u8; 32]) -> Result<()> {
+pub(super) fn found(c: &Db, h: &[u8; 32]) -> Result<()> {
     c.prepare_cached("UPDATE blocks SET lost = 0 WHERE hash = ?1 AND lost = 1")?
         .execute(params![&h[..]])?;
     Ok(())
@@ -283,10 +282,32 @@ pub(super) fn found(c: &Connection, h: &[u8; 32]) -> Result<()> {
 
 /// Whether `account` may name the block in a hashmap: it has a row for it, and the block is
 /// not known lost.
-pub(super) fn usable(c: &Connection, account: &str, h: &[u8; 32]) -> Result<bool> {
-    Ok(c.prepare_cached(
-        "SELECT 1 FROM account_blocks a JOIN blocks b ON b.hash = a.hash
-         WHERE a.account = ?1 AND a.hash = ?2 AND b.lost = 0",
-    )?
-    .exists(params![account, &h[..]])?)
+pub(super) fn usable(c: &Db, account: &str, h: &[u8; 32]) -> Result<bool> {
+    Ok(!usable_of(c, account, std::slice::from_ref(h))?.is_empty())
+}
+
+/// How many hashes [`usable_of`] asks about per statement.
+pub(super) const USABLE_BATCH: usize = 500;
+
+/// Which of `hashes` (at most [`USABLE_BATCH`]) `account` may name, as [`usable`] decides:
+/// one statement (a round trip to a networked database) for all of them, in hash order.
+pub(super) fn usable_of(c: &Db, account: &str, hashes: &[[u8; 32]]) -> Result<Vec<[u8; 32]>> {
+    let marks: Vec<String> = (2..hashes.len() + 2).map(|i| format!("?{i}")).collect();
+    let sql = format!(
+        "SELECT a.hash FROM account_blocks a JOIN blocks b ON b.hash = a.hash
+         WHERE a.account = ?1 AND a.hash IN ({}) AND b.lost = 0 ORDER BY a.hash",
+        marks.join(", ")
+    );
+    let mut args: Vec<&dyn super::db::ToValue> = vec![&account];
+    args.extend(hashes.iter().map(|h| h as &dyn super::db::ToValue));
+    let mut out = vec![];
+    for h in c
+        .prepare_cached(&sql)?
+        .query_map(&args[..], |r| r.get::<_, Vec<u8>>(0))?
+    {
+        if let Ok(h) = <[u8; 32]>::try_from(h?.as_slice()) {
+            out.push(h);
+        }
+    }
+    Ok(out)
 }

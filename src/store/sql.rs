@@ -18,15 +18,18 @@ use crate::api::timefmt::{now_micros, Micros};
 use crate::store::access::{decide, Access, Position, Readable, SharedDirs};
 use crate::store::blocks::BlockStore;
 use crate::store::*;
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use db::{params, Db, OptionalExtension};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 mod counts;
+pub(crate) mod db;
 mod gc;
 mod grants;
 mod images;
+pub mod postgres;
 mod refs;
+pub mod sqlite;
 mod tokens;
 
 const SCHEMA_VERSION: i64 = 7;
@@ -64,14 +67,14 @@ CREATE TABLE account_blocks (account TEXT NOT NULL, hash BLOB NOT NULL, PRIMARY 
 "#;
 
 /// From version 1: every account has the blocks its stored versions hold.
-fn migrate_to_2(tx: &Transaction) -> Result<()> {
+fn migrate_to_2(tx: &Db) -> Result<()> {
     tx.execute_batch(BLOCK_PRESENCE)?;
     let mut st = tx.prepare(
         "SELECT k.account, v.hashes FROM versions v JOIN paths p ON p.id = v.path
          JOIN containers k ON k.id = p.container",
     )?;
     let mut ins = tx.prepare("INSERT OR IGNORE INTO account_blocks (account, hash) VALUES (?1, ?2)")?;
-    let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+    let rows = st.query_map((), |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
     for r in rows {
         let (account, hashes) = r?;
         for h in hashes.chunks_exact(32) {
@@ -88,8 +91,14 @@ const SHARED_INDEX: &str = "CREATE INDEX paths_shared ON paths (container, name)
 /// The container every new user gets (kamaki's default).
 pub const DEFAULT_CONTAINER: &str = "pithos";
 
-pub struct SqliteStore {
-    conn: Mutex<Connection>,
+/// Where the metadata is.
+enum Backend {
+    Sqlite(Mutex<rusqlite::Connection>),
+    Pg(postgres::PgPool),
+}
+
+pub struct SqlStore {
+    backend: Backend,
     blocks: Arc<dyn BlockStore>,
     /// This database's engine id (`engine.uuid`), the owner mark of its block store.
     id: String,
@@ -115,7 +124,7 @@ struct Row {
 const ROW_COLS: &str =
     "v.id, v.path, v.uuid, v.size, v.content_type, v.hashes, v.merkle, v.md5, v.mtime, v.modified_by, v.deleted";
 
-fn row_from(r: &rusqlite::Row, at: usize) -> rusqlite::Result<Row> {
+fn row_from(r: &db::SqlRow, at: usize) -> Result<Row> {
     Ok(Row {
         id: r.get(at)?,
         path: r.get(at + 1)?,
@@ -154,63 +163,28 @@ struct PathCtx {
     container_name: String,
 }
 
-impl SqliteStore {
-    pub fn open(db_path: &Path, blocks: Arc<dyn BlockStore>) -> Result<SqliteStore> {
-        let conn = Connection::open(db_path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // NORMAL could lose the last commits on power loss; acknowledged must mean durable.
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if v > SCHEMA_VERSION {
-            return Err(StoreError::Invalid(format!(
-                "metadata database schema version {v} is newer than the supported {SCHEMA_VERSION}"
-            )));
-        }
-        if v < SCHEMA_VERSION {
-            // Each step from the version before; a new database takes them all (one path to test).
-            let tx = conn.unchecked_transaction()?;
-            if v < 1 {
-                tx.execute_batch(SCHEMA)?;
-            }
-            if v < 2 {
-                migrate_to_2(&tx)?;
-            }
-            if v < 3 {
-                refs::migrate_to_3(&tx, &|h| blocks.stored_len(h))?;
-            }
-            if v < 4 {
-                tokens::migrate_to_4(&tx)?;
-            }
-            if v < 5 {
-                counts::migrate_to_5(&tx)?;
-                tx.execute_batch(SHARED_INDEX)?;
-            }
-            if v < 6 {
-                grants::migrate_to_6(&tx)?;
-                images::migrate_to_6(&tx)?;
-            }
-            if v < 7 {
-                refs::migrate_to_7(&tx, &|h| blocks.stored_len(h))?;
-                tx.execute_batch(ENGINE_ID)?;
-                tx.execute(
-                    "INSERT INTO engine (id, uuid) VALUES (1, ?1)",
-                    [uuid::Uuid::new_v4().to_string()],
-                )?;
-            }
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-            tx.commit()?;
-            if v > 0 {
-                tracing::info!("metadata database migrated from schema version {v} to {SCHEMA_VERSION}");
-            }
-        }
-        let id: String = conn.query_row("SELECT uuid FROM engine WHERE id = 1", [], |r| r.get(0))?;
-        let s = SqliteStore {
-            conn: Mutex::new(conn),
+impl SqlStore {
+    /// The embedded engine: SQLite at `db_path` (created or migrated to this schema).
+    pub fn open(db_path: &Path, blocks: Arc<dyn BlockStore>) -> Result<SqlStore> {
+        let conn = sqlite::open(db_path, &*blocks)?;
+        SqlStore::over(Backend::Sqlite(Mutex::new(conn)), blocks)
+    }
+
+    /// PostgreSQL at `url` (`postgres://USER[:PASS]@HOST:PORT/DB`); the schema is created if
+    /// the database has none (`imgfs db migrate` does only that).
+    pub fn open_postgres(url: &str, blocks: Arc<dyn BlockStore>) -> Result<SqlStore> {
+        let pool = postgres::PgPool::connect(url)?;
+        SqlStore::over(Backend::Pg(pool), blocks)
+    }
+
+    fn over(backend: Backend, blocks: Arc<dyn BlockStore>) -> Result<SqlStore> {
+        let mut s = SqlStore {
+            backend,
             blocks,
-            id,
+            id: String::new(),
             claimed: std::sync::atomic::AtomicBool::new(false),
         };
+        s.id = s.with_read(|c| c.query_row("SELECT uuid FROM engine WHERE id = 1", (), |r| r.get(0)))?;
         match s.claim_blocks() {
             // (a block store that does not answer now is claimed before the first collection)
             Err(StoreError::Unavailable(e)) => tracing::warn!(error = %e, "the block store does not answer"),
@@ -224,13 +198,18 @@ impl SqliteStore {
         &self.id
     }
 
-    /// A consistent copy of the whole database in a new file `to` (`VACUUM INTO`), taken
-    /// while readers and writers carry on.
+    /// A consistent copy of the whole database in a new SQLite file `to` (`VACUUM INTO`),
+    /// taken while readers and writers carry on.
     pub fn snapshot(&self, to: &Path) -> Result<()> {
         let to = to
             .to_str()
             .ok_or_else(|| StoreError::Invalid(format!("{}: not a UTF-8 path", to.display())))?;
-        self.with_read(|c| Ok(c.execute("VACUUM INTO ?1", [to]).map(|_| ())?))
+        match &self.backend {
+            Backend::Sqlite(_) => self.with_read(|c| c.execute("VACUUM INTO ?1", [to]).map(|_| ())),
+            Backend::Pg(_) => Err(StoreError::Invalid(
+                "a snapshot is taken of an SQLite database only (PostgreSQL has pg_dump)".into(),
+            )),
+        }
     }
 
     /// The block store marked as this database's, once per process (the collector needs it:
@@ -244,51 +223,34 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn with_tx<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
-    }
-
-    fn with_read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&conn)
-    }
-}
-
-/// The blocks some account holds (in a version, or sent within the grace period) in the
-/// database file `db`, in hash order after `after`, at most `limit`: `(hash, stored size)`.
-/// Blocks known lost are left out. For a migration, which reads a snapshot.
-pub fn held_blocks(db: &Path, after: Option<&BlockHash>, limit: usize) -> Result<Vec<(BlockHash, u64)>> {
-    let c = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let after = after.map_or(vec![], |h| h.0.to_vec());
-    let mut st =
-        c.prepare("SELECT hash, size FROM blocks WHERE refs > 0 AND lost = 0 AND hash > ?1 ORDER BY hash LIMIT ?2")?;
-    let rows = st.query_map(params![after, limit as i64], |r| {
-        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
-    })?;
-    let mut out = vec![];
-    for r in rows {
-        let (h, size) = r?;
-        if let Ok(h) = <[u8; 32]>::try_from(h.as_slice()) {
-            out.push((BlockHash(h), size.max(0) as u64));
+    /// One write transaction: on SQLite an immediate one, on PostgreSQL one holding the
+    /// database-wide writer lock — one writer at a time, whichever server it runs in.
+    fn with_tx<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
+        match &self.backend {
+            Backend::Sqlite(conn) => {
+                let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let out = f(&Db::Sqlite(&tx))?;
+                tx.commit()?;
+                Ok(out)
+            }
+            Backend::Pg(pool) => pool.write(f),
         }
     }
-    Ok(out)
+
+    /// One read: a consistent view for all its statements.
+    fn with_read<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
+        match &self.backend {
+            Backend::Sqlite(conn) => {
+                let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                f(&Db::Sqlite(&conn))
+            }
+            Backend::Pg(pool) => pool.read(f),
+        }
+    }
 }
 
-/// How many blocks [`held_blocks`] lists in all.
-pub fn held_block_count(db: &Path) -> Result<u64> {
-    let c = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let n: i64 = c.query_row("SELECT COUNT(*) FROM blocks WHERE refs > 0 AND lost = 0", [], |r| {
-        r.get(0)
-    })?;
-    Ok(n.max(0) as u64)
-}
-
-fn container_row(c: &Connection, account: &str, name: &str) -> Result<ContainerRow> {
+fn container_row(c: &Db, account: &str, name: &str) -> Result<ContainerRow> {
     c.query_row(
         "SELECT id, versioning, quota FROM containers WHERE account = ?1 AND name = ?2",
         params![account, name],
@@ -305,7 +267,7 @@ fn container_row(c: &Connection, account: &str, name: &str) -> Result<ContainerR
     .ok_or(StoreError::ContainerNotFound)
 }
 
-fn path_ctx(c: &Connection, account: &str, container: &str) -> Result<PathCtx> {
+fn path_ctx(c: &Db, account: &str, container: &str) -> Result<PathCtx> {
     Ok(PathCtx {
         container: container_row(c, account, container)?,
         account: account.to_string(),
@@ -314,27 +276,27 @@ fn path_ctx(c: &Connection, account: &str, container: &str) -> Result<PathCtx> {
 }
 
 /// `(path id, latest version id)`
-fn path_row(c: &Connection, container: i64, name: &str) -> Result<Option<(i64, Option<i64>)>> {
-    Ok(c.query_row(
+fn path_row(c: &Db, container: i64, name: &str) -> Result<Option<(i64, Option<i64>)>> {
+    c.query_row(
         "SELECT id, latest FROM paths WHERE container = ?1 AND name = ?2",
         params![container, name],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
-    .optional()?)
+    .optional()
 }
 
-fn ensure_path(c: &Connection, container: i64, name: &str) -> Result<(i64, Option<i64>)> {
+fn ensure_path(c: &Db, container: i64, name: &str) -> Result<(i64, Option<i64>)> {
     if let Some(p) = path_row(c, container, name)? {
         return Ok(p);
     }
-    c.execute(
+    let id = c.insert(
         "INSERT INTO paths (container, name) VALUES (?1, ?2)",
         params![container, name],
     )?;
-    Ok((c.last_insert_rowid(), None))
+    Ok((id, None))
 }
 
-fn load_row(c: &Connection, vid: i64) -> Result<Row> {
+fn load_row(c: &Db, vid: i64) -> Result<Row> {
     c.query_row(
         &format!("SELECT {ROW_COLS} FROM versions v WHERE v.id = ?1"),
         [vid],
@@ -344,13 +306,13 @@ fn load_row(c: &Connection, vid: i64) -> Result<Row> {
     .ok_or(StoreError::VersionNotFound)
 }
 
-fn load_attrs(c: &Connection, vid: i64, domain: &str) -> Result<Meta> {
+fn load_attrs(c: &Db, vid: i64, domain: &str) -> Result<Meta> {
     let mut st = c.prepare_cached("SELECT key, value FROM attrs WHERE version = ?1 AND domain = ?2")?;
     let rows = st.query_map(params![vid, domain], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<Meta>>()?)
+    rows.collect::<Result<Meta>>()
 }
 
-fn write_attrs(c: &Connection, vid: i64, domain: &str, meta: &Meta) -> Result<()> {
+fn write_attrs(c: &Db, vid: i64, domain: &str, meta: &Meta) -> Result<()> {
     let mut st = c.prepare_cached("INSERT INTO attrs (version, domain, key, value) VALUES (?1, ?2, ?3, ?4)")?;
     for (k, v) in meta {
         st.execute(params![vid, domain, k, v])?;
@@ -359,7 +321,7 @@ fn write_attrs(c: &Connection, vid: i64, domain: &str, meta: &Meta) -> Result<()
 }
 
 /// Builds the full description of version `row` at path `pid`.
-fn info_of(c: &Connection, ctx: &PathCtx, name: &str, row: &Row, with_attrs: bool) -> Result<ObjectInfo> {
+fn info_of(c: &Db, ctx: &PathCtx, name: &str, row: &Row, with_attrs: bool) -> Result<ObjectInfo> {
     let (latest, sharing, public_id): (Option<i64>, Option<String>, Option<String>) = c
         .prepare_cached("SELECT latest, sharing, public_id FROM paths WHERE id = ?1")?
         .query_row([row.path], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
@@ -413,7 +375,7 @@ fn make_info(
 
 /// The current version of a name, if there is one.
 /// The permission rule ([`crate::store::access`]) for one path of a container.
-fn access_in(c: &Connection, ctx: &PathCtx, user: &str, name: &str) -> Result<Option<Access>> {
+fn access_in(c: &Db, ctx: &PathCtx, user: &str, name: &str) -> Result<Option<Access>> {
     if user == ctx.account {
         return Ok(Some(Access::owner()));
     }
@@ -436,7 +398,7 @@ fn access_in(c: &Connection, ctx: &PathCtx, user: &str, name: &str) -> Result<Op
 }
 
 /// The nearest ancestor directory marker of `name` with sharing: `(container/path, sharing)`.
-fn inherited_in(c: &Connection, ctx: &PathCtx, name: &str) -> Result<Option<(String, Sharing)>> {
+fn inherited_in(c: &Db, ctx: &PathCtx, name: &str) -> Result<Option<(String, Sharing)>> {
     let mut name = name;
     while let Some(pos) = name.rfind('/') {
         name = &name[..pos];
@@ -461,7 +423,7 @@ fn inherited_in(c: &Connection, ctx: &PathCtx, name: &str) -> Result<Option<(Str
 
 /// The container's shared paths (one query over the partial index): the directory markers a
 /// listing's rows inherit from, and the ranges of names `user` may find something to read in.
-fn shared_in(c: &Connection, ctx: &PathCtx, user: &str) -> Result<(SharedDirs, Readable)> {
+fn shared_in(c: &Db, ctx: &PathCtx, user: &str) -> Result<(SharedDirs, Readable)> {
     let mut st = c.prepare_cached(
         "SELECT p.name, p.sharing, v.content_type FROM paths p JOIN versions v ON v.id = p.latest
          WHERE p.container = ?1 AND p.sharing IS NOT NULL",
@@ -483,7 +445,7 @@ fn shared_in(c: &Connection, ctx: &PathCtx, user: &str) -> Result<(SharedDirs, R
     Ok((SharedDirs::new(&ctx.container_name, dirs), Readable::new(user, shared)))
 }
 
-fn current(c: &Connection, ctx: &PathCtx, name: &str) -> Result<Option<(i64, Row)>> {
+fn current(c: &Db, ctx: &PathCtx, name: &str) -> Result<Option<(i64, Row)>> {
     match path_row(c, ctx.container.id, name)? {
         Some((pid, Some(vid))) => Ok(Some((pid, load_row(c, vid)?))),
         _ => Ok(None),
@@ -519,7 +481,7 @@ fn check_precondition(cur: Option<&ObjectInfo>, cond: &Precondition) -> Result<(
 
 /// Refuses a write that grows the container's object bytes past its quota (the account's
 /// quota counts stored blocks: [`check_account_quota`]).
-fn check_quota(c: &Connection, ctx: &PathCtx, old_size: u64, new_size: u64) -> Result<()> {
+fn check_quota(c: &Db, ctx: &PathCtx, old_size: u64, new_size: u64) -> Result<()> {
     if new_size <= old_size {
         return Ok(());
     }
@@ -530,7 +492,7 @@ fn check_quota(c: &Connection, ctx: &PathCtx, old_size: u64, new_size: u64) -> R
     Ok(())
 }
 
-fn account_quota(c: &Connection, account: &str) -> Result<u64> {
+fn account_quota(c: &Db, account: &str) -> Result<u64> {
     let q: Option<i64> = c
         .prepare_cached("SELECT quota FROM accounts WHERE uuid = ?1")?
         .query_row([account], |r| r.get(0))
@@ -540,7 +502,7 @@ fn account_quota(c: &Connection, account: &str) -> Result<u64> {
 
 /// Refuses a change (made already, in this transaction) that grew what the account is charged
 /// (`before` → now) past its quota; one that shrinks it passes even over quota.
-fn check_account_quota(c: &Connection, account: &str, before: u64) -> Result<()> {
+fn check_account_quota(c: &Db, account: &str, before: u64) -> Result<()> {
     let quota = account_quota(c, account)?;
     if quota == 0 {
         return Ok(());
@@ -564,17 +526,17 @@ struct VersionData<'a> {
 
 /// Version `vid` of a path of `container` becomes current (`sign` 1) or stops being so (-1):
 /// what is kept per current version changes with it. Called before the version's rows go.
-fn current_changes(c: &Connection, container: i64, vid: i64, sign: i64) -> Result<()> {
+fn current_changes(c: &Db, container: i64, vid: i64, sign: i64) -> Result<()> {
     counts::current_changes(c, container, vid, sign)?;
     images::current_changes(c, vid, sign)
 }
 
 /// Inserts a version as the path's current one and applies the container's versioning policy.
-fn commit_version(c: &Connection, ctx: &PathCtx, pid: i64, d: &VersionData, meta: &Meta, image: &Meta) -> Result<i64> {
+fn commit_version(c: &Db, ctx: &PathCtx, pid: i64, d: &VersionData, meta: &Meta, image: &Meta) -> Result<i64> {
     let now = now_micros();
     let charged_before = refs::stored(c, &ctx.account)?;
     refs::hold(c, &ctx.account, d.hashes, now)?;
-    c.execute(
+    let vid = c.insert(
         "INSERT INTO versions (path, uuid, size, content_type, hashes, merkle, md5, mtime, modified_by)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
@@ -589,7 +551,6 @@ fn commit_version(c: &Connection, ctx: &PathCtx, pid: i64, d: &VersionData, meta
             d.modified_by
         ],
     )?;
-    let vid = c.last_insert_rowid();
     write_attrs(c, vid, DOMAIN_PITHOS, meta)?;
     write_attrs(c, vid, DOMAIN_PLANKTON, image)?;
     let before: Option<i64> = c
@@ -608,7 +569,7 @@ fn commit_version(c: &Connection, ctx: &PathCtx, pid: i64, d: &VersionData, meta
     Ok(vid)
 }
 
-fn touch_container(c: &Connection, container: i64, now: Micros) -> Result<()> {
+fn touch_container(c: &Db, container: i64, now: Micros) -> Result<()> {
     c.execute(
         "UPDATE containers SET modified = ?1 WHERE id = ?2",
         params![now, container],
@@ -617,7 +578,7 @@ fn touch_container(c: &Connection, container: i64, now: Micros) -> Result<()> {
 }
 
 /// Drops every version of a path except `keep`, giving their blocks back.
-fn purge_history(c: &Connection, pid: i64, keep: Option<i64>) -> Result<()> {
+fn purge_history(c: &Db, pid: i64, keep: Option<i64>) -> Result<()> {
     let keep = keep.unwrap_or(-1);
     refs::drop_versions(
         c,
@@ -625,18 +586,18 @@ fn purge_history(c: &Connection, pid: i64, keep: Option<i64>) -> Result<()> {
             "SELECT v.id, k.account, v.hashes FROM versions v JOIN paths p ON p.id = v.path
              JOIN containers k ON k.id = p.container WHERE v.path = ?1 AND v.id != {keep}"
         ),
-        pid.into(),
+        db::Value::Int(pid),
         now_micros(),
     )
 }
 
 /// Marks a path deleted: a deletion-marker version, no current version, no permissions.
-fn delete_path(c: &Connection, ctx: &PathCtx, pid: i64, row: &Row, by: &str) -> Result<()> {
+fn delete_path(c: &Db, ctx: &PathCtx, pid: i64, row: &Row, by: &str) -> Result<()> {
     let now = now_micros();
     c.execute(
         "INSERT INTO versions (path, uuid, size, content_type, hashes, merkle, md5, mtime, modified_by, deleted)
-         VALUES (?1, ?2, 0, '', x'', '', NULL, ?3, ?4, 1)",
-        params![pid, row.uuid, now, by],
+         VALUES (?1, ?2, 0, '', ?5, '', NULL, ?3, ?4, 1)",
+        params![pid, row.uuid, now, by, Vec::<u8>::new()],
     )?;
     current_changes(c, ctx.container.id, row.id, -1)?;
     c.execute(
@@ -654,7 +615,7 @@ fn delete_path(c: &Connection, ctx: &PathCtx, pid: i64, row: &Row, by: &str) -> 
 
 /// Removes the names (`paths` rows matching `cond` on `paths`) left with neither a current
 /// version nor history.
-fn forget_unused_paths(c: &Connection, cond: &str, param: i64) -> Result<()> {
+fn forget_unused_paths(c: &Db, cond: &str, param: i64) -> Result<()> {
     c.execute(
         &format!(
             "DELETE FROM paths WHERE {cond} AND latest IS NULL
@@ -665,7 +626,7 @@ fn forget_unused_paths(c: &Connection, cond: &str, param: i64) -> Result<()> {
     Ok(())
 }
 
-fn set_path_permissions(c: &Connection, pid: i64, sharing: Option<&Sharing>, public: Option<bool>) -> Result<()> {
+fn set_path_permissions(c: &Db, pid: i64, sharing: Option<&Sharing>, public: Option<bool>) -> Result<()> {
     if let Some(s) = sharing {
         let v = if s.is_empty() { None } else { Some(s.to_string()) };
         c.execute("UPDATE paths SET sharing = ?1 WHERE id = ?2", params![v, pid])?;
@@ -688,7 +649,7 @@ fn set_path_permissions(c: &Connection, pid: i64, sharing: Option<&Sharing>, pub
 }
 
 /// The current object matching one condition on `v` (versions), `p` (paths) or `k` (containers).
-fn current_where(c: &Connection, cond: &str, param: &str) -> Result<Option<ObjectInfo>> {
+fn current_where(c: &Db, cond: &str, param: &str) -> Result<Option<ObjectInfo>> {
     let hit: Option<(String, String, String, Row)> = c
         .query_row(
             &format!(
@@ -710,16 +671,16 @@ fn current_where(c: &Connection, cond: &str, param: &str) -> Result<Option<Objec
 }
 
 /// Current names under `prefix` (a range scan), in byte order.
-fn names_under(c: &Connection, container: i64, prefix: &str) -> Result<Vec<(i64, String)>> {
+fn names_under(c: &Db, container: i64, prefix: &str) -> Result<Vec<(i64, String)>> {
     let upper = format!("{prefix}\u{10FFFF}\u{10FFFF}");
     let mut st = c.prepare_cached(
         "SELECT id, name FROM paths WHERE container = ?1 AND name >= ?2 AND name < ?3 AND latest IS NOT NULL ORDER BY name",
     )?;
     let rows = st.query_map(params![container, prefix, upper], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    rows.collect::<Result<_>>()
 }
 
-impl Store for SqliteStore {
+impl Store for SqlStore {
     fn create_user(&self, name: &str) -> Result<(User, String)> {
         let uuid = uuid::Uuid::new_v4().to_string();
         let token = self.with_tx(|tx| {
@@ -757,13 +718,13 @@ impl Store for SqliteStore {
     fn list_users(&self) -> Result<Vec<User>> {
         self.with_read(|c| {
             let mut st = c.prepare("SELECT uuid, name FROM users ORDER BY created")?;
-            let rows = st.query_map([], |r| {
+            let rows = st.query_map((), |r| {
                 Ok(User {
                     uuid: r.get(0)?,
                     name: r.get(1)?,
                 })
             })?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            rows.collect::<Result<_>>()
         })
     }
 
@@ -789,29 +750,25 @@ impl Store for SqliteStore {
 
     fn user_by_uuid(&self, uuid: &str) -> Result<Option<User>> {
         self.with_read(|c| {
-            Ok(
-                c.query_row("SELECT uuid, name FROM users WHERE uuid = ?1", [uuid], |r| {
-                    Ok(User {
-                        uuid: r.get(0)?,
-                        name: r.get(1)?,
-                    })
+            c.query_row("SELECT uuid, name FROM users WHERE uuid = ?1", [uuid], |r| {
+                Ok(User {
+                    uuid: r.get(0)?,
+                    name: r.get(1)?,
                 })
-                .optional()?,
-            )
+            })
+            .optional()
         })
     }
 
     fn user_by_name(&self, name: &str) -> Result<Option<User>> {
         self.with_read(|c| {
-            Ok(
-                c.query_row("SELECT uuid, name FROM users WHERE name = ?1", [name], |r| {
-                    Ok(User {
-                        uuid: r.get(0)?,
-                        name: r.get(1)?,
-                    })
+            c.query_row("SELECT uuid, name FROM users WHERE name = ?1", [name], |r| {
+                Ok(User {
+                    uuid: r.get(0)?,
+                    name: r.get(1)?,
                 })
-                .optional()?,
-            )
+            })
+            .optional()
         })
     }
 
@@ -831,7 +788,7 @@ impl Store for SqliteStore {
             let mut st = c.prepare_cached("SELECT key, value FROM account_meta WHERE account = ?1")?;
             let meta = st
                 .query_map([account], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<Meta>>()?;
+                .collect::<Result<Meta>>()?;
             let mut st = c.prepare_cached("SELECT grp, members FROM account_groups WHERE account = ?1")?;
             let groups = st
                 .query_map([account], |r| {
@@ -841,7 +798,7 @@ impl Store for SqliteStore {
                         m.split(',').map(|s| s.to_string()).filter(|s| !s.is_empty()).collect(),
                     ))
                 })?
-                .collect::<rusqlite::Result<_>>()?;
+                .collect::<Result<_>>()?;
             Ok(AccountInfo {
                 container_count: count as u64,
                 // What the account makes the server store (what its quota counts).
@@ -868,7 +825,7 @@ impl Store for SqliteStore {
                 let cur: Meta = {
                     let mut st = tx.prepare(&format!("SELECT {col}, {valcol} FROM {table} WHERE account = ?1"))?;
                     let rows = st.query_map([account], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                    rows.collect::<rusqlite::Result<_>>()?
+                    rows.collect::<Result<_>>()?
                 };
                 let new = upd.apply(&cur);
                 tx.execute(&format!("DELETE FROM {table} WHERE account = ?1"), [account])?;
@@ -898,7 +855,7 @@ impl Store for SqliteStore {
         let names: Vec<String> = self.with_read(|c| {
             let mut st = c.prepare("SELECT name FROM containers WHERE account = ?1 ORDER BY name")?;
             let rows = st.query_map([account], |r| r.get(0))?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            rows.collect::<Result<_>>()
         })?;
         names.iter().map(|n| self.container_info(account, n)).collect()
     }
@@ -911,7 +868,7 @@ impl Store for SqliteStore {
             let mut st = c.prepare_cached("SELECT key, value FROM container_meta WHERE container = ?1")?;
             let meta = st
                 .query_map([row.id], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<Meta>>()?;
+                .collect::<Result<Meta>>()?;
             let keys = counts::keys(c, row.id)?;
             Ok(ContainerInfo {
                 name: container.to_string(),
@@ -933,11 +890,10 @@ impl Store for SqliteStore {
             }
             let versioning = policy.versioning.flatten().unwrap_or(Versioning::Auto);
             let quota = policy.quota.flatten().unwrap_or(0);
-            tx.execute(
+            let id = tx.insert(
                 "INSERT INTO containers (account, name, versioning, quota, modified) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![account, container, versioning.as_str(), quota as i64, now_micros()],
             )?;
-            let id = tx.last_insert_rowid();
             for (k, v) in meta.iter().filter(|(_, v)| !v.is_empty()) {
                 tx.execute(
                     "INSERT INTO container_meta (container, key, value) VALUES (?1, ?2, ?3)",
@@ -978,7 +934,7 @@ impl Store for SqliteStore {
                 let cur: Meta = {
                     let mut st = tx.prepare("SELECT key, value FROM container_meta WHERE container = ?1")?;
                     let rows = st.query_map([row.id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                    rows.collect::<rusqlite::Result<_>>()?
+                    rows.collect::<Result<_>>()?
                 };
                 tx.execute("DELETE FROM container_meta WHERE container = ?1", [row.id])?;
                 tx.execute("DELETE FROM container_keys WHERE container = ?1", [row.id])?;
@@ -1038,7 +994,7 @@ impl Store for SqliteStore {
                 &format!(
                     "SELECT v.id, k.account, v.hashes FROM versions v JOIN paths p ON p.id = v.path
                      JOIN containers k ON k.id = p.container
-                     WHERE p.container = ?1 AND v.mtime <= {until} AND v.id IS NOT p.latest"
+                     WHERE p.container = ?1 AND v.mtime <= {until} AND v.id IS DISTINCT FROM p.latest"
                 ),
                 row.id.into(),
                 now,
@@ -1104,7 +1060,7 @@ impl Store for SqliteStore {
                         ],
                         |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, row_from(r, 3)?)),
                     )?
-                    .collect::<rusqlite::Result<_>>()?;
+                    .collect::<Result<_>>()?;
                 if batch.is_empty() {
                     break;
                 }
@@ -1209,7 +1165,7 @@ impl Store for SqliteStore {
             let mut st =
                 c.prepare_cached("SELECT id, mtime FROM versions WHERE path = ?1 AND deleted = 0 ORDER BY id")?;
             let rows = st.query_map([pid], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
-            let v: Vec<_> = rows.collect::<rusqlite::Result<_>>()?;
+            let v: Vec<_> = rows.collect::<Result<_>>()?;
             if v.is_empty() {
                 return Err(StoreError::ObjectNotFound);
             }
@@ -1486,12 +1442,10 @@ impl Store for SqliteStore {
                  WHERE p.id IN ({})",
                 images::visible_paths(name.is_some())
             ))?;
-            let row = |r: &rusqlite::Row| Ok((r.get(0)?, r.get(1)?, r.get(2)?, row_from(r, 3)?));
+            let row = |r: &db::SqlRow| Ok((r.get(0)?, r.get(1)?, r.get(2)?, row_from(r, 3)?));
             let hits: Vec<(String, String, String, Row)> = match name {
-                Some(n) => st
-                    .query_map(params![viewer, n], row)?
-                    .collect::<rusqlite::Result<_>>()?,
-                None => st.query_map(params![viewer], row)?.collect::<rusqlite::Result<_>>()?,
+                Some(n) => st.query_map(params![viewer, n], row)?.collect::<Result<_>>()?,
+                None => st.query_map(params![viewer], row)?.collect::<Result<_>>()?,
             };
             let mut ctxs: std::collections::HashMap<(String, String), PathCtx> = Default::default();
             hits.into_iter()
@@ -1544,7 +1498,7 @@ impl Store for SqliteStore {
                  WHERE {} AND p.latest IS NOT NULL AND k.account != ?1 ORDER BY k.account",
                 grants::reader_is(1)
             ))?;
-            let out = st.query_map([user], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            let out = st.query_map([user], |r| r.get(0))?.collect::<Result<_>>()?;
             Ok(out)
         })
     }
@@ -1593,12 +1547,20 @@ impl Store for SqliteStore {
         by_hash.sort_unstable();
         by_hash.dedup_by(|later, first| later.0 == first.0);
         let mut missing: Vec<(u32, BlockHash)> = vec![];
+        // (the all-zero block says nothing: everyone has it)
+        let zeros = BlockHash::empty();
+        by_hash.retain(|(h, _)| *h != zeros);
         self.with_read(|c| {
-            let zeros = BlockHash::empty();
-            for (h, i) in by_hash {
-                // (the all-zero block says nothing: everyone has it)
-                if h != zeros && !refs::usable(c, account, &h.0)? {
-                    missing.push((i, h));
+            for chunk in by_hash.chunks(refs::USABLE_BATCH) {
+                let asked: Vec<[u8; 32]> = chunk.iter().map(|(h, _)| h.0).collect();
+                let have = refs::usable_of(c, account, &asked)?;
+                // (both in hash order: one merge)
+                let mut have = have.iter().peekable();
+                for (h, i) in chunk {
+                    while have.next_if(|x| **x < h.0).is_some() {}
+                    if have.next_if(|x| **x == h.0).is_none() {
+                        missing.push((*i, *h));
+                    }
                 }
             }
             Ok(())
@@ -1625,12 +1587,21 @@ impl Store for SqliteStore {
     }
 
     fn health(&self) -> Result<()> {
-        self.with_read(|c| Ok(c.query_row("SELECT COUNT(*) FROM users WHERE 0", [], |r| r.get::<_, i64>(0))?))?;
+        // (whatever the cause, the answer names the database, not the block store)
+        self.with_read(|c| c.query_row("SELECT COUNT(*) FROM users WHERE 1 = 0", (), |r| r.get::<_, i64>(0)))
+            .map_err(|e| StoreError::Db(e.to_string()))?;
         self.blocks.check()
+    }
+
+    fn db_pool(&self) -> Option<(usize, usize)> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Pg(p) => Some(p.pool_status()),
+        }
     }
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// A new current version with the same data and the attributes `f` derives.
     fn rewrite_current(
         &self,
@@ -1667,13 +1638,49 @@ mod tests {
     use crate::store::blocks::FsBlocks;
     use std::collections::BTreeMap;
 
-    fn open(dir: &Path) -> SqliteStore {
-        let blocks = FsBlocks::open(&dir.join("blocks")).unwrap();
-        SqliteStore::open(&dir.join("meta.db"), Arc::new(blocks)).unwrap()
+    impl SqlStore {
+        /// The SQLite connection itself, for tests that make an old database.
+        fn sqlite(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
+            match &self.backend {
+                Backend::Sqlite(c) => c.lock().unwrap(),
+                Backend::Pg(_) => panic!("not an SQLite store"),
+            }
+        }
+    }
+
+    fn open(dir: &Path) -> SqlStore {
+        let blocks = Arc::new(FsBlocks::open(&dir.join("blocks")).unwrap());
+        open_db(dir, "meta.db", blocks).unwrap()
+    }
+
+    /// The metadata database `name` of the test in `dir`: SQLite there, or with
+    /// `IMGFS_TEST_PG=postgres://…` a PostgreSQL schema of its own (named after the path, so
+    /// a test that opens it again finds it) — the same tests on both engines.
+    fn open_db(dir: &Path, name: &str, blocks: Arc<dyn BlockStore>) -> Result<SqlStore> {
+        let at = dir.join(name);
+        match std::env::var("IMGFS_TEST_PG") {
+            Ok(url) if !url.is_empty() => {
+                use sha2::Digest;
+                let schema = format!(
+                    "t{}",
+                    &hex::encode(sha2::Sha256::digest(at.to_string_lossy().as_bytes()))[..16]
+                );
+                let sep = if url.contains('?') { '&' } else { '?' };
+                SqlStore::open_postgres(&format!("{url}{sep}options=-c%20search_path%3D{schema}"), blocks)
+            }
+            _ => SqlStore::open(&at, blocks),
+        }
+    }
+
+    fn on_postgres() -> bool {
+        std::env::var("IMGFS_TEST_PG").is_ok_and(|u| !u.is_empty())
     }
 
     #[test]
     fn a_version_1_database_learns_which_account_holds_which_block() {
+        if on_postgres() {
+            return; // (PostgreSQL databases start at the current schema: nothing to migrate)
+        }
         let dir = tempfile::tempdir().unwrap();
         let (alice, bob) = {
             let s = open(dir.path());
@@ -1696,7 +1703,7 @@ mod tests {
             let read_bob = Sharing::parse(&format!("read={}", b.uuid)).unwrap();
             s.set_image_meta(&p, &image, Some(&read_bob), &a.uuid).unwrap();
             // What a version 1 database has: no presence table, no counts.
-            let c = s.conn.lock().unwrap();
+            let c = s.sqlite();
             c.execute_batch(
                 "DROP TABLE account_blocks; DROP TABLE blocks; DROP TABLE gc_lease; DROP TABLE tokens;
                  ALTER TABLE accounts DROP COLUMN stored; DROP TABLE container_keys; DROP INDEX paths_shared;
@@ -1714,9 +1721,7 @@ mod tests {
         assert!(s.missing_blocks(&alice.uuid, &[h]).unwrap().is_empty(), "backfilled");
         assert_eq!(s.missing_blocks(&bob.uuid, &[h]).unwrap(), [h], "only for its holder");
         let v: i64 = s
-            .conn
-            .lock()
-            .unwrap()
+            .sqlite()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(v, SCHEMA_VERSION);
@@ -1826,8 +1831,11 @@ mod tests {
     /// The counts are what the versions say: each account's rows hold the blocks its versions
     /// name (refs = how many versions), each block's refs = how many accounts have a row,
     /// each account is charged the sizes of its rows, and every held block has its file.
-    fn check_counts(s: &SqliteStore) {
-        let c = s.conn.lock().unwrap();
+    fn check_counts(s: &SqlStore) {
+        s.with_read(|c| check_counts_in(s, c)).unwrap()
+    }
+
+    fn check_counts_in(s: &SqlStore, c: &Db) -> Result<()> {
         let mut want: BTreeMap<(String, Vec<u8>), i64> = BTreeMap::new();
         let mut st = c
             .prepare(
@@ -1836,7 +1844,7 @@ mod tests {
             )
             .unwrap();
         for r in st
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .query_map((), |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))
             .unwrap()
         {
             let (a, hashes) = r.unwrap();
@@ -1848,36 +1856,36 @@ mod tests {
             .prepare("SELECT account, hash, refs FROM account_blocks WHERE refs > 0")
             .unwrap();
         let have: BTreeMap<(String, Vec<u8>), i64> = st
-            .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+            .query_map((), |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
             .unwrap()
             .map(|r| r.unwrap())
             .collect();
         assert_eq!(have, want, "account rows = what the versions hold");
         let bad = count(
-            &c,
+            c,
             "SELECT COUNT(*) FROM blocks b WHERE refs != (SELECT COUNT(*) FROM account_blocks a WHERE a.hash = b.hash)",
         );
         assert_eq!(bad, 0, "block refs = accounts holding");
         let orphan_rows = count(
-            &c,
+            c,
             "SELECT COUNT(*) FROM account_blocks a WHERE NOT EXISTS (SELECT 1 FROM blocks b WHERE b.hash = a.hash)",
         );
         assert_eq!(orphan_rows, 0);
         let bad = count(
-            &c,
+            c,
             "SELECT COUNT(*) FROM accounts x WHERE stored != (SELECT COALESCE(SUM(b.size), 0)
                  FROM account_blocks a JOIN blocks b ON b.hash = a.hash WHERE a.account = x.uuid)",
         );
         assert_eq!(bad, 0, "charge = sizes of the rows");
         let bad = count(
-            &c,
+            c,
             "SELECT COUNT(*) FROM containers k
                  WHERE objects != (SELECT COUNT(*) FROM paths p WHERE p.container = k.id AND p.latest IS NOT NULL)
                  OR bytes != (SELECT COALESCE(SUM(v.size), 0) FROM paths p JOIN versions v ON v.id = p.latest
                               WHERE p.container = k.id)",
         );
         assert_eq!(bad, 0, "container counters = what is current");
-        let keys = |sql: &str| triples::<i64, String, i64>(&c, sql);
+        let keys = |sql: &str| triples::<i64, String, i64>(c, sql);
         assert_eq!(
             keys("SELECT container, key, n FROM container_keys ORDER BY 1, 2"),
             keys(
@@ -1886,7 +1894,7 @@ mod tests {
             ),
             "container keys = those of what is current"
         );
-        let images = |sql: &str| triples::<i64, String, String>(&c, sql);
+        let images = |sql: &str| triples::<i64, String, String>(c, sql);
         assert_eq!(
             images("SELECT path, account, name FROM images ORDER BY 1"),
             images(
@@ -1897,7 +1905,7 @@ mod tests {
         );
         let mut st = c.prepare("SELECT member, path FROM grants ORDER BY 1, 2").unwrap();
         let have: Vec<(String, i64)> = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap()
             .map(|r| r.unwrap())
             .collect();
@@ -1906,7 +1914,7 @@ mod tests {
             .unwrap();
         let mut want: Vec<(String, i64)> = vec![];
         for r in st
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .query_map((), |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
             .unwrap()
         {
             let (pid, sharing) = r.unwrap();
@@ -1917,34 +1925,35 @@ mod tests {
         want.sort();
         assert_eq!(have, want, "grants = the members of each current path's sharing");
         let stale = count(
-            &c,
+            c,
             "SELECT COUNT(*) FROM paths WHERE latest IS NULL AND sharing IS NOT NULL",
         );
         assert_eq!(stale, 0, "no sharing without a current version");
         let mut st = c.prepare("SELECT hash FROM blocks WHERE refs > 0").unwrap();
-        for h in st.query_map([], |r| r.get::<_, Vec<u8>>(0)).unwrap() {
+        for h in st.query_map((), |r| r.get::<_, Vec<u8>>(0)).unwrap() {
             let h = BlockHash(h.unwrap().try_into().unwrap());
             assert!(
                 s.blocks.stored_len(&h).unwrap().is_some(),
                 "held block {h} has its file"
             );
         }
+        Ok(())
     }
 
     /// The one number a `COUNT(*)` query answers.
-    fn count(c: &Connection, sql: &str) -> i64 {
-        c.query_row(sql, [], |r| r.get(0)).unwrap()
+    fn count(c: &Db, sql: &str) -> i64 {
+        c.query_row(sql, (), |r| r.get(0)).unwrap()
     }
 
     /// Every row of a three-column query.
-    fn triples<A, B, C>(c: &Connection, sql: &str) -> Vec<(A, B, C)>
+    fn triples<A, B, C>(c: &Db, sql: &str) -> Vec<(A, B, C)>
     where
-        A: rusqlite::types::FromSql,
-        B: rusqlite::types::FromSql,
-        C: rusqlite::types::FromSql,
+        A: db::FromValue,
+        B: db::FromValue,
+        C: db::FromValue,
     {
         let mut st = c.prepare(sql).unwrap();
-        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        st.query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
             .map(|r| r.unwrap())
             .collect()
@@ -2231,10 +2240,10 @@ mod tests {
     fn a_block_store_serves_one_metadata_database() {
         let dir = tempfile::tempdir().unwrap();
         let blocks = || Arc::new(FsBlocks::open(&dir.path().join("blocks")).unwrap());
-        let first = SqliteStore::open(&dir.path().join("a.db"), blocks()).unwrap();
+        let first = open_db(dir.path(), "a.db", blocks()).unwrap();
         drop(first);
-        SqliteStore::open(&dir.path().join("a.db"), blocks()).unwrap();
-        let e = SqliteStore::open(&dir.path().join("b.db"), blocks()).err().unwrap();
+        open_db(dir.path(), "a.db", blocks()).unwrap();
+        let e = open_db(dir.path(), "b.db", blocks()).err().unwrap();
         assert!(e.to_string().contains("another imgfs metadata database"), "{e}");
     }
 }
