@@ -66,6 +66,11 @@ enum Cmd {
         #[command(flatten)]
         settings: imgfs::server::settings::ServeSettings,
     },
+    /// The metadata database itself
+    Db {
+        #[command(subcommand)]
+        cmd: DbCmd,
+    },
     /// Collect garbage in a data directory now (beside a running server too), printing what
     /// was freed as JSON
     Gc {
@@ -82,7 +87,8 @@ enum Cmd {
         /// The data directory to copy (a server may run on it; writes after the snapshot stay behind)
         #[arg(long, value_name = "DIR")]
         from: PathBuf,
-        /// Where the metadata goes: sqlite:DIR (a directory without a meta.db)
+        /// Where the metadata goes: sqlite:DIR (a directory without a meta.db) or
+        /// postgres://USER[:PASS]@HOST:PORT/DB (a schema that holds nothing yet)
         #[arg(long, value_name = "URL")]
         meta: String,
         /// Where the blocks go: dir:PATH or s3://BUCKET[/PREFIX] [default: dir:DIR/blocks]
@@ -105,6 +111,18 @@ enum Cmd {
     User {
         #[command(subcommand)]
         cmd: UserCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCmd {
+    /// Create the schema (PostgreSQL: tables in the URL's database, in the schema its
+    /// search_path names first, made if missing) or migrate it to this version (SQLite), and
+    /// mark the block store as its; servers do the same when they start. Prints
+    /// {"meta","blocks","schema_version"}
+    Migrate {
+        #[command(flatten)]
+        data: DataArg,
     },
 }
 
@@ -306,6 +324,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
             eprintln!("imgfs migrate: done in {:.1} s", started.elapsed().as_secs_f64());
             println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Cmd::Db {
+            cmd: DbCmd::Migrate { data },
+        } => {
+            let at = storage(data.data.as_deref(), data.meta.as_deref(), data.blocks.as_deref())?;
+            imgfs::open_storage(&at)?.health()?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "meta": at.meta.to_string(),
+                    "blocks": at.blocks.to_string(),
+                    "schema_version": imgfs::store::sql::SCHEMA_VERSION,
+                })
+            );
             Ok(())
         }
         Cmd::Gc { data, grace } => {

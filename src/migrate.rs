@@ -8,6 +8,10 @@
 //! database. The snapshot keeps the source's engine id and token hashes, so the target's
 //! block store is marked as that database's and every token keeps working.
 //!
+//! Into PostgreSQL the snapshot is staged in the source directory and its rows are copied in
+//! one transaction once every block is there (so a cut run leaves the schema empty); the
+//! schema must hold nothing before.
+//!
 //! Resumable: a block already in the target with its size is not copied again (it was
 //! verified when written), so a run that was cut short is simply run again. Writes to the
 //! source after the snapshot are not carried over: stop the server (or run once more after
@@ -31,8 +35,6 @@ pub enum MigrateError {
     TargetExists(PathBuf),
     #[error("the target is the source's own directory {0}")]
     SameDirectory(PathBuf),
-    #[error("{0}: migrating into PostgreSQL is not built yet (only into sqlite:DIR)")]
-    PostgresTarget(String),
     #[error("block {hash}: {source}")]
     Block { hash: String, source: StoreError },
     #[error("block {0} read back from the target does not match its hash")]
@@ -47,6 +49,14 @@ pub enum MigrateError {
     },
 }
 
+/// Where the target's metadata goes once the blocks are there.
+enum Target {
+    /// The directory the snapshot is renamed into.
+    Dir(PathBuf),
+    /// The schema its rows are copied into (the staging directory goes with it).
+    Pg(tempfile::TempDir, Box<crate::store::sql::postgres::PgPool>),
+}
+
 /// What a migration did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MigrateReport {
@@ -57,6 +67,8 @@ pub struct MigrateReport {
     /// Found in the target already (a run before this one).
     pub already_there: u64,
     pub bytes_copied: u64,
+    /// Rows copied into PostgreSQL (0 into SQLite: the snapshot file is the database).
+    pub rows: u64,
     /// Where the metadata went.
     pub meta: String,
     pub blocks_at: String,
@@ -64,25 +76,41 @@ pub struct MigrateReport {
 
 /// Copies the data directory `from` to `to`; `progress` hears (blocks done, of how many).
 pub fn migrate(from: &Path, to: &Storage, mut progress: impl FnMut(u64, u64)) -> Result<MigrateReport, MigrateError> {
-    let dir = match &to.meta {
-        MetaLocation::Sqlite(dir) => dir,
-        MetaLocation::Postgres(_) => return Err(MigrateError::PostgresTarget(to.meta.to_string())),
-    };
-    let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
-    if same(dir, from) {
-        return Err(MigrateError::SameDirectory(dir.clone()));
-    }
-    let db = dir.join("meta.db");
-    if db.exists() {
-        return Err(MigrateError::TargetExists(db));
-    }
-    let source = crate::open_data_dir(from)?;
-    crate::prepare_data_dir(dir)?;
     let io = |what, path: &Path| {
         let path = path.to_path_buf();
         move |source| MigrateError::Io { what, path, source }
     };
-    let staged = dir.join("meta.db.migrating");
+    let source = crate::open_data_dir(from)?;
+    // Where the snapshot is staged: beside the target's database file, or (PostgreSQL) in
+    // the source directory until its rows are copied.
+    let (staged, pg) = match &to.meta {
+        MetaLocation::Sqlite(dir) => {
+            let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+            if same(dir, from) {
+                return Err(MigrateError::SameDirectory(dir.clone()));
+            }
+            let db = dir.join("meta.db");
+            if db.exists() {
+                return Err(MigrateError::TargetExists(db));
+            }
+            crate::prepare_data_dir(dir)?;
+            (dir.join("meta.db.migrating"), Target::Dir(dir.clone()))
+        }
+        MetaLocation::Postgres(url) => {
+            // (the schema is made here if there is none; one that holds anything is refused)
+            let pool = crate::store::sql::postgres::PgPool::connect(url)?;
+            if !pool.is_empty()? {
+                return Err(MigrateError::TargetExists(PathBuf::from(to.meta.to_string())));
+            }
+            // (from now on the empty schema is the source's copy: its block store is the same)
+            pool.adopt_engine_id(source.engine_id())?;
+            let tmp = tempfile::Builder::new()
+                .prefix(".migrate-")
+                .tempdir_in(from)
+                .map_err(io("cannot make a staging directory in", from))?;
+            (tmp.path().join("snapshot.db"), Target::Pg(tmp, Box::new(pool)))
+        }
+    };
     match std::fs::remove_file(&staged) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -126,13 +154,21 @@ pub fn migrate(from: &Path, to: &Storage, mut progress: impl FnMut(u64, u64)) ->
         }
     }
     // The snapshot becomes the target's database only now that every block it names is there.
-    std::fs::File::open(&staged)
-        .and_then(|f| f.sync_all())
-        .map_err(io("cannot sync", &staged))?;
-    std::fs::rename(&staged, &db).map_err(io("cannot rename into place", &db))?;
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(io("cannot sync", dir))?;
+    match pg {
+        Target::Pg(_staging, pool) => {
+            report.rows = pool.import_sqlite(&staged)?;
+        }
+        Target::Dir(dir) => {
+            let db = dir.join("meta.db");
+            std::fs::File::open(&staged)
+                .and_then(|f| f.sync_all())
+                .map_err(io("cannot sync", &staged))?;
+            std::fs::rename(&staged, &db).map_err(io("cannot rename into place", &db))?;
+            std::fs::File::open(&dir)
+                .and_then(|f| f.sync_all())
+                .map_err(io("cannot sync", &dir))?;
+        }
+    }
     // Opens as a server would (schema, block store mark).
     crate::open_storage(to)?.health()?;
     Ok(report)

@@ -1,6 +1,6 @@
-//! `imgfs migrate`: a single-machine data directory moved to other storage (in the imgfs-s3
-//! tier, its blocks to S3; else to another directory) — objects, history, sharing, images and
-//! tokens all come along; a run cut by kill -9 is finished by running it again, keeping what
+//! `imgfs migrate`: a single-machine data directory moved to other storage (in the
+//! imgfs-pg-s3 tier, its metadata to PostgreSQL and its blocks to S3; else to another
+//! directory) — objects, history, sharing, images and tokens all come along; a run cut by kill -9 is finished by running it again, keeping what
 //! it copied; a target that has a database is refused.
 
 mod common;
@@ -17,13 +17,14 @@ fn blocks_of(dst: &Path) -> String {
     s3_blocks(dst).unwrap_or_else(|| format!("dir:{}", dst.join("blocks").display()))
 }
 
-/// `imgfs migrate --from SRC --meta sqlite:DST --blocks BLOCKS`.
+/// `imgfs migrate --from SRC --meta META --blocks BLOCKS`, META being `sqlite:DST` or in the
+/// PostgreSQL tier the schema a server on DST uses.
 fn migrate(src: &Path, dst: &Path, blocks: &str) -> Command {
     let mut c = imgfs_files();
     c.args(["migrate", "--from"])
         .arg(src)
         .arg("--meta")
-        .arg(format!("sqlite:{}", dst.display()))
+        .arg(pg_meta(dst).unwrap_or_else(|| format!("sqlite:{}", dst.display())))
         .args(["--blocks", blocks]);
     c
 }
@@ -91,7 +92,13 @@ fn a_data_directory_moves_with_its_objects_images_and_tokens() {
     let _ = child.kill();
     let _ = child.wait();
     if cut {
-        assert!(!dst.join("meta.db").exists(), "no database before every block is there");
+        if meta_in_pg() {
+            let users = imgfs(&dst).args(["user", "list"]).storage(&dst).output().unwrap();
+            assert!(users.status.success(), "{}", String::from_utf8_lossy(&users.stderr));
+            assert!(users.stdout.is_empty(), "no rows before every block is there");
+        } else {
+            assert!(!dst.join("meta.db").exists(), "no database before every block is there");
+        }
     }
     let t = Instant::now();
     let first = report(&migrate(&src, &dst, &blocks_of(&dst)).output().unwrap());
@@ -133,11 +140,7 @@ fn a_data_directory_moves_with_its_objects_images_and_tokens() {
     );
     // New writes work, and the collector finds nothing to take.
     assert_eq!(a2.put("pithos/new.img", &pattern(BLOCK + 5, 84)).status(), 201);
-    let gc = imgfs(&dst)
-        .args(["gc", "--grace", "0", "--data"])
-        .arg(&dst)
-        .output()
-        .unwrap();
+    let gc = imgfs(&dst).args(["gc", "--grace", "0"]).storage(&dst).output().unwrap();
     let gc: serde_json::Value = serde_json::from_slice(&gc.stdout).unwrap();
     assert_eq!(gc["blocks_freed"], 0, "{gc}");
     assert_eq!(sha256_hex(&a2.get("pithos/disk.img")), sha256_hex(&disk));
@@ -146,4 +149,5 @@ fn a_data_directory_moves_with_its_objects_images_and_tokens() {
     let out = migrate(&src, &dst, &blocks_of(&dst)).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already there"));
+    assert_eq!(sha256_hex(&a2.get("pithos/disk.img")), sha256_hex(&disk));
 }

@@ -32,7 +32,9 @@ mod refs;
 pub mod sqlite;
 mod tokens;
 
-const SCHEMA_VERSION: i64 = 7;
+/// The schema this build makes and reads (SQLite's `user_version`, PostgreSQL's
+/// `schema_version` table).
+pub const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA: &str = r#"
 CREATE TABLE users (uuid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL UNIQUE,

@@ -25,6 +25,8 @@ pub struct Server {
     haproxy: Option<Child>,
     pub addr: String,
     pub data: PathBuf,
+    /// Its storage is the data directory whole (`IMGFS_BLOCKS=` given), whatever the tier.
+    files: bool,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -96,6 +98,7 @@ impl Server {
             haproxy: None,
             addr,
             data: data.to_path_buf(),
+            files: files_only(env),
             _tmp: None,
         }
     }
@@ -112,6 +115,7 @@ impl Server {
             haproxy: Some(haproxy),
             addr,
             data: data.to_path_buf(),
+            files: files_only(env),
             _tmp: None,
         }
     }
@@ -149,9 +153,10 @@ impl Server {
     }
 
     pub fn add_user(&self, name: &str) -> TestUser {
-        let out = imgfs(&self.data)
+        let out = self
+            .imgfs()
             .args(["user", "add", name])
-            .storage(&self.data)
+            .storage_of(self)
             .output()
             .unwrap();
         assert!(
@@ -181,6 +186,15 @@ impl Server {
         }
     }
 
+    /// The `imgfs` command for this server's storage (give it [`StorageArgs::storage_of`]).
+    pub fn imgfs(&self) -> Command {
+        if self.files {
+            imgfs_files()
+        } else {
+            imgfs(&self.data)
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
@@ -196,6 +210,12 @@ impl Drop for Server {
     }
 }
 
+/// `IMGFS_BLOCKS=` in a server's environment: its metadata and blocks in the data directory,
+/// whatever the tier.
+fn files_only(env: &[(&str, &str)]) -> bool {
+    env.iter().any(|(k, v)| *k == "IMGFS_BLOCKS" && v.is_empty())
+}
+
 /// One `imgfs serve` on a data directory's storage; its child and address.
 fn spawn_server(data: &Path, listen: &str, args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     std::fs::create_dir_all(data).unwrap();
@@ -204,8 +224,7 @@ fn spawn_server(data: &Path, listen: &str, args: &[&str], env: &[(&str, &str)]) 
         .append(true)
         .open(data.with_extension("log"))
         .unwrap();
-    // (`IMGFS_BLOCKS=` in `env`: blocks in the directory, whatever the tier)
-    let files = env.iter().any(|(k, v)| *k == "IMGFS_BLOCKS" && v.is_empty());
+    let files = files_only(env);
     let mut cmd = if files { imgfs_files() } else { imgfs(data) };
     cmd.args(["serve", "--listen", listen]);
     if files {
@@ -329,9 +348,19 @@ pub fn imgfs_files() -> Command {
 /// the directory, or in S3 if that tier's bucket is set too (`IMGFS_BLOCKS`, from [`imgfs`]).
 pub trait StorageArgs {
     fn storage(&mut self, data: &Path) -> &mut Self;
+    /// The options naming a server's storage (its data directory whole if it was started so).
+    fn storage_of(&mut self, s: &Server) -> &mut Self;
 }
 
 impl StorageArgs for Command {
+    fn storage_of(&mut self, s: &Server) -> &mut Self {
+        if s.files {
+            self.arg("--data").arg(&s.data)
+        } else {
+            self.storage(&s.data)
+        }
+    }
+
     fn storage(&mut self, data: &Path) -> &mut Self {
         match pg_meta(data) {
             Some(url) => {

@@ -71,6 +71,27 @@ CREATE TABLE engine (id BIGINT PRIMARY KEY CHECK (id = 1), uuid TEXT NOT NULL);
 CREATE TABLE schema_version (version BIGINT NOT NULL);
 "#;
 
+/// The tables a migration copies: all but `schema_version` (the schema's creation wrote it)
+/// and `gc_lease` (a collector's turn on the source means nothing here).
+const TABLES: &[&str] = &[
+    "users",
+    "accounts",
+    "account_meta",
+    "account_groups",
+    "containers",
+    "container_meta",
+    "container_keys",
+    "paths",
+    "versions",
+    "attrs",
+    "account_blocks",
+    "blocks",
+    "tokens",
+    "grants",
+    "images",
+    "engine",
+];
+
 /// The advisory lock taken while a schema is created (database-wide: the schema's own key
 /// is not known before the schema is).
 const CREATE_LOCK: i64 = 0x696d_6766_7363_6865;
@@ -241,6 +262,70 @@ impl PgPool {
     /// One read, on one snapshot.
     pub(super) fn read<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
         self.in_tx("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", None, f)
+    }
+
+    /// Whether the schema holds nothing yet: no user, no container (a migration's target).
+    pub fn is_empty(&self) -> Result<bool> {
+        self.read(|db| {
+            let n: i64 = db.query_row(
+                "SELECT (SELECT COUNT(*) FROM users) + (SELECT COUNT(*) FROM containers)",
+                (),
+                |r| r.get(0),
+            )?;
+            Ok(n == 0)
+        })
+    }
+
+    /// Takes `id` as this schema's engine id (a migration's target becomes its source's copy).
+    pub fn adopt_engine_id(&self, id: &str) -> Result<()> {
+        self.write(|db| db.execute("UPDATE engine SET uuid = ?1", [id]).map(|_| ()))
+    }
+
+    /// Copies every row of the SQLite database file `from` (a snapshot at this schema
+    /// version) into this empty schema, its engine id included, in one transaction: all of
+    /// it or, cut short, nothing. Gives the number of rows.
+    pub fn import_sqlite(&self, from: &std::path::Path) -> Result<u64> {
+        let src = rusqlite::Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let v: i64 = src.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if v != SCHEMA_VERSION {
+            return Err(StoreError::Invalid(format!(
+                "{}: schema version {v}, not {SCHEMA_VERSION}",
+                from.display()
+            )));
+        }
+        self.write(|db| {
+            let mut rows = 0u64;
+            db.execute("DELETE FROM engine", ())?;
+            for table in TABLES {
+                let cols: Vec<String> = {
+                    let mut st = src.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
+                    let names = st.query_map([], |r| r.get::<_, String>(0))?;
+                    names.collect::<std::result::Result<_, _>>()?
+                };
+                let quoted: Vec<String> = cols.iter().map(|c| format!("\"{c}\"")).collect();
+                let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+                let insert = format!(
+                    "INSERT INTO {table} ({}) VALUES ({})",
+                    quoted.join(", "),
+                    marks.join(", ")
+                );
+                let mut st = src.prepare(&format!("SELECT {} FROM {table}", quoted.join(", ")))?;
+                let mut it = st.query([])?;
+                while let Some(r) = it.next()? {
+                    let vals = super::sqlite::values(r, cols.len())?;
+                    let args: Vec<&dyn super::db::ToValue> = vals.iter().map(|v| v as &dyn super::db::ToValue).collect();
+                    db.execute(&insert, &args[..])?;
+                    rows += 1;
+                }
+            }
+            // (ids go on from the source's: the next version id is above every one copied)
+            for table in ["containers", "paths", "versions"] {
+                db.execute_batch(&format!(
+                    "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
+                ))?;
+            }
+            Ok(rows)
+        })
     }
 
     /// Connections open and idle, for `/metrics`.

@@ -91,26 +91,31 @@ pub(super) fn execute(c: &Connection, sql: &str, p: Vec<Value>) -> Result<usize>
 }
 
 pub(super) fn rows(c: &Connection, sql: &str, p: Vec<Value>) -> Result<Vec<SqlRow>> {
-    use rusqlite::types::ValueRef;
     let mut st = c.prepare_cached(sql)?;
     let n = st.column_count();
     let mut rows = st.query(params_from_iter(bind(p)))?;
     let mut out = vec![];
     while let Some(r) = rows.next()? {
-        let mut vals = Vec::with_capacity(n);
-        for i in 0..n {
-            vals.push(match r.get_ref(i)? {
-                ValueRef::Null => Value::Null,
-                ValueRef::Integer(i) => Value::Int(i),
-                // (no column is REAL; a float from an expression is taken as its integer part)
-                ValueRef::Real(f) => Value::Int(f as i64),
-                ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
-                ValueRef::Blob(b) => Value::Blob(b.to_vec()),
-            });
-        }
-        out.push(SqlRow(vals));
+        out.push(SqlRow(values(r, n)?));
     }
     Ok(out)
+}
+
+/// The first `n` columns of a row.
+pub(super) fn values(r: &rusqlite::Row, n: usize) -> Result<Vec<Value>> {
+    use rusqlite::types::ValueRef;
+    let mut vals = Vec::with_capacity(n);
+    for i in 0..n {
+        vals.push(match r.get_ref(i)? {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(i) => Value::Int(i),
+            // (no column is REAL; a float from an expression is taken as its integer part)
+            ValueRef::Real(f) => Value::Int(f as i64),
+            ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+            ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+        });
+    }
+    Ok(vals)
 }
 
 /// The blocks some account holds (in a version, or sent within the grace period) in the
