@@ -9,6 +9,10 @@
 # IMAGES_SMALL to IMAGES_LARGE (default 1k and 10k); bounded by what the user sees shows ~1.
 # Reuses the filled data directory across runs of the same binary (BENCH_DIR, delete it to refill;
 # use one per binary: a newer binary migrates the directory to its schema).
+# BENCH_META=postgres://USER@HOST:PORT/DB[?options=-c%20search_path%3DNAME] runs the same on
+# PostgreSQL metadata (blocks in BENCH_DIR, default target/bench-listing-pg; an empty schema
+# the first time). Last, metadata operations one at a time (create, stat, list of one
+# object; medians of METAOPS, default 500), beside JuiceFS's published PostgreSQL figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SMALL=${1:-10000}
@@ -16,27 +20,37 @@ LARGE=${2:-100000}
 RUNS=${RUNS:-7}
 IMAGES_SMALL=${IMAGES_SMALL:-1000}
 IMAGES_LARGE=${IMAGES_LARGE:-10000}
-WORK=${BENCH_DIR:-$PWD/target/bench-listing}
+BENCH_META=${BENCH_META:-}
+METAOPS=${METAOPS:-500}
+if [ -n "$BENCH_META" ]; then
+  WORK=${BENCH_DIR:-$PWD/target/bench-listing-pg}
+  STORE=(--meta "$BENCH_META" --blocks "dir:$WORK/blocks")
+else
+  WORK=${BENCH_DIR:-$PWD/target/bench-listing}
+  STORE=(--data "$WORK/data")
+fi
 mkdir -p "$WORK"
 cargo build --release --quiet
 BIN=${IMGFS_BIN:-$PWD/target/release/imgfs}
 
-"$BIN" serve --data "$WORK/data" --listen 127.0.0.1:0 >"$WORK/stdout" 2>"$WORK/log" &
+"$BIN" serve "${STORE[@]}" --listen 127.0.0.1:0 >"$WORK/stdout" 2>"$WORK/log" &
 PID=$!
 trap 'kill $PID 2>/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q "listening on" "$WORK/stdout" && break; sleep 0.1; done
 ADDR=$(sed -n 's/^listening on //p' "$WORK/stdout")
 if [ ! -s "$WORK/user.json" ]; then
-  "$BIN" user add bench --data "$WORK/data" >"$WORK/user.json" 2>/dev/null
+  "$BIN" user add bench "${STORE[@]}" >"$WORK/user.json" 2>/dev/null
 fi
 if [ ! -s "$WORK/crowd.json" ]; then
-  "$BIN" user add crowd --data "$WORK/data" >"$WORK/crowd.json" 2>/dev/null
+  "$BIN" user add crowd "${STORE[@]}" >"$WORK/crowd.json" 2>/dev/null
 fi
 
-python3 - "$ADDR" "$WORK/user.json" "$SMALL" "$LARGE" "$RUNS" "$WORK/crowd.json" "$IMAGES_SMALL" "$IMAGES_LARGE" <<'PY'
+echo "engine: ${BENCH_META:+PostgreSQL}${BENCH_META:-SQLite} (${STORE[*]})" | sed 's/:[^:@/]*@/:***@/'
+python3 - "$ADDR" "$WORK/user.json" "$SMALL" "$LARGE" "$RUNS" "$WORK/crowd.json" "$IMAGES_SMALL" "$IMAGES_LARGE" "$METAOPS" <<'PY'
 import sys, json, threading, http.client, time, statistics
 addr, user, small, large, runs = sys.argv[1], json.load(open(sys.argv[2])), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 crowd, img_small, img_large = json.load(open(sys.argv[6])), int(sys.argv[7]), int(sys.argv[8])
+metaops = int(sys.argv[9])
 host, port = addr.split(':')
 H = {'X-Auth-Token': user['token']}
 base = f"/object-store/v1/{user['uuid']}/pithos"
@@ -155,4 +169,28 @@ fill_images(img_large); b = measure_images()
 print(f"{'request':32} {img_small:>8} images {img_large:>8} images   ratio")
 for k in a:
     print(f"{k:32} {a[k]:12.2f} ms {b[k]:12.2f} ms   {b[k] / a[k]:5.2f}")
+
+# Metadata operations, one client, one at a time (what a file tool's syscalls cost at the
+# server: create = PUT of an empty object, stat = HEAD, list = a one-object listing page).
+c = conn()
+tag = f"{time.time_ns():x}"
+def one(method, path, body=None, extra={}):
+    t0 = time.perf_counter()
+    c.request(method, path, body=body, headers={**H, **extra}); r = c.getresponse(); r.read()
+    assert r.status in (200, 201, 204), (method, path, r.status)
+    return time.perf_counter() - t0
+ops = {'create (PUT, empty)': [], 'stat (HEAD)': [], 'list (1 object)': []}
+for i in range(metaops):
+    p = f"{base}/meta-op-{tag}-{i:06d}"
+    ops['create (PUT, empty)'].append(one('PUT', p, b'', {'Content-Length': '0'}))
+for i in range(metaops):
+    ops['stat (HEAD)'].append(one('HEAD', f"{base}/meta-op-{tag}-{i:06d}"))
+for i in range(metaops):
+    ops['list (1 object)'].append(one('GET', f"{base}?format=json&limit=1&prefix=meta-op-{tag}-{i:06d}"))
+juicefs = {'create (PUT, empty)': 844, 'stat (HEAD)': 350, 'list (1 object)': None}
+print(f"{'metadata operation':32} {'median':>10} {'ops/s':>8}   JuiceFS on PostgreSQL")
+for k, v in ops.items():
+    med = statistics.median(v) * 1e6
+    j = f"{juicefs[k]} us" if juicefs[k] else "-"
+    print(f"{k:32} {med:7.0f} us {1e6 / med:8.0f}   {j}")
 PY

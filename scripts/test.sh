@@ -141,6 +141,7 @@ else
   fi
 fi
 
+export IMGFS_PG_BIN="$PG_BIN"
 export IMGFS_PY27="$PY27"
 export IMGFS_KAMAKI="$TOOLS/kamaki"
 export IMGFS_SWIFT="$TOOLS/swift/bin/swift"
@@ -164,7 +165,7 @@ if [ $# -gt 0 ]; then
   run tests "$@"
   summary tests
 else
-  run "imgfs-serve" --no-fail-fast -- --skip synnefo:: --skip s3_endpoint::
+  run "imgfs-serve" --no-fail-fast -- --skip synnefo:: --skip s3_endpoint:: --skip pg_restart::
   if [ -z "$s3_skip" ] && [ -z "$pg_skip" ]; then
     # The same tests with every server's metadata in PostgreSQL (a schema per data directory;
     # the engine's own unit tests run there too: the contract suite on both engines) and its

@@ -426,7 +426,10 @@ fn what_the_server_writes_is_its_users_alone_and_names_are_one_line() {
             }
         }
     }
-    assert!(files.len() >= 2, "the blocks (or the database files) are there");
+    // (with the metadata in PostgreSQL and the blocks in S3 this disk holds nothing of theirs)
+    if !(meta_in_pg() && blocks_in_s3()) {
+        assert!(files.len() >= 2, "the blocks (or the database files) are there");
+    }
     for f in &files {
         assert_eq!(mode(f), 0o600, "{}", f.display());
     }

@@ -27,6 +27,8 @@ pub struct Server {
     pub data: PathBuf,
     /// Its storage is the data directory whole (`IMGFS_BLOCKS=` given), whatever the tier.
     files: bool,
+    /// Its storage as the test named it (`--meta URL --blocks URL` among its arguments).
+    named: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -99,6 +101,7 @@ impl Server {
             addr,
             data: data.to_path_buf(),
             files: files_only(env),
+            named: named_storage(args),
             _tmp: None,
         }
     }
@@ -116,6 +119,7 @@ impl Server {
             addr,
             data: data.to_path_buf(),
             files: files_only(env),
+            named: named_storage(args),
             _tmp: None,
         }
     }
@@ -216,7 +220,19 @@ fn files_only(env: &[(&str, &str)]) -> bool {
     env.iter().any(|(k, v)| *k == "IMGFS_BLOCKS" && v.is_empty())
 }
 
-/// One `imgfs serve` on a data directory's storage; its child and address.
+/// The storage options among a server's arguments, if the test names its storage itself.
+fn named_storage(args: &[&str]) -> Vec<String> {
+    let mut out = vec![];
+    for w in args.windows(2) {
+        if w[0] == "--meta" || w[0] == "--blocks" {
+            out.extend([w[0].to_string(), w[1].to_string()]);
+        }
+    }
+    out
+}
+
+/// One `imgfs serve` on a data directory's storage (the tier's, unless `args` name it); its
+/// child and address.
 fn spawn_server(data: &Path, listen: &str, args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     std::fs::create_dir_all(data).unwrap();
     let log = std::fs::OpenOptions::new()
@@ -229,7 +245,7 @@ fn spawn_server(data: &Path, listen: &str, args: &[&str], env: &[(&str, &str)]) 
     cmd.args(["serve", "--listen", listen]);
     if files {
         cmd.arg("--data").arg(data);
-    } else {
+    } else if named_storage(args).is_empty() {
         cmd.storage(data);
     }
     let mut child = cmd
@@ -354,7 +370,9 @@ pub trait StorageArgs {
 
 impl StorageArgs for Command {
     fn storage_of(&mut self, s: &Server) -> &mut Self {
-        if s.files {
+        if !s.named.is_empty() {
+            self.args(&s.named)
+        } else if s.files {
             self.arg("--data").arg(&s.data)
         } else {
             self.storage(&s.data)
