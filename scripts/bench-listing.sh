@@ -45,7 +45,8 @@ if [ ! -s "$WORK/crowd.json" ]; then
   "$BIN" user add crowd "${STORE[@]}" >"$WORK/crowd.json" 2>/dev/null
 fi
 
-echo "engine: ${BENCH_META:+PostgreSQL}${BENCH_META:-SQLite} (${STORE[*]})" | sed 's/:[^:@/]*@/:***@/'
+if [ -n "$BENCH_META" ]; then ENGINE=PostgreSQL; else ENGINE=SQLite; fi
+echo "engine: $ENGINE (${STORE[*]})" | sed 's#//\([^:@/]*\):[^@/]*@#//\1:***@#'
 python3 - "$ADDR" "$WORK/user.json" "$SMALL" "$LARGE" "$RUNS" "$WORK/crowd.json" "$IMAGES_SMALL" "$IMAGES_LARGE" "$METAOPS" <<'PY'
 import sys, json, threading, http.client, time, statistics
 addr, user, small, large, runs = sys.argv[1], json.load(open(sys.argv[2])), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])

@@ -4,7 +4,8 @@
 # suite in three tiers: everything against `imgfs serve` (unit tests, HTTP tests, real mounts,
 # kamaki 0.16 and python-swiftclient as independent clients, the crash test); the same with
 # every server's metadata in PostgreSQL 15 (a throwaway cluster) and its blocks in S3
-# (OpenStack Swift's s3api from ../shared/swift); then the
+# (OpenStack Swift's s3api from ../shared/swift), the client scenarios of it also with three
+# servers behind HAProxy; then the
 # mount, registry, walkthrough, kamaki and differential tests against the original
 # (`synnefo::` tests, one at a time: they share one server and count its requests).
 #
@@ -176,6 +177,14 @@ else
     AWS_SECRET_ACCESS_KEY=testing AWS_ALLOW_HTTP=true IMGFS_TEST_S3="s3://$BUCKET" \
     IMGFS_TEST_SWIFT_AUTH="$SWIFT_AUTH" IMGFS_TEST_PG="$PG_URL" \
       run "imgfs-pg-s3" --no-fail-fast -- --skip synnefo::
+    # The clients' scenarios once more with three servers over that storage behind HAProxy
+    # (round-robin: consecutive requests of one client land on different servers). Tests of
+    # one process's own behaviour (its metrics, its connection handling) stay single-server.
+    AWS_ENDPOINT_URL="http://127.0.0.1:$SWIFT_SAIO_PROXY_PORT" AWS_ACCESS_KEY_ID=test:tester \
+    AWS_SECRET_ACCESS_KEY=testing AWS_ALLOW_HTTP=true IMGFS_TEST_S3="s3://$BUCKET" \
+    IMGFS_TEST_SWIFT_AUTH="$SWIFT_AUTH" IMGFS_TEST_PG="$PG_URL" IMGFS_TEST_SERVERS=3 \
+      run "imgfs-pg-s3-three" --no-fail-fast --test kamaki --test swift --test walkthrough --test mount --test images \
+      -- --skip synnefo::
   fi
   if [ -z "$snf_skip" ]; then
     run "synnefo-0.20" --no-fail-fast --test mount --test images --test walkthrough --test kamaki --test differential \
@@ -188,6 +197,7 @@ else
   summary "imgfs-serve"
   if [ -z "$s3_skip" ] && [ -z "$pg_skip" ]; then
     summary "imgfs-pg-s3"
+    summary "imgfs-pg-s3-three"
   else
     echo "imgfs-pg-s3: tier skipped: $s3_skip$pg_skip"
   fi

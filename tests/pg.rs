@@ -168,21 +168,7 @@ mod pg_restart {
             404,
             "the refused write left nothing"
         );
-        let r = api.head("pithos/big.img");
-        if out.status.success() {
-            assert_eq!(status(&r), 200);
-            assert_eq!(header(&r, "content-length"), (1u64 << 30).to_string());
-            assert_eq!(sha256_hex(&api.get("pithos/big.img")), want, "the copy is whole");
-            assert_eq!(sha_file(&dst), want, "and reads back whole through the mount");
-        } else {
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(err.contains("Input/output error"), "{err}");
-            match status(&r) {
-                404 => {}
-                200 => assert_eq!(sha256_hex(&api.get("pithos/big.img")), want, "never torn"),
-                other => panic!("after a failed copy: {other}"),
-            }
-        }
+        let outcome = whole_or_absent(&api, "pithos/big.img", &out, &want, &dst);
         let retries = m.log().matches("retrying").count();
         eprintln!(
             "cp with PostgreSQL restarted under it: {} ({retries} requests retried by the mount)",

@@ -769,6 +769,29 @@ pub fn sh(cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// After a `cp` of 1 GiB (sha256 `want`) to `dst` on a mount, object `path`, that something
+/// went wrong under: it completed and the object is whole (by the API and through the
+/// mount), or it failed with EIO and the object is absent or whole — never torn.
+pub fn whole_or_absent(api: &Api, path: &str, out: &std::process::Output, want: &str, dst: &Path) -> &'static str {
+    let r = api.head(path);
+    if out.status.success() {
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "content-length"), (1u64 << 30).to_string());
+        assert_eq!(sha256_hex(&api.get(path)), want, "the copy is whole");
+        assert_eq!(sha_file(dst), want, "and reads back whole through the mount");
+        "completed"
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("Input/output error"), "{err}");
+        match r.status().as_u16() {
+            404 => {}
+            200 => assert_eq!(sha256_hex(&api.get(path)), want, "never torn"),
+            other => panic!("after a failed copy: {other}"),
+        }
+        "failed (EIO)"
+    }
+}
+
 pub fn sha_file(p: &Path) -> String {
     sha256_hex(&std::fs::read(p).unwrap())
 }

@@ -7,8 +7,10 @@
 //! (reference counts, the collector never deleting a block an upload in flight needs, one
 //! winner of an If-Match race) rest on that, not on row locks. Reads run in a REPEATABLE READ
 //! READ ONLY transaction, a consistent view like SQLite's. With one lock there is neither a
-//! deadlock nor a serialization failure to retry; a connection lost or a pool exhausted is
-//! `Unavailable` (503 with Retry-After), never a 500.
+//! deadlock nor a serialization failure to retry; a connection lost, a pool exhausted for
+//! 10 s or the writer lock not had within 30 s (`lock_timeout`) is `Unavailable` (503 with
+//! Retry-After), never a 500. The price: writes are serialized across all servers (as on
+//! SQLite); finer locks (per account, in a fixed order) would let them run side by side.
 //!
 //! The schema is made whole at once at the current version (there is no history to migrate
 //! on PostgreSQL yet); the lock key is derived from the schema, so databases shared by
@@ -107,7 +109,8 @@ impl From<tokio_postgres::Error> for StoreError {
                     || c.code().starts_with("57P")
                     || *c == SqlState::T_R_SERIALIZATION_FAILURE
                     || *c == SqlState::T_R_DEADLOCK_DETECTED
-                    || *c == SqlState::TOO_MANY_CONNECTIONS =>
+                    || *c == SqlState::TOO_MANY_CONNECTIONS
+                    || *c == SqlState::LOCK_NOT_AVAILABLE =>
             {
                 StoreError::Unavailable(format!("PostgreSQL: {e}"))
             }
@@ -256,7 +259,12 @@ impl PgPool {
 
     /// One write transaction, holding the schema's writer lock until it ends.
     pub(super) fn write<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
-        self.in_tx("BEGIN ISOLATION LEVEL READ COMMITTED", Some(self.lock), f)
+        // (a writer stuck behind another for 30 s gives up: a 503, not a request hanging on)
+        self.in_tx(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '30s'",
+            Some(self.lock),
+            f,
+        )
     }
 
     /// One read, on one snapshot.
