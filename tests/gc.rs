@@ -46,14 +46,6 @@ fn gc_now(data: &Path) -> serde_json::Value {
     panic!("the collector's lease was never free");
 }
 
-fn upload_block(api: &Api, data: &[u8]) -> reqwest::blocking::Response {
-    api.os("POST", "pithos?update&format=json")
-        .header("Content-Type", "application/octet-stream")
-        .body(data.to_vec())
-        .send()
-        .unwrap()
-}
-
 /// `imgfs user quota NAME BYTES` beside the server.
 fn set_quota(s: &Server, name: &str, bytes: u64) {
     let out = imgfs(&s.data)
@@ -240,43 +232,6 @@ fn a_collector_racing_20_writers_of_shared_blocks_loses_nothing() {
         );
     }
     assert!(!s.log().contains("panicked"));
-}
-
-/// kamaki's way: PUT the hashmap, send what the 409 names (through `blocks`), PUT again.
-fn put_by_hashmap(api: &Api, blocks: &Api, name: &str, data: &[u8], retries: &AtomicU64) {
-    let hashes: Vec<String> = data
-        .chunks(BLOCK)
-        .map(|b| {
-            let end = b.iter().rposition(|&x| x != 0).map_or(0, |i| i + 1);
-            sha256_hex(&b[..end])
-        })
-        .collect();
-    let map = serde_json::json!({"bytes": data.len(), "hashes": hashes}).to_string();
-    for attempt in 0..50 {
-        let r = api
-            .os("PUT", &format!("{name}?hashmap=True&format=json"))
-            .header("Content-Type", "application/octet-stream")
-            .body(map.clone())
-            .send()
-            .unwrap();
-        match r.status().as_u16() {
-            201 => return,
-            409 => {
-                if attempt > 0 {
-                    retries.fetch_add(1, Ordering::Relaxed);
-                }
-                let missing: Vec<String> = r.json().unwrap();
-                for m in missing {
-                    let i = hashes.iter().position(|h| *h == m).expect("a hash of ours");
-                    let block = &data[i * BLOCK..((i + 1) * BLOCK).min(data.len())];
-                    let r = upload_block(blocks, block);
-                    assert_eq!(r.status(), 202, "{}", r.text().unwrap_or_default());
-                }
-            }
-            s => panic!("PUT {name}: {s} {}", r.text().unwrap_or_default()),
-        }
-    }
-    panic!("PUT {name}: blocks collected 50 times in a row");
 }
 
 /// The account's quota counts blocks sent before any object names them (413 from the upload

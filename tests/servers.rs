@@ -2,12 +2,14 @@
 //! the imgfs-s3 tier blocks in S3) behind HAProxy, round-robin: the servers share nothing
 //! else, so any of them can take any request — an upload's blocks through one and its hashmap
 //! through another, a token issued once working on all, a write race across servers with one
-//! winner, a server killed under a copy through the balancer without anything torn.
+//! winner, a server killed under a copy through the balancer without anything torn, one
+//! server's collector beside the others' uploads without anything lost.
 
 mod common;
 
 mod many_servers {
     use super::common::*;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::{Arc, Barrier};
 
     const BLOCK: usize = 4 << 20;
@@ -178,5 +180,122 @@ mod many_servers {
         let retries = m.log().matches("retrying").count();
         eprintln!("cp with a server killed under it: {outcome} ({retries} requests retried by the mount)");
         assert!(!m.log().contains("panicked") && !s.log().contains("panicked"));
+    }
+
+    /// A counter of a server's `/metrics`.
+    fn counter(s: &Server, name: &str) -> f64 {
+        counter_at(&At(s.addr.clone()), name)
+    }
+
+    fn counter_at(at: &At, name: &str) -> f64 {
+        let text = reqwest::blocking::get(format!("http://{}/metrics", at.0))
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("{name} in /metrics"))
+            .parse()
+            .unwrap()
+    }
+
+    /// The collector of one server (no grace period, every second) runs while two others take
+    /// uploads of shared blocks, each upload's blocks through one of them and its hashmap
+    /// through the other, and half the objects go again at once, so blocks become nobody's
+    /// while other writers are about to name them (until the collector has run three times
+    /// beside them): every acknowledged object reads back whole
+    /// (sha256) through each of the three, after the uploads and after more collections. A
+    /// hashmap PUT whose blocks were collected in between gets 409 for them and sends them
+    /// again, as kamaki does.
+    #[test]
+    fn a_collector_on_one_server_loses_nothing_the_others_upload() {
+        let tmp = tempfile::Builder::new()
+            .prefix("imgfs-many-")
+            .tempdir_in(test_root())
+            .unwrap();
+        let data = tmp.path().join("data");
+        let up = Server::start_many(2, &data, "127.0.0.1:0", &["--gc-interval", "0"], &[]);
+        let gc = Server::start_single(&data, "127.0.0.1:0", &["--gc-grace", "0", "--gc-interval", "1"], &[]);
+        let users: Vec<_> = (0..3).map(|i| up.add_user(&format!("u{i}"))).collect();
+        for u in &users {
+            let r = Api::new(&up, u)
+                .os("PUT", "flat")
+                .header("X-Container-Policy-Versioning", "none")
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }
+        let b = up.backends();
+        assert_eq!(b.len(), 2);
+        let runs_before = counter(&gc, "imgfs_gc_runs_total");
+        // (writers go on until the collector has run three times beside them)
+        let enough = Arc::new(AtomicBool::new(false));
+        let monitor = {
+            let (enough, url) = (enough.clone(), gc.addr.clone());
+            std::thread::spawn(move || {
+                let gc = At(url);
+                while counter_at(&gc, "imgfs_gc_runs_total") < runs_before + 3.0 {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                enough.store(true, Ordering::Relaxed);
+            })
+        };
+        let pool: Arc<Vec<Vec<u8>>> = Arc::new((0..4).map(|i| pattern(BLOCK, 3000 + i)).collect());
+        let retries = Arc::new(AtomicU64::new(0));
+        let writers: Vec<_> = (0..12)
+            .map(|w| {
+                let user = &users[w % users.len()];
+                let api = Api::new(&At(b[w % 2].clone()), user);
+                let blocks = Api::new(&At(b[(w + 1) % 2].clone()), user);
+                let (pool, retries, enough) = (pool.clone(), retries.clone(), enough.clone());
+                std::thread::spawn(move || {
+                    let mut kept = vec![];
+                    for round in 0..60u64 {
+                        if round >= 6 && enough.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let mut data = pool[(w + round as usize) % pool.len()].clone();
+                        data.extend_from_slice(&pool[(w * 3 + round as usize) % pool.len()]);
+                        data.extend_from_slice(&pattern(5000 + w, (w as u64) << 8 | round));
+                        let name = format!("flat/w{w}-r{round}.img");
+                        put_by_hashmap(&api, &blocks, &name, &data, &retries);
+                        if round % 2 == 1 {
+                            assert_eq!(api.os("DELETE", &name).send().unwrap().status(), 204);
+                        } else {
+                            kept.push((api.user.clone(), name, sha256_hex(&data)));
+                        }
+                    }
+                    kept
+                })
+            })
+            .collect();
+        let kept: Vec<_> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+        monitor.join().unwrap();
+        let runs = counter(&gc, "imgfs_gc_runs_total") - runs_before;
+        let collected = counter(&gc, "imgfs_gc_blocks_collected_total");
+        eprintln!(
+            "{} objects kept, {runs} collections during the uploads, {collected} blocks collected, {} hashmap PUTs answered 409 after their blocks were sent",
+            kept.len(),
+            retries.load(Ordering::Relaxed)
+        );
+        assert!(runs >= 3.0, "the collector ran during the uploads ({runs} runs)");
+        assert!(collected > 0.0, "the deleted objects' own blocks were collected");
+        let check = |when: &str| {
+            for at in [&b[0], &b[1], &gc.addr] {
+                for (user, name, want) in &kept {
+                    let got = sha256_hex(&Api::new(&At(at.clone()), user).get(name));
+                    assert_eq!(&got, want, "{name} through {at} {when}");
+                }
+            }
+        };
+        check("after the uploads");
+        let until = counter(&gc, "imgfs_gc_runs_total") + 2.0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while counter(&gc, "imgfs_gc_runs_total") < until {
+            assert!(std::time::Instant::now() < deadline, "two more collections within 60 s");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        check("after two more collections");
+        assert!(!up.log().contains("panicked") && !gc.log().contains("panicked"));
     }
 }

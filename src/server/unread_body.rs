@@ -3,6 +3,12 @@
 //! a connection after the answer, and a client that was not told `Connection: close` puts it
 //! back in its pool and loses its next request on it (seen as an "incomplete message" in
 //! the test client, after a 403 to a 1 MiB block upload).
+//!
+//! Before such an answer, the rest of a body of at most [`DRAIN_MAX`] bytes is read and
+//! dropped (for at most [`DRAIN_TIME`]): a client still sending a refused block otherwise
+//! finds the connection reset under its write (EPIPE, seen in CI) and never reads the 403
+//! that says why. A client that asked `Expect: 100-continue` has not sent its body and is
+//! answered at once.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -11,10 +17,18 @@ use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// The largest unread body read to its end before a refusal (a block is 4 MiB).
+pub const DRAIN_MAX: u64 = 8 << 20;
+/// How long a refusal waits for the rest of such a body.
+pub const DRAIN_TIME: Duration = Duration::from_secs(5);
 
 pub async fn close_if_unread(req: Request, next: Next) -> Response {
     let http1 = req.version() <= Version::HTTP_11;
@@ -23,26 +37,52 @@ pub async fn close_if_unread(req: Request, next: Next) -> Response {
     // the body-timeout wrapper says "not at its end" of every body, an empty one too, and
     // every answer then closed its connection.
     let h = &parts.headers;
-    let no_body = !h.contains_key(header::TRANSFER_ENCODING)
-        && h.get(header::CONTENT_LENGTH)
-            .is_none_or(|v| v.to_str().is_ok_and(|v| v.trim() == "0"));
+    let length = h
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let no_body = !h.contains_key(header::TRANSFER_ENCODING) && length.is_none_or(|n| n == 0);
+    let drain = http1
+        && length.is_some_and(|n| n <= DRAIN_MAX)
+        && !h
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let read = Arc::new(AtomicBool::new(no_body || body.is_end_stream()));
+    let (give_back, mut rest) = oneshot::channel();
     let tracked = Tracked {
-        inner: body,
+        inner: Some(body),
         read: read.clone(),
+        give_back: drain.then_some(give_back),
     };
     let mut resp = next.run(Request::from_parts(parts, Body::new(tracked))).await;
     if http1 && !read.load(Ordering::Acquire) {
+        // (the handler dropped the body unread: what is left of it came back here; a body
+        // still held elsewhere is not waited for)
+        if let Ok(mut rest) = rest.try_recv() {
+            let _ = tokio::time::timeout(DRAIN_TIME, async { while let Some(Ok(_)) = rest.frame().await {} }).await;
+        }
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }
 
-/// A request body that notes when it has been read to its end.
+/// A request body that notes when it has been read to its end, and gives what is left of it
+/// back when dropped before.
 struct Tracked {
-    inner: Body,
+    inner: Option<Body>,
     read: Arc<AtomicBool>,
+    give_back: Option<oneshot::Sender<Body>>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let (Some(body), Some(to)) = (self.inner.take(), self.give_back.take()) {
+            if !self.read.load(Ordering::Acquire) {
+                let _ = to.send(body);
+            }
+        }
+    }
 }
 
 impl http_body::Body for Tracked {
@@ -50,20 +90,26 @@ impl http_body::Body for Tracked {
     type Error = axum::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.read.store(true, Ordering::Release),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.read.store(true, Ordering::Release),
-            _ => {}
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(&mut *inner).poll_frame(cx);
+        let end = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => inner.is_end_stream(),
+            _ => false,
+        };
+        if end {
+            self.read.store(true, Ordering::Release);
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner.as_ref().map(|b| b.size_hint()).unwrap_or_default()
     }
 }

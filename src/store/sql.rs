@@ -227,7 +227,7 @@ impl SqlStore {
 
     /// One write transaction: on SQLite an immediate one, on PostgreSQL one holding the
     /// database-wide writer lock — one writer at a time, whichever server it runs in.
-    fn with_tx<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
+    fn with_tx<T>(&self, mut f: impl FnMut(&Db) -> Result<T>) -> Result<T> {
         match &self.backend {
             Backend::Sqlite(conn) => {
                 let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -241,7 +241,7 @@ impl SqlStore {
     }
 
     /// One read: a consistent view for all its statements.
-    fn with_read<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
+    fn with_read<T>(&self, mut f: impl FnMut(&Db) -> Result<T>) -> Result<T> {
         match &self.backend {
             Backend::Sqlite(conn) => {
                 let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -821,7 +821,10 @@ impl Store for SqlStore {
                  ON CONFLICT (uuid) DO UPDATE SET modified = ?2",
                 params![account, now],
             )?;
-            for (table, col, upd) in [("account_meta", "key", meta), ("account_groups", "grp", groups)] {
+            for (table, col, upd) in [
+                ("account_meta", "key", meta.as_ref()),
+                ("account_groups", "grp", groups.as_ref()),
+            ] {
                 let Some(upd) = upd else { continue };
                 let valcol = if table == "account_meta" { "value" } else { "members" };
                 let cur: Meta = {
@@ -932,7 +935,7 @@ impl Store for SqlStore {
                     params![q.unwrap_or(0) as i64, row.id],
                 )?;
             }
-            if let Some(upd) = meta {
+            if let Some(upd) = &meta {
                 let cur: Meta = {
                     let mut st = tx.prepare("SELECT key, value FROM container_meta WHERE container = ?1")?;
                     let rows = st.query_map([row.id], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -1610,7 +1613,7 @@ impl SqlStore {
         path: &ObjectPath,
         by: &str,
         sharing: Option<&Sharing>,
-        f: impl FnOnce(&ObjectInfo) -> (Meta, Meta),
+        mut f: impl FnMut(&ObjectInfo) -> (Meta, Meta),
     ) -> Result<ObjectInfo> {
         self.with_tx(|tx| {
             let ctx = path_ctx(tx, &path.account, &path.container)?;

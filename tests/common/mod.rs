@@ -93,6 +93,11 @@ impl Server {
         if n > 1 {
             return Server::start_many(n, data, listen, args, env);
         }
+        Server::start_single(data, listen, args, env)
+    }
+
+    /// One server, whatever `IMGFS_TEST_SERVERS` says (a test that sets up servers of its own).
+    pub fn start_single(data: &Path, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let (child, addr) = spawn_server(data, listen, args, env);
         Server {
             child: Some(child),
@@ -689,6 +694,53 @@ pub fn unique_seed() -> u64 {
 /// server (image names, e-mail addresses).
 pub fn run_tag() -> String {
     format!("t{:05x}", (unique_seed() >> 8) & 0xfffff)
+}
+
+/// One block sent by kamaki's way (`POST ?update` of its bytes).
+pub fn upload_block(api: &Api, data: &[u8]) -> Response {
+    api.os("POST", "pithos?update&format=json")
+        .header("Content-Type", "application/octet-stream")
+        .body(data.to_vec())
+        .send()
+        .unwrap()
+}
+
+/// kamaki's way: PUT the hashmap, send what the 409 names (through `blocks`), PUT again.
+pub fn put_by_hashmap(api: &Api, blocks: &Api, name: &str, data: &[u8], retries: &std::sync::atomic::AtomicU64) {
+    const BLOCK: usize = 4 << 20;
+    let hashes: Vec<String> = data
+        .chunks(BLOCK)
+        .map(|b| {
+            let end = b.iter().rposition(|&x| x != 0).map_or(0, |i| i + 1);
+            sha256_hex(&b[..end])
+        })
+        .collect();
+    let map = serde_json::json!({"bytes": data.len(), "hashes": hashes}).to_string();
+    for attempt in 0..50 {
+        let r = api
+            .os("PUT", &format!("{name}?hashmap=True&format=json"))
+            .header("Content-Type", "application/octet-stream")
+            .body(map.clone())
+            .send()
+            .unwrap();
+        match r.status().as_u16() {
+            201 => return,
+            409 => {
+                if attempt > 0 {
+                    retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                let missing: Vec<String> = r.json().unwrap();
+                for m in missing {
+                    let i = hashes.iter().position(|h| *h == m).expect("a hash of ours");
+                    let block = &data[i * BLOCK..((i + 1) * BLOCK).min(data.len())];
+                    let r = upload_block(blocks, block);
+                    assert_eq!(r.status(), 202, "{}", r.text().unwrap_or_default());
+                }
+            }
+            s => panic!("PUT {name}: {s} {}", r.text().unwrap_or_default()),
+        }
+    }
+    panic!("PUT {name}: blocks collected 50 times in a row");
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {

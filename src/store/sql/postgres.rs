@@ -6,10 +6,13 @@
 //! over the database exactly as SQLite serializes them within one — the engine's invariants
 //! (reference counts, the collector never deleting a block an upload in flight needs, one
 //! winner of an If-Match race) rest on that, not on row locks. Reads run in a REPEATABLE READ
-//! READ ONLY transaction, a consistent view like SQLite's. With one lock there is neither a
-//! deadlock nor a serialization failure to retry; a connection lost, a pool exhausted for
-//! 10 s or the writer lock not had within 30 s (`lock_timeout`) is `Unavailable` (503 with
-//! Retry-After), never a 500. The price: writes are serialized across all servers (as on
+//! READ ONLY transaction, a consistent view like SQLite's. With one lock a deadlock or a
+//! serialization failure should not happen, but one that does (and a connection found lost
+//! before the transaction's COMMIT was sent: the pool's idle connections after a database
+//! restart) is retried, on a new connection, up to [`ATTEMPTS`] times; after that, as for a pool
+//! exhausted for 10 s or the writer lock not had within 30 s (`lock_timeout`), it is
+//! `Unavailable` (503 with Retry-After), never a 500. A connection lost during COMMIT is not
+//! retried: whether the transaction took effect is not known. The price: writes are serialized across all servers (as on
 //! SQLite); finer locks (per account, in a fixed order) would let them run side by side.
 //!
 //! The schema is made whole at once at the current version (there is no history to migrate
@@ -23,11 +26,16 @@ use crate::store::location::redact;
 use crate::store::{Result, StoreError};
 use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use std::cell::Cell;
 use std::time::Duration;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 
 /// Connections per server process.
 const POOL_SIZE: usize = 16;
+
+/// Runs of one transaction that PostgreSQL aborted as a conflict or whose connection was lost
+/// before its COMMIT.
+pub const ATTEMPTS: u32 = 3;
 
 /// The whole schema, as SQLite's is after its migrations. Every TEXT compares bytewise
 /// (`COLLATE "C"` is added when it is created): listings are in byte order on both databases.
@@ -98,12 +106,40 @@ const TABLES: &[&str] = &[
 /// is not known before the schema is).
 const CREATE_LOCK: i64 = 0x696d_6766_7363_6865;
 
+/// Why a transaction may be run again from its start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transient {
+    /// A serialization failure or a deadlock: the database rolled the transaction back.
+    Conflict,
+    /// The connection is gone (a restart, an administrator's terminate, the network).
+    Lost,
+}
+
+fn transient(e: &tokio_postgres::Error) -> Option<Transient> {
+    use tokio_postgres::error::SqlState;
+    match e.code() {
+        None if e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()) => {
+            Some(Transient::Lost)
+        }
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED => {
+            Some(Transient::Conflict)
+        }
+        Some(c) if c.code().starts_with("08") || *c == SqlState::ADMIN_SHUTDOWN => Some(Transient::Lost),
+        _ => None,
+    }
+}
+
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         use tokio_postgres::error::SqlState;
+        // (a database error's own message: its Display is only "db error")
+        let msg = match e.as_db_error() {
+            Some(d) => format!("PostgreSQL: {}", d.message()),
+            None => format!("PostgreSQL: {e}"),
+        };
         match e.code() {
             // (the connection, not the statement: the database is down, restarting, or gone)
-            None => StoreError::Unavailable(format!("PostgreSQL: {e}")),
+            None => StoreError::Unavailable(msg),
             Some(c)
                 if c.code().starts_with("08")
                     || c.code().starts_with("57P")
@@ -112,12 +148,9 @@ impl From<tokio_postgres::Error> for StoreError {
                     || *c == SqlState::TOO_MANY_CONNECTIONS
                     || *c == SqlState::LOCK_NOT_AVAILABLE =>
             {
-                StoreError::Unavailable(format!("PostgreSQL: {e}"))
+                StoreError::Unavailable(msg)
             }
-            Some(_) => StoreError::Db(match e.as_db_error() {
-                Some(d) => format!("PostgreSQL: {}", d.message()),
-                None => format!("PostgreSQL: {e}"),
-            }),
+            Some(_) => StoreError::Db(msg),
         }
     }
 }
@@ -131,6 +164,8 @@ pub struct PgPool {
 /// One pooled connection, inside a transaction.
 pub struct PgConn {
     client: Object,
+    /// Set by a statement that failed in a way that makes a new run worth it.
+    transient: Cell<Option<Transient>>,
 }
 
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -180,7 +215,10 @@ impl PgPool {
         let client = runtime()
             .block_on(self.pool.get())
             .map_err(|e| StoreError::Unavailable(format!("PostgreSQL: {e}")))?;
-        Ok(PgConn { client })
+        Ok(PgConn {
+            client,
+            transient: Cell::new(None),
+        })
     }
 
     /// Creates the schema named first in the search path if there is none, and the tables in
@@ -234,10 +272,35 @@ impl PgPool {
         Ok(key as i64)
     }
 
-    fn in_tx<T>(&self, begin: &str, lock: Option<i64>, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
-        let c = self.conn()?;
-        c.batch(begin)?;
-        let run = || {
+    /// Runs `f` in one transaction begun by `begin`, again from the start on a new connection
+    /// while the database aborts it as a conflict or the connection is found lost before the
+    /// COMMIT (bounded by [`ATTEMPTS`]).
+    fn in_tx<T>(&self, begin: &str, lock: Option<i64>, mut f: impl FnMut(&Db) -> Result<T>) -> Result<T> {
+        let mut attempt = 1;
+        loop {
+            match self.try_tx(begin, lock, &mut f) {
+                Ok(v) => return Ok(v),
+                Err((e, Some(why))) if attempt < ATTEMPTS => {
+                    tracing::warn!(error = %e, attempt, ?why, "PostgreSQL: transaction run again");
+                    std::thread::sleep(Duration::from_millis(20 << (2 * attempt)));
+                    attempt += 1;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// One run of a transaction; a failure comes with whether another run may succeed.
+    fn try_tx<T>(
+        &self,
+        begin: &str,
+        lock: Option<i64>,
+        f: &mut impl FnMut(&Db) -> Result<T>,
+    ) -> std::result::Result<T, (StoreError, Option<Transient>)> {
+        // (a pool that gives no connection is not retried here: it waited 10 s already)
+        let c = self.conn().map_err(|e| (e, None))?;
+        let mut run = || {
+            c.batch(begin)?;
             if let Some(key) = lock {
                 c.rows("SELECT pg_advisory_xact_lock(?1)", vec![Value::Int(key)])?;
             }
@@ -245,20 +308,28 @@ impl PgPool {
         };
         match run() {
             Ok(v) => {
-                c.batch("COMMIT")?;
+                if let Err(e) = c.batch("COMMIT") {
+                    // (only a conflict is known to have rolled back; a lost COMMIT may have
+                    // taken effect)
+                    let why = c.transient.get().filter(|t| *t == Transient::Conflict);
+                    return Err((e, why));
+                }
                 Ok(v)
             }
             Err(e) => {
-                if let Err(r) = c.batch("ROLLBACK") {
-                    tracing::debug!(error = %r, "PostgreSQL: rollback failed (the connection is dropped)");
+                let why = c.transient.get();
+                if why != Some(Transient::Lost) {
+                    if let Err(r) = c.batch("ROLLBACK") {
+                        tracing::debug!(error = %r, "PostgreSQL: rollback failed (the connection is dropped)");
+                    }
                 }
-                Err(e)
+                Err((e, why))
             }
         }
     }
 
     /// One write transaction, holding the schema's writer lock until it ends.
-    pub(super) fn write<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
+    pub(super) fn write<T>(&self, f: impl FnMut(&Db) -> Result<T>) -> Result<T> {
         // (a writer stuck behind another for 30 s gives up: a 503, not a request hanging on)
         self.in_tx(
             "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '30s'",
@@ -268,7 +339,7 @@ impl PgPool {
     }
 
     /// One read, on one snapshot.
-    pub(super) fn read<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
+    pub(super) fn read<T>(&self, f: impl FnMut(&Db) -> Result<T>) -> Result<T> {
         self.in_tx("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", None, f)
     }
 
@@ -364,12 +435,20 @@ fn dialect(sql: &str) -> String {
 }
 
 impl PgConn {
+    /// Notes whether `e` makes the transaction worth running again, and converts it.
+    fn failed(&self, e: tokio_postgres::Error) -> StoreError {
+        if let Some(t) = transient(&e) {
+            self.transient.set(Some(t));
+        }
+        e.into()
+    }
+
     pub(super) fn rows(&self, sql: &str, p: Vec<Value>) -> Result<Vec<SqlRow>> {
         let sql = dialect(sql);
         runtime().block_on(async {
-            let st = self.client.prepare_cached(&sql).await?;
+            let st = self.client.prepare_cached(&sql).await.map_err(|e| self.failed(e))?;
             let params: Vec<&(dyn ToSql + Sync)> = p.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-            let rows = self.client.query(&st, &params).await?;
+            let rows = self.client.query(&st, &params).await.map_err(|e| self.failed(e))?;
             rows.iter().map(values).collect()
         })
     }
@@ -377,15 +456,17 @@ impl PgConn {
     pub(super) fn execute(&self, sql: &str, p: Vec<Value>) -> Result<usize> {
         let sql = dialect(sql);
         runtime().block_on(async {
-            let st = self.client.prepare_cached(&sql).await?;
+            let st = self.client.prepare_cached(&sql).await.map_err(|e| self.failed(e))?;
             let params: Vec<&(dyn ToSql + Sync)> = p.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-            Ok(self.client.execute(&st, &params).await? as usize)
+            let n = self.client.execute(&st, &params).await.map_err(|e| self.failed(e))?;
+            Ok(n as usize)
         })
     }
 
     pub(super) fn batch(&self, sql: &str) -> Result<()> {
-        runtime().block_on(self.client.batch_execute(sql))?;
-        Ok(())
+        runtime()
+            .block_on(self.client.batch_execute(sql))
+            .map_err(|e| self.failed(e))
     }
 }
 
@@ -447,6 +528,89 @@ impl ToSql for Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A schema of its own in the database `IMGFS_TEST_PG` names, dropped at the end.
+    fn scratch_pool() -> Option<(PgPool, String)> {
+        let url = std::env::var("IMGFS_TEST_PG").ok().filter(|u| !u.is_empty())?;
+        let schema = format!("t_retry_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let pool = PgPool::connect(&format!("{url}{sep}options=-c%20search_path%3D{schema}")).unwrap();
+        Some((pool, schema))
+    }
+
+    /// A transaction the database aborts as a serialization failure runs again, from the
+    /// start, and only the last run's writes stay; one whose connection the database
+    /// terminates runs again on a new connection; one that keeps failing stops after
+    /// `ATTEMPTS` runs with `Unavailable` (a 503), and a plain error is not run again.
+    #[test]
+    fn conflicts_and_lost_connections_run_the_transaction_again_a_bounded_number_of_times() {
+        let Some((pool, schema)) = scratch_pool() else { return };
+        pool.write(|db| db.execute_batch("CREATE TABLE probe (run BIGINT, what TEXT)"))
+            .unwrap();
+        let conflict = "DO $$ BEGIN RAISE EXCEPTION 'probe' USING ERRCODE = '40001'; END $$";
+
+        let runs = Cell::new(0i64);
+        let got = pool
+            .write(|db| {
+                runs.set(runs.get() + 1);
+                db.execute("INSERT INTO probe VALUES (?1, 'conflict')", [runs.get()])?;
+                if runs.get() == 1 {
+                    db.execute_batch(conflict)?;
+                }
+                Ok(runs.get())
+            })
+            .unwrap();
+        assert_eq!(got, 2);
+
+        let runs = Cell::new(0i64);
+        let pids = std::cell::RefCell::new(vec![]);
+        pool.write(|db| {
+            runs.set(runs.get() + 1);
+            let pid: i64 = db.query_row("SELECT pg_backend_pid()::BIGINT", (), |r| r.get(0))?;
+            pids.borrow_mut().push(pid);
+            db.execute("INSERT INTO probe VALUES (?1, 'lost')", [runs.get()])?;
+            if runs.get() == 1 {
+                db.execute_batch("SELECT pg_terminate_backend(pg_backend_pid())")?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let pids = pids.into_inner();
+        assert_eq!(pids.len(), 2);
+        assert_ne!(pids[0], pids[1], "the second run on another connection");
+
+        let runs = Cell::new(0u32);
+        let e = pool
+            .write(|db| {
+                runs.set(runs.get() + 1);
+                db.execute("INSERT INTO probe VALUES (100, 'always')", ())?;
+                db.execute_batch(conflict)
+            })
+            .unwrap_err();
+        assert_eq!(runs.get(), ATTEMPTS);
+        assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+
+        let runs = Cell::new(0u32);
+        let e = pool
+            .write(|db| {
+                runs.set(runs.get() + 1);
+                db.execute_batch("SELECT no_such_column FROM probe")
+            })
+            .unwrap_err();
+        assert_eq!(runs.get(), 1);
+        assert!(matches!(e, StoreError::Db(_)), "{e:?}");
+
+        let kept: Vec<(i64, String)> = pool
+            .read(|db| {
+                db.prepare("SELECT run, what FROM probe ORDER BY what, run")?
+                    .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .unwrap();
+        assert_eq!(kept, [(2, "conflict".to_string()), (2, "lost".to_string())]);
+        pool.write(|db| db.execute_batch(&format!("DROP SCHEMA {schema} CASCADE")))
+            .unwrap();
+    }
 
     #[test]
     fn parameters_are_renumbered_outside_quotes() {
