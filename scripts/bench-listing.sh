@@ -1,26 +1,33 @@
 #!/usr/bin/env bash
-# Benchmark of `imgfs serve` (not a test): what a container HEAD and a listing page cost as the
-# container grows. Fills one container with SMALL objects, measures, grows it to LARGE objects
-# (default 10k and 100k, empty objects with 35-character names), measures again; a cost bounded
-# by the page shows a ratio near 1. Each figure is the median of RUNS requests (default 7).
-#   scripts/bench-listing.sh [SMALL] [LARGE]
+# Benchmark of `imgfs serve` (not a test): what a container HEAD, a listing page and `ls -l`
+# through the mount cost as the container grows. Fills one container with empty objects
+# (35-character names) to each of SIZES (default "10000 100000"; "10000 100000 1000000" for the
+# issue's growth table) and measures at each; a cost bounded by the page shows a ratio near 1
+# between columns (`ls -l` lists everything: linear, a ratio near the size ratio).
+#   scripts/bench-listing.sh [SIZE...]
 # Then the image registry: what the image list and a lookup by name cost one user (who owns 10
-# images and sees one shared with them) while another account's private images grow from
-# IMAGES_SMALL to IMAGES_LARGE (default 1k and 10k); bounded by what the user sees shows ~1.
+# images and sees one shared with them), through the API and as a `stat` of
+# `/.images/NAME` on a fresh mount, while another account's private images grow through
+# IMAGE_SIZES (default "1000 10000"); bounded by what the user sees shows ~1.
+# Each figure is the median of RUNS requests (default 7); `ls -l` of LS_RUNS fresh mounts
+# (default 3, 1 above 100k objects).
 # Reuses the filled data directory across runs of the same binary (BENCH_DIR, delete it to refill;
 # use one per binary: a newer binary migrates the directory to its schema).
 # BENCH_META=postgres://USER@HOST:PORT/DB[?options=-c%20search_path%3DNAME] runs the same on
 # PostgreSQL metadata (blocks in BENCH_DIR, default target/bench-listing-pg; an empty schema
-# the first time). Last, metadata operations one at a time (create, stat, list of one
-# object; medians of METAOPS, default 500), beside JuiceFS's published PostgreSQL figures.
+# the first time). BENCH_FROM=DIR (with BENCH_META) first copies a filled SQLite bench
+# directory there with `imgfs migrate` when the schema is empty: filling 1M objects through
+# PostgreSQL's one writer takes over an hour, the copy minutes. Last, metadata operations one
+# at a time (create, stat, list of one object; medians of METAOPS, default 500), beside
+# JuiceFS's published PostgreSQL figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SMALL=${1:-10000}
-LARGE=${2:-100000}
+SIZES=${*:-10000 100000}
 RUNS=${RUNS:-7}
-IMAGES_SMALL=${IMAGES_SMALL:-1000}
-IMAGES_LARGE=${IMAGES_LARGE:-10000}
+LS_RUNS=${LS_RUNS:-3}
+IMAGE_SIZES=${IMAGE_SIZES:-1000 10000}
 BENCH_META=${BENCH_META:-}
+BENCH_FROM=${BENCH_FROM:-}
 METAOPS=${METAOPS:-500}
 if [ -n "$BENCH_META" ]; then
   WORK=${BENCH_DIR:-$PWD/target/bench-listing-pg}
@@ -29,9 +36,16 @@ else
   WORK=${BENCH_DIR:-$PWD/target/bench-listing}
   STORE=(--data "$WORK/data")
 fi
-mkdir -p "$WORK"
+mkdir -p "$WORK/mnt"
 cargo build --release --quiet
 BIN=${IMGFS_BIN:-$PWD/target/release/imgfs}
+mountpoint -q "$WORK/mnt" && fusermount3 -u "$WORK/mnt"
+if [ -n "$BENCH_META" ] && [ -n "$BENCH_FROM" ] && [ ! -s "$WORK/user.json" ]; then
+  t0=$(date +%s.%N)
+  "$BIN" migrate --from "$BENCH_FROM/data" --meta "$BENCH_META" --blocks "dir:$WORK/blocks" >"$WORK/migrate.json"
+  cp "$BENCH_FROM/user.json" "$BENCH_FROM/crowd.json" "$WORK/"
+  echo "  (copied $BENCH_FROM into PostgreSQL in $(echo "$(date +%s.%N) - $t0" | bc) s)" >&2
+fi
 
 "$BIN" serve "${STORE[@]}" --listen 127.0.0.1:0 >"$WORK/stdout" 2>"$WORK/log" &
 PID=$!
@@ -47,11 +61,18 @@ fi
 
 if [ -n "$BENCH_META" ]; then ENGINE=PostgreSQL; else ENGINE=SQLite; fi
 echo "engine: $ENGINE (${STORE[*]})" | sed 's#//\([^:@/]*\):[^@/]*@#//\1:***@#'
-python3 - "$ADDR" "$WORK/user.json" "$SMALL" "$LARGE" "$RUNS" "$WORK/crowd.json" "$IMAGES_SMALL" "$IMAGES_LARGE" "$METAOPS" <<'PY'
-import sys, json, threading, http.client, time, statistics
-addr, user, small, large, runs = sys.argv[1], json.load(open(sys.argv[2])), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-crowd, img_small, img_large = json.load(open(sys.argv[6])), int(sys.argv[7]), int(sys.argv[8])
-metaops = int(sys.argv[9])
+BIN="$BIN" WORK="$WORK" SIZES="$SIZES" IMAGE_SIZES="$IMAGE_SIZES" LS_RUNS="$LS_RUNS" \
+python3 - "$ADDR" "$WORK/user.json" "$RUNS" "$WORK/crowd.json" "$METAOPS" <<'PY'
+import sys, os, json, threading, http.client, time, statistics, subprocess
+addr, user, runs = sys.argv[1], json.load(open(sys.argv[2])), int(sys.argv[3])
+crowd, metaops = json.load(open(sys.argv[4])), int(sys.argv[5])
+sizes = [int(n) for n in os.environ['SIZES'].split()]
+image_sizes = [int(n) for n in os.environ['IMAGE_SIZES'].split()]
+ls_runs = int(os.environ['LS_RUNS'])
+BIN, WORK = os.environ['BIN'], os.environ['WORK']
+MNT = f"{WORK}/mnt"
+with open(f"{WORK}/token", 'w') as f:
+    f.write(user['token'])
 host, port = addr.split(':')
 H = {'X-Auth-Token': user['token']}
 base = f"/object-store/v1/{user['uuid']}/pithos"
@@ -97,17 +118,45 @@ def measure(n):
         'HEAD account': timed('HEAD', f"/object-store/v1/{user['uuid']}"),
     }
 
+def mounted(f):
+    """`f()` on a fresh mount of the bench user's account (nothing cached by the kernel)."""
+    subprocess.run([BIN, 'mount', f'http://{addr}/identity/v2.0', MNT, '-o',
+                    f'token_file={WORK}/token,log_file={WORK}/mount.log'], check=True)
+    try:
+        return f()
+    finally:
+        subprocess.run(['fusermount3', '-u', MNT], check=True)
+
+def ls_l(n):
+    def once():
+        t0 = time.perf_counter()
+        out = subprocess.run(['ls', '-l', f'{MNT}/pithos'], stdout=subprocess.PIPE, check=True).stdout
+        dt = time.perf_counter() - t0
+        assert out.count(b'\n') - 1 >= n, (out.count(b'\n'), n)
+        return dt
+    k = ls_runs if n <= 100000 else 1
+    return statistics.median(mounted(once) for _ in range(k)) * 1000
+
 def already(what, have, small):
     if have > small:
-        print(f"  (already {have} {what}: both columns measure that; delete {sys.argv[2].rsplit('/', 1)[0]} to measure growth)",
+        print(f"  (already {have} {what}: the first columns measure that; delete {WORK} to measure growth)",
               file=sys.stderr)
 
-already('objects', count(), small)
-fill(small); a = measure(small)
-fill(large); b = measure(large)
-print(f"{'request':32} {small:>10} objs {large:>10} objs   ratio")
-for k in a:
-    print(f"{k:32} {a[k]:12.2f} ms {b[k]:12.2f} ms   {b[k] / a[k]:5.2f}")
+def table(what, unit, results):
+    ns = list(results)
+    print(f"{what:32}" + "".join(f"{n:>12} {unit}" for n in ns) + "   ratios")
+    for k in results[ns[0]]:
+        v = [results[n][k] for n in ns]
+        ratios = " ".join(f"{b / a:5.2f}" for a, b in zip(v, v[1:]))
+        print(f"{k:32}" + "".join(f"{x:{12 + len(unit) - 2}.2f} ms" for x in v) + f"   {ratios}")
+
+already('objects', count(), sizes[0])
+grown = {}
+for n in sizes:
+    fill(n)
+    grown[n] = measure(n)
+    grown[n]['ls -l through the mount'] = ls_l(n)
+table('request', 'objs', grown)
 
 IMG = '/image/v1.0/images/'
 
@@ -157,19 +206,27 @@ if not any(i.get('name') == 'mine-9' for i in images_of(user)):
     r = c.getresponse(); r.read(); assert r.status == 204, r.status
 assert len(images_of(user)) == 11, len(images_of(user))
 
+def lookup_through_the_mount():
+    def once():
+        t0 = time.perf_counter()
+        os.stat(f"{MNT}/.images/mine-5")
+        return time.perf_counter() - t0
+    return statistics.median(mounted(once) for _ in range(runs)) * 1000
+
 def measure_images():
     return {
         'image list (11 seen)': timed('GET', IMG),
         'image list, detail': timed('GET', IMG + 'detail'),
         'image lookup ?name=mine-5': timed('GET', IMG + 'detail?name=mine-5'),
+        'stat /.images/mine-5 (mount)': lookup_through_the_mount(),
     }
 
-already('images of the crowd', crowd_images(), img_small)
-fill_images(img_small); a = measure_images()
-fill_images(img_large); b = measure_images()
-print(f"{'request':32} {img_small:>8} images {img_large:>8} images   ratio")
-for k in a:
-    print(f"{k:32} {a[k]:12.2f} ms {b[k]:12.2f} ms   {b[k] / a[k]:5.2f}")
+already('images of the crowd', crowd_images(), image_sizes[0])
+grown = {}
+for n in image_sizes:
+    fill_images(n)
+    grown[n] = measure_images()
+table('request', 'images', grown)
 
 # Metadata operations, one client, one at a time (what a file tool's syscalls cost at the
 # server: create = PUT of an empty object, stat = HEAD, list = a one-object listing page).

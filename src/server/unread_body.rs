@@ -97,7 +97,12 @@ impl http_body::Body for Tracked {
         let end = match &polled {
             Poll::Ready(None) => true,
             Poll::Ready(Some(Ok(_))) => inner.is_end_stream(),
-            _ => false,
+            Poll::Ready(Some(Err(_))) => {
+                // (a body that failed, cut or timed out, is not waited for again)
+                self.give_back = None;
+                false
+            }
+            Poll::Pending => false,
         };
         if end {
             self.read.store(true, Ordering::Release);
