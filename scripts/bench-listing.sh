@@ -71,7 +71,7 @@ image_sizes = [int(n) for n in os.environ['IMAGE_SIZES'].split()]
 ls_runs = int(os.environ['LS_RUNS'])
 BIN, WORK = os.environ['BIN'], os.environ['WORK']
 MNT = f"{WORK}/mnt"
-with open(f"{WORK}/token", 'w') as f:
+with os.fdopen(os.open(f"{WORK}/token", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 'w') as f:
     f.write(user['token'])
 host, port = addr.split(':')
 H = {'X-Auth-Token': user['token']}

@@ -1047,22 +1047,27 @@ impl Store for SqlStore {
             let mut from = prefix.clone();
             let mut after = q.marker.clone();
             // The path's permissions come with each row: one query per page, not per object.
-            let mut st = c.prepare_cached(&format!(
-                "SELECT p.name, p.sharing, p.public_id, {ROW_COLS} FROM paths p JOIN versions v ON v.id = p.latest
-                 WHERE p.container = ?1 AND p.name >= ?2 AND p.name < ?3 AND p.name > ?4
-                 ORDER BY p.name LIMIT ?5"
-            ))?;
+            // One lower bound per query, the tighter of `from` and `after`: given both, SQLite
+            // seeks to the first and filters up to the second (a page from the middle of 1M
+            // objects cost 44 ms against 5 ms at 10k).
+            let page = |lower: &str| {
+                format!(
+                    "SELECT p.name, p.sharing, p.public_id, {ROW_COLS} FROM paths p JOIN versions v ON v.id = p.latest
+                     WHERE p.container = ?1 AND p.name {lower} ?2 AND p.name < ?3
+                     ORDER BY p.name LIMIT ?4"
+                )
+            };
+            let (from_sql, after_sql) = (page(">="), page(">"));
             type Page = Vec<(String, Option<String>, Option<String>, Row)>;
             'outer: loop {
-                let batch: Page = st
+                let (sql, bound) = match &after {
+                    Some(a) if *a >= from => (&after_sql, a.as_str()),
+                    _ => (&from_sql, from.as_str()),
+                };
+                let batch: Page = c
+                    .prepare_cached(sql)?
                     .query_map(
-                        params![
-                            ctx.container.id,
-                            from,
-                            upper,
-                            after.clone().unwrap_or_default(),
-                            (limit + 1) as i64
-                        ],
+                        params![ctx.container.id, bound, upper, (limit + 1) as i64],
                         |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, row_from(r, 3)?)),
                     )?
                     .collect::<Result<_>>()?;
