@@ -3,7 +3,9 @@
 # (cp in, cat to /dev/null, cp out), beside curl PUT / GET of the same bytes to the same
 # endpoint, through 1 server and through 3 servers behind HAProxy (round-robin), with blocks
 # in files and with blocks in S3 (OpenStack Swift's s3api from ../shared/swift, objects in
-# tmpfs: a correctness peer, 100-250 MB/s here, not a speed ceiling). Medians of RUNS (3).
+# tmpfs: a correctness peer, 100-250 MB/s here, not a speed ceiling), metadata in SQLite and,
+# with blocks in S3, in PostgreSQL (BENCH_PG=postgres://…, else a throwaway cluster of
+# Debian's PostgreSQL started here). Medians of RUNS (3).
 #   scripts/bench-servers.sh [SIZE_MiB]        # IMGFS_BIN: another build to measure
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +13,7 @@ ROOT=$PWD
 SIZE_MIB=${1:-1024}
 RUNS=${RUNS:-3}
 WORK=${BENCH_DIR:-$PWD/target/bench-servers}
-for pkg in fuse3 haproxy curl; do
+for pkg in fuse3 haproxy curl postgresql; do
   dpkg -s "$pkg" >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null; }
 done
 cargo build --release --quiet
@@ -39,11 +41,28 @@ else
 fi
 
 PIDS=()
+PG_DIR=""
 cleanup() {
   mountpoint -q "$WORK/mnt" 2>/dev/null && fusermount3 -u "$WORK/mnt"
   [ ${#PIDS[@]} -gt 0 ] && kill "${PIDS[@]}" 2>/dev/null || true
+  if [ -n "$PG_DIR" ]; then
+    su postgres -c "$PG_BIN/pg_ctl -D $PG_DIR/data -m immediate stop" >/dev/null 2>&1 || true
+    rm -rf "$PG_DIR"
+  fi
 }
 trap cleanup EXIT
+
+# The metadata database of the PostgreSQL configurations (a schema each).
+if [ -z "${BENCH_PG:-}" ]; then
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  PG_PORT=${BENCH_PG_PORT:-18532}
+  PG_DIR=$(mktemp -d /tmp/imgfs-bench-pg.XXXXXX)
+  chown postgres "$PG_DIR"
+  su postgres -c "$PG_BIN/initdb -D $PG_DIR/data -A trust -U postgres -E UTF8 --locale=C --no-instructions" >"$WORK/pg.out" 2>&1
+  su postgres -c "$PG_BIN/pg_ctl -D $PG_DIR/data -l $PG_DIR/log -w -o '-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=200' start" >>"$WORK/pg.out" 2>&1 \
+    || { tail -20 "$WORK/pg.out"; exit 1; }
+  BENCH_PG=postgres://postgres@127.0.0.1:$PG_PORT/postgres
+fi
 
 FILE="$WORK/file.bin"
 BYTES=$((SIZE_MIB << 20))
@@ -52,11 +71,12 @@ secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); ech
 mbs() { echo "scale=0; $BYTES / 1048576 / $1" | bc -l; }
 command -v bc >/dev/null || { apt-get update -qq; apt-get install -y -qq bc >/dev/null; }
 
-# setup NAME N BLOCKS: N servers over one storage (+ HAProxy when N > 1); sets ADDR.
+# setup NAME N BLOCKS META: N servers over one storage (+ HAProxy when N > 1); sets ADDR.
 setup() {
-  local name=$1 n=$2 blocks=$3 data="$WORK/$1/data"
+  local name=$1 n=$2 blocks=$3 meta=$4 data="$WORK/$1/data"
   mkdir -p "$WORK/$name"
   local store=(--meta "sqlite:$data")
+  [ "$meta" = pg ] && store=(--meta "$BENCH_PG?options=-c%20search_path%3Dbench_${name//-/_}")
   [ "$blocks" = s3 ] && store+=(--blocks "s3://$BUCKET/$name")
   local ports=()
   for i in $(seq "$n"); do
@@ -91,10 +111,11 @@ setup() {
 }
 
 printf '%-22s %9s %9s %9s %9s %9s   (MB/s, median of %s, %s MiB)\n' config "cp in" "curl PUT" cat "curl GET" "cp out" "$RUNS" "$SIZE_MIB"
-for cfg in "1 server, files:1:files" "3 servers, files:3:files" "1 server, S3:1:s3" "3 servers, S3:3:s3"; do
-  IFS=: read -r label n blocks <<<"$cfg"
+for cfg in "1 server, files:1:files:sqlite" "3 servers, files:3:files:sqlite" "1 server, S3:1:s3:sqlite" \
+  "3 servers, S3:3:s3:sqlite" "1 server, PG + S3:1:s3:pg" "3 servers, PG + S3:3:s3:pg"; do
+  IFS=: read -r label n blocks meta <<<"$cfg"
   name=$(tr '[:upper:]' '[:lower:]' <<<"$label" | tr -cs 'a-z0-9' '-' | sed 's/-*$//')
-  setup "$name" "$n" "$blocks"
+  setup "$name" "$n" "$blocks" "$meta"
   URL="http://$ADDR/object-store/v1/$UUID/bench"
   "$BIN" mount "http://$ADDR/identity/v2.0" "$WORK/mnt" -o "token_file=$WORK/$name/token,log_file=$WORK/$name/mount.log"
   declare -a cpin=() put=() cat=() get=() cpout=()

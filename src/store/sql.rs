@@ -1066,10 +1066,9 @@ impl Store for SqlStore {
                 };
                 let batch: Page = c
                     .prepare_cached(sql)?
-                    .query_map(
-                        params![ctx.container.id, bound, upper, (limit + 1) as i64],
-                        |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, row_from(r, 3)?)),
-                    )?
+                    .query_map(params![ctx.container.id, bound, upper, (limit + 1) as i64], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, row_from(r, 3)?))
+                    })?
                     .collect::<Result<_>>()?;
                 if batch.is_empty() {
                     break;

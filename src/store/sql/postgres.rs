@@ -9,11 +9,12 @@
 //! READ ONLY transaction, a consistent view like SQLite's. With one lock a deadlock or a
 //! serialization failure should not happen, but one that does (and a connection found lost
 //! before the transaction's COMMIT was sent: the pool's idle connections after a database
-//! restart) is retried, on a new connection, up to [`ATTEMPTS`] times; after that, as for a pool
-//! exhausted for 10 s or the writer lock not had within 30 s (`lock_timeout`), it is
+//! restart) is run again, on a new connection, up to [`ATTEMPTS`] times; after that, as for a
+//! pool exhausted for 10 s or the writer lock not had within 30 s (`lock_timeout`), it is
 //! `Unavailable` (503 with Retry-After), never a 500. A connection lost during COMMIT is not
-//! retried: whether the transaction took effect is not known. The price: writes are serialized across all servers (as on
-//! SQLite); finer locks (per account, in a fixed order) would let them run side by side.
+//! retried: whether the transaction took effect is not known. The price of the one lock:
+//! writes are serialized across all servers (as on SQLite); finer locks (per account, in a
+//! fixed order) would let them run side by side.
 //!
 //! The schema is made whole at once at the current version (there is no history to migrate
 //! on PostgreSQL yet); the lock key is derived from the schema, so databases shared by
