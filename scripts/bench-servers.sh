@@ -21,8 +21,11 @@ BIN=${IMGFS_BIN:-$PWD/target/release/imgfs}
 mountpoint -q "$WORK/mnt" 2>/dev/null && fusermount3 -u "$WORK/mnt"
 rm -rf "$WORK"; mkdir -p "$WORK/mnt"
 
-# The S3 endpoint: Swift with s3api, started here unless AWS_ENDPOINT_URL is set.
+# The S3 endpoint: Swift with s3api, started here unless AWS_ENDPOINT_URL is set (and then
+# stopped at the end, its objects in tmpfs removed).
+SWIFT_HERE=""
 if [ -z "${AWS_ENDPOINT_URL:-}" ]; then
+  SWIFT_HERE=1
   export SWIFT_SAIO_S3API=1 SWIFT_SAIO_PROXY_PORT=${SWIFT_SAIO_PROXY_PORT:-18080}
   export SWIFT_SAIO_OBJECT_PORT=${SWIFT_SAIO_OBJECT_PORT:-18200} SWIFT_SAIO_CONTAINER_PORT=${SWIFT_SAIO_CONTAINER_PORT:-18201}
   export SWIFT_SAIO_ACCOUNT_PORT=${SWIFT_SAIO_ACCOUNT_PORT:-18202} SWIFT_SAIO_MEMCACHE_PORT=${SWIFT_SAIO_MEMCACHE_PORT:-18211}
@@ -45,6 +48,9 @@ PG_DIR=""
 cleanup() {
   mountpoint -q "$WORK/mnt" 2>/dev/null && fusermount3 -u "$WORK/mnt"
   [ ${#PIDS[@]} -gt 0 ] && kill "${PIDS[@]}" 2>/dev/null || true
+  if [ -n "$SWIFT_HERE" ]; then
+    SWIFT_SAIO_PURGE=1 "$ROOT/../shared/swift/swift-saio-stop.sh" "$ROOT/target/test-tools/swift-saio" >/dev/null 2>&1 || true
+  fi
   if [ -n "$PG_DIR" ]; then
     su postgres -c "$PG_BIN/pg_ctl -D $PG_DIR/data -m immediate stop" >/dev/null 2>&1 || true
     rm -rf "$PG_DIR"
