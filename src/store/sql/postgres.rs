@@ -307,26 +307,26 @@ impl PgPool {
             }
             f(&Db::Pg(&c))
         };
-        match run() {
-            Ok(v) => {
-                if let Err(e) = c.batch("COMMIT") {
-                    // (only a conflict is known to have rolled back; a lost COMMIT may have
-                    // taken effect)
-                    let why = c.transient.get().filter(|t| *t == Transient::Conflict);
-                    return Err((e, why));
-                }
-                Ok(v)
-            }
+        let out = match run() {
+            Ok(v) => match c.batch("COMMIT") {
+                Ok(()) => return Ok(v),
+                // (only a conflict is known to have rolled back; a lost COMMIT may have taken
+                // effect)
+                Err(e) => Err((e, c.transient.get().filter(|t| *t == Transient::Conflict))),
+            },
             Err(e) => {
                 let why = c.transient.get();
-                if why != Some(Transient::Lost) {
-                    if let Err(r) = c.batch("ROLLBACK") {
-                        tracing::debug!(error = %r, "PostgreSQL: rollback failed (the connection is dropped)");
-                    }
+                if why != Some(Transient::Lost) && c.batch("ROLLBACK").is_ok() {
+                    return Err((e, why));
                 }
                 Err((e, why))
             }
-        }
+        };
+        // A transaction that did not end cleanly leaves its connection in an unknown state:
+        // it leaves the pool rather than being handed to the next request.
+        tracing::debug!("PostgreSQL: a connection dropped after a failed transaction");
+        drop(Object::take(c.client));
+        out
     }
 
     /// One write transaction, holding the schema's writer lock until it ends.
