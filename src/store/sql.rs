@@ -1,5 +1,6 @@
-//! The embedded engine: metadata in one SQLite file (WAL, `synchronous=FULL`, one writer),
-//! blocks in a [`BlockStore`]. Each trait method is one immediate transaction.
+//! The engine: metadata in one SQLite file (WAL, `synchronous=FULL`, one writer) or in
+//! PostgreSQL ([`postgres`]: a lock per account, [`scope`]), blocks in a [`BlockStore`]. Each
+//! trait method is one write transaction (SQLite: an immediate one).
 //!
 //! Model (after Pithos' node/version tables): a `paths` row per name ever used in a container,
 //! pointing at its current version (`latest`, NULL once deleted); `versions` rows drawn from
@@ -14,11 +15,12 @@
 
 use crate::api::hashing::BlockHash;
 use crate::api::pithos::Sharing;
-use crate::api::timefmt::{now_micros, Micros};
+use crate::api::timefmt::Micros;
 use crate::store::access::{decide, Access, Position, Readable, SharedDirs};
 use crate::store::blocks::BlockStore;
 use crate::store::*;
 use db::{params, Db, OptionalExtension};
+use scope::{Scope, Sweep};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -29,6 +31,7 @@ mod grants;
 mod images;
 pub mod postgres;
 mod refs;
+pub(crate) mod scope;
 pub mod sqlite;
 mod tokens;
 
@@ -225,9 +228,10 @@ impl SqlStore {
         Ok(())
     }
 
-    /// One write transaction: on SQLite an immediate one, on PostgreSQL one holding the
-    /// database-wide writer lock — one writer at a time, whichever server it runs in.
-    fn with_tx<T>(&self, mut f: impl FnMut(&Db) -> Result<T>) -> Result<T> {
+    /// One write transaction: on SQLite an immediate one (one writer), on PostgreSQL one
+    /// holding the locks of `scope` — one writer per account at a time, whichever server it
+    /// runs in.
+    fn with_tx<T>(&self, scope: &Scope, mut f: impl FnMut(&Db) -> Result<T>) -> Result<T> {
         match &self.backend {
             Backend::Sqlite(conn) => {
                 let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -236,7 +240,7 @@ impl SqlStore {
                 tx.commit()?;
                 Ok(out)
             }
-            Backend::Pg(pool) => pool.write(f),
+            Backend::Pg(pool) => pool.write(scope, f),
         }
     }
 
@@ -535,7 +539,7 @@ fn current_changes(c: &Db, container: i64, vid: i64, sign: i64) -> Result<()> {
 
 /// Inserts a version as the path's current one and applies the container's versioning policy.
 fn commit_version(c: &Db, ctx: &PathCtx, pid: i64, d: &VersionData, meta: &Meta, image: &Meta) -> Result<i64> {
-    let now = now_micros();
+    let now = c.now();
     let charged_before = refs::stored(c, &ctx.account)?;
     refs::hold(c, &ctx.account, d.hashes, now)?;
     let vid = c.insert(
@@ -589,13 +593,13 @@ fn purge_history(c: &Db, pid: i64, keep: Option<i64>) -> Result<()> {
              JOIN containers k ON k.id = p.container WHERE v.path = ?1 AND v.id != {keep}"
         ),
         db::Value::Int(pid),
-        now_micros(),
+        c.now(),
     )
 }
 
 /// Marks a path deleted: a deletion-marker version, no current version, no permissions.
 fn delete_path(c: &Db, ctx: &PathCtx, pid: i64, row: &Row, by: &str) -> Result<()> {
-    let now = now_micros();
+    let now = c.now();
     c.execute(
         "INSERT INTO versions (path, uuid, size, content_type, hashes, merkle, md5, mtime, modified_by, deleted)
          VALUES (?1, ?2, 0, '', ?5, '', NULL, ?3, ?4, 1)",
@@ -685,14 +689,15 @@ fn names_under(c: &Db, container: i64, prefix: &str) -> Result<Vec<(i64, String)
 impl Store for SqlStore {
     fn create_user(&self, name: &str) -> Result<(User, String)> {
         let uuid = uuid::Uuid::new_v4().to_string();
-        let token = self.with_tx(|tx| {
+        let scope = Scope::name(&format!("user:{name}")).and(&uuid);
+        let token = self.with_tx(&scope, |tx| {
             let exists: Option<String> = tx
                 .query_row("SELECT uuid FROM users WHERE name = ?1", [name], |r| r.get(0))
                 .optional()?;
             if exists.is_some() {
                 return Err(StoreError::UserExists(name.to_string()));
             }
-            let now = now_micros();
+            let now = tx.now();
             // (the legacy column gets a value that never was a token)
             tx.execute(
                 "INSERT INTO users (uuid, name, token_hash, created) VALUES (?1, ?2, ?3, ?4)",
@@ -735,7 +740,7 @@ impl Store for SqlStore {
     }
 
     fn issue_token(&self, uuid: &str, lifetime: std::time::Duration, revoke_others: bool) -> Result<(String, Micros)> {
-        self.with_tx(|tx| {
+        self.with_tx(&Scope::account(uuid), |tx| {
             let known: bool = tx
                 .prepare_cached("SELECT 1 FROM users WHERE uuid = ?1")?
                 .exists([uuid])?;
@@ -747,7 +752,7 @@ impl Store for SqlStore {
     }
 
     fn revoke_tokens(&self, uuid: &str) -> Result<u64> {
-        self.with_tx(|tx| tokens::revoke(tx, uuid))
+        self.with_tx(&Scope::account(uuid), |tx| tokens::revoke(tx, uuid))
     }
 
     fn user_by_uuid(&self, uuid: &str) -> Result<Option<User>> {
@@ -814,8 +819,8 @@ impl Store for SqlStore {
     }
 
     fn update_account(&self, account: &str, meta: Option<MetaUpdate>, groups: Option<MetaUpdate>) -> Result<()> {
-        self.with_tx(|tx| {
-            let now = now_micros();
+        self.with_tx(&Scope::account(account), |tx| {
+            let now = tx.now();
             tx.execute(
                 "INSERT INTO accounts (uuid, quota, modified) VALUES (?1, 0, ?2)
                  ON CONFLICT (uuid) DO UPDATE SET modified = ?2",
@@ -846,11 +851,11 @@ impl Store for SqlStore {
     }
 
     fn set_account_quota(&self, account: &str, quota: u64) -> Result<()> {
-        self.with_tx(|tx| {
+        self.with_tx(&Scope::account(account), |tx| {
             tx.execute(
                 "INSERT INTO accounts (uuid, quota, modified) VALUES (?1, ?2, ?3)
                  ON CONFLICT (uuid) DO UPDATE SET quota = ?2",
-                params![account, quota as i64, now_micros()],
+                params![account, quota as i64, tx.now()],
             )?;
             Ok(())
         })
@@ -889,7 +894,7 @@ impl Store for SqlStore {
     }
 
     fn put_container(&self, account: &str, container: &str, policy: &PolicyUpdate, meta: &Meta) -> Result<bool> {
-        let created = self.with_tx(|tx| {
+        let created = self.with_tx(&Scope::account(account), |tx| {
             if container_row(tx, account, container).is_ok() {
                 return Ok(false);
             }
@@ -897,7 +902,7 @@ impl Store for SqlStore {
             let quota = policy.quota.flatten().unwrap_or(0);
             let id = tx.insert(
                 "INSERT INTO containers (account, name, versioning, quota, modified) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![account, container, versioning.as_str(), quota as i64, now_micros()],
+                params![account, container, versioning.as_str(), quota as i64, tx.now()],
             )?;
             for (k, v) in meta.iter().filter(|(_, v)| !v.is_empty()) {
                 tx.execute(
@@ -920,7 +925,7 @@ impl Store for SqlStore {
         policy: &PolicyUpdate,
         meta: Option<MetaUpdate>,
     ) -> Result<()> {
-        self.with_tx(|tx| {
+        self.with_tx(&Scope::account(account), |tx| {
             let row = container_row(tx, account, container)?;
             if let Some(v) = policy.versioning {
                 let v = v.unwrap_or(Versioning::Auto);
@@ -950,12 +955,12 @@ impl Store for SqlStore {
                     )?;
                 }
             }
-            touch_container(tx, row.id, now_micros())
+            touch_container(tx, row.id, tx.now())
         })
     }
 
     fn delete_container(&self, account: &str, container: &str) -> Result<()> {
-        self.with_tx(|tx| {
+        self.with_tx(&Scope::account(account), |tx| {
             let row = container_row(tx, account, container)?;
             if counts::of(tx, row.id)?.0 > 0 {
                 return Err(StoreError::ContainerNotEmpty);
@@ -965,7 +970,7 @@ impl Store for SqlStore {
                 "SELECT v.id, k.account, v.hashes FROM versions v JOIN paths p ON p.id = v.path
                  JOIN containers k ON k.id = p.container WHERE p.container = ?1",
                 row.id.into(),
-                now_micros(),
+                tx.now(),
             )?;
             tx.execute(
                 "DELETE FROM grants WHERE path IN (SELECT id FROM paths WHERE container = ?1)",
@@ -979,7 +984,7 @@ impl Store for SqlStore {
     }
 
     fn clear_container(&self, account: &str, container: &str, modified_by: &str) -> Result<()> {
-        self.with_tx(|tx| {
+        self.with_tx(&Scope::account(account), |tx| {
             let ctx = path_ctx(tx, account, container)?;
             for (pid, name) in names_under(tx, ctx.container.id, "")? {
                 if let Some((_, row)) = current(tx, &ctx, &name)? {
@@ -991,9 +996,9 @@ impl Store for SqlStore {
     }
 
     fn purge_container(&self, account: &str, container: &str, until: Micros) -> Result<()> {
-        self.with_tx(|tx| {
+        self.with_tx(&Scope::account(account), |tx| {
             let row = container_row(tx, account, container)?;
-            let now = now_micros();
+            let now = tx.now();
             refs::drop_versions(
                 tx,
                 &format!(
@@ -1190,7 +1195,8 @@ impl Store for SqlStore {
         }
         let merkle = obj.merkle();
         let packed = pack_hashes(&obj.hashes);
-        self.with_tx(|tx| {
+        // (the owner's rows change; the writer's uploads are what the version names)
+        self.with_tx(&Scope::accounts([&*path.account, &*obj.modified_by]), |tx| {
             let ctx = path_ctx(tx, &path.account, &path.container)?;
             let (pid, _) = ensure_path(tx, ctx.container.id, &path.name)?;
             let cur = match current(tx, &ctx, &path.name)? {
@@ -1213,7 +1219,7 @@ impl Store for SqlStore {
                 md5: obj.md5.as_deref(),
                 modified_by: &obj.modified_by,
             };
-            // Checked again under the write lock: the collector may have taken a block that
+            // Checked again under the writer's lock: the collector may have taken a block that
             // was present for the writer when it asked (an upload that expired meanwhile).
             let mut gone = vec![];
             for h in refs::distinct(&packed) {
@@ -1233,7 +1239,8 @@ impl Store for SqlStore {
     }
 
     fn copy_object(&self, spec: &CopySpec, cond: &Precondition) -> Result<ObjectInfo> {
-        self.with_tx(|tx| {
+        // (the source's rows must not change while its versions are copied or moved)
+        self.with_tx(&Scope::accounts([&*spec.src.account, &*spec.dst.account]), |tx| {
             let sctx = match path_ctx(tx, &spec.src.account, &spec.src.container) {
                 // (another account's containers are not named to a reader either)
                 Err(StoreError::ContainerNotFound) if spec.reader.is_some() => return Err(StoreError::Forbidden),
@@ -1360,7 +1367,7 @@ impl Store for SqlStore {
         sharing: Option<&Sharing>,
         public: Option<bool>,
     ) -> Result<ObjectInfo> {
-        self.with_tx(|tx| {
+        self.with_tx(&Scope::account(&path.account), |tx| {
             let ctx = path_ctx(tx, &path.account, &path.container)?;
             let (pid, row) = current(tx, &ctx, &path.name)?.ok_or(StoreError::ObjectNotFound)?;
             set_path_permissions(tx, pid, sharing, public)?;
@@ -1379,7 +1386,7 @@ impl Store for SqlStore {
     }
 
     fn delete_object(&self, path: &ObjectPath, modified_by: &str, recursive: bool) -> Result<()> {
-        self.with_tx(|tx| {
+        self.with_tx(&Scope::account(&path.account), |tx| {
             let ctx = path_ctx(tx, &path.account, &path.container)?;
             let mut found = false;
             if let Some((pid, row)) = current(tx, &ctx, &path.name)? {
@@ -1404,12 +1411,12 @@ impl Store for SqlStore {
     }
 
     fn purge_object(&self, path: &ObjectPath, until: Micros) -> Result<()> {
-        self.with_tx(|tx| {
+        self.with_tx(&Scope::account(&path.account), |tx| {
             let ctx = path_ctx(tx, &path.account, &path.container)?;
             let Some((pid, latest)) = path_row(tx, ctx.container.id, &path.name)? else {
                 return Err(StoreError::ObjectNotFound);
             };
-            let now = now_micros();
+            let now = tx.now();
             if let Some(vid) = latest {
                 let mtime: Micros = tx.query_row("SELECT mtime FROM versions WHERE id = ?1", [vid], |r| r.get(0))?;
                 if mtime <= until {
@@ -1531,14 +1538,17 @@ impl Store for SqlStore {
         })?;
         // Durable before it is counted as present.
         let h = self.blocks.put(data)?;
-        self.with_tx(|tx| {
+        let scope = Scope::account(account).with_sweep(Sweep::Shared);
+        self.with_tx(&scope, |tx| {
             let before = refs::stored(tx, account)?;
-            refs::sent(tx, account, &h.0, size, now_micros())?;
+            refs::sent(tx, account, &h.0, size, tx.now())?;
             if quota > 0 {
                 check_account_quota(tx, account, before)?;
             }
-            // The collector deletes files under this lock, so a block it took between the
-            // write above and this transaction is seen here, and written again.
+            // The collector deletes a block's file holding its row (locked by `sent` above
+            // until the collector commits) and stray files holding the sweep lock, so a file
+            // it took between the write above and this transaction is seen here, and written
+            // again.
             if self.blocks.stored_len(&h)?.is_none() {
                 self.blocks.put(data)?;
             }
@@ -1582,7 +1592,7 @@ impl Store for SqlStore {
         let got = self.blocks.get(hash);
         if let Err(StoreError::CorruptBlock(_) | StoreError::LostBlock(_)) = &got {
             // (a corrupt block was set aside by the store: lost as well)
-            self.with_tx(|tx| refs::lost(tx, &hash.0))?;
+            self.with_tx(&Scope::rows(), |tx| refs::lost(tx, &hash.0))?;
         }
         got
     }
@@ -1619,7 +1629,7 @@ impl SqlStore {
         sharing: Option<&Sharing>,
         mut f: impl FnMut(&ObjectInfo) -> (Meta, Meta),
     ) -> Result<ObjectInfo> {
-        self.with_tx(|tx| {
+        self.with_tx(&Scope::account(&path.account), |tx| {
             let ctx = path_ctx(tx, &path.account, &path.container)?;
             let (pid, row) = current(tx, &ctx, &path.name)?.ok_or(StoreError::ObjectNotFound)?;
             let info = info_of(tx, &ctx, &path.name, &row, true)?;
@@ -1644,6 +1654,7 @@ impl SqlStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::timefmt::now_micros;
     use crate::store::blocks::FsBlocks;
     use std::collections::BTreeMap;
 
@@ -2170,7 +2181,7 @@ mod tests {
     fn one_collector_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let s = open(dir.path());
-        s.with_tx(|tx| {
+        s.with_tx(&Scope::name("gc"), |tx| {
             tx.execute(
                 "INSERT INTO gc_lease (id, holder, until) VALUES (1, 'elsewhere', ?1)",
                 [now_micros() + 60_000_000],
@@ -2179,7 +2190,7 @@ mod tests {
         })
         .unwrap();
         assert!(s.collect_garbage(std::time::Duration::ZERO).unwrap().skipped);
-        s.with_tx(|tx| {
+        s.with_tx(&Scope::name("gc"), |tx| {
             tx.execute("UPDATE gc_lease SET until = ?1", [now_micros() - 1])?;
             Ok(())
         })

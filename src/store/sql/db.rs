@@ -176,6 +176,26 @@ pub enum Db<'a> {
 }
 
 impl Db<'_> {
+    /// The transaction's clock (µs since the epoch): on PostgreSQL the database's, read as a
+    /// write's locks were had, so every server's writes agree on time; on SQLite (one machine)
+    /// and in a read, this machine's.
+    pub fn now(&self) -> i64 {
+        match self {
+            Db::Pg(c) => c.now(),
+            Db::Sqlite(_) => None,
+        }
+        .unwrap_or_else(crate::api::timefmt::now_micros)
+    }
+
+    /// `FOR UPDATE` on PostgreSQL, where writers of different accounts run at once and a row
+    /// they share is locked as it is read; nothing on SQLite (one writer).
+    pub fn for_update(&self) -> &'static str {
+        match self {
+            Db::Pg(_) => " FOR UPDATE",
+            Db::Sqlite(_) => "",
+        }
+    }
+
     fn rows(&self, sql: &str, p: Vec<Value>) -> Result<Vec<SqlRow>> {
         match self {
             Db::Sqlite(c) => super::sqlite::rows(c, sql, p),

@@ -5,24 +5,30 @@
 //!   names it, no upload of the last grace period sent it) and has had none for a grace
 //!   period. Row counts change in the transactions that commit or drop versions, so they are
 //!   never behind what the versions say.
-//! * The file is removed inside the transaction that deletes the block's row, holding the
-//!   database's write lock. A concurrent upload of the same block either commits its row first
-//!   (the block has a holder again: not deleted) or after; the upload then checks, inside its
-//!   own transaction, that the file is there, and writes it again if not (`put_block`). A
-//!   hashmap PUT re-checks in its transaction that the writer has a row for every block.
+//! * The file is removed inside the transaction that deletes the block's row, holding that
+//!   row (SQLite: the one write lock; PostgreSQL: `FOR UPDATE`). A concurrent upload of the
+//!   same block either commits its row first (the block has a holder again: not deleted) or
+//!   waits for the collector's commit and makes a new row; the upload then checks, inside its
+//!   own transaction, that the file is there, and writes it again if not (`put_block`).
+//! * An upload no version took stops counting in a transaction holding its account's lock
+//!   ([`super::scope`]), the lock a hashmap PUT of that writer holds while it re-checks that
+//!   the writer has a row for every block and takes them: either the PUT commits first (the
+//!   block is held: not expired) or it sees the row gone and answers which blocks to send.
 //! * A crash between the removal and the commit leaves a row with `refs = 0` and no file: no
 //!   hashmap can name it (nobody has it), an upload rewrites it, the next run deletes it.
 //! * Files without a row (a crash between a block's write and its row, a temp file of a cut
 //!   write) are deleted once older than the grace period and 15 minutes (writes in flight
-//!   are younger), block files checked against the rows under the same lock.
+//!   are younger), block files checked against the rows holding the sweep lock, which an
+//!   upload's transaction holds shared from before its row is made until it has checked its
+//!   file.
 //!
 //! One collector at a time, decided through the database (`gc_lease`): several server
 //! processes over one database, or `imgfs gc` beside a running server, take turns.
 
 use super::db::{params, OptionalExtension};
+use super::scope::{Scope, Sweep};
 use super::SqlStore;
 use crate::api::hashing::BlockHash;
-use crate::api::timefmt::now_micros;
 use crate::store::{GcReport, Result};
 use std::time::{Duration, SystemTime};
 
@@ -39,8 +45,8 @@ const LEASE: Duration = Duration::from_secs(600);
 
 impl SqlStore {
     fn take_lease(&self, me: &str) -> Result<bool> {
-        let now = now_micros();
-        self.with_tx(|tx| {
+        self.with_tx(&Scope::name("gc"), |tx| {
+            let now = tx.now();
             let cur: Option<(String, i64)> = tx
                 .query_row("SELECT holder, until FROM gc_lease WHERE id = 1", (), |r| {
                     Ok((r.get(0)?, r.get(1)?))
@@ -61,7 +67,7 @@ impl SqlStore {
     }
 
     fn drop_lease(&self, me: &str) -> Result<()> {
-        self.with_tx(|tx| {
+        self.with_tx(&Scope::name("gc"), |tx| {
             tx.execute("DELETE FROM gc_lease WHERE id = 1 AND holder = ?1", [me])?;
             Ok(())
         })
@@ -87,37 +93,63 @@ impl SqlStore {
 
     fn collect_leased(&self, me: &str, grace: Duration) -> Result<GcReport> {
         let mut report = GcReport::default();
-        self.with_tx(super::tokens::forget_expired)?;
-        let cutoff = now_micros() - grace.as_micros() as i64;
-        // Uploads that no version took in time.
+        self.with_tx(&Scope::rows(), super::tokens::forget_expired)?;
+        let grace_us = grace.as_micros() as i64;
+        // Uploads that no version took in time, an account at a time under its lock. (The
+        // accounts are found without it, by this machine's clock: a hint; each account's rows
+        // are decided by the database's.)
+        let mut after = String::new();
         loop {
-            let n = self.with_tx(|tx| {
-                let expired: Vec<(String, Vec<u8>, i64)> = {
-                    let mut st = tx.prepare_cached(
-                        "SELECT account, hash, since FROM account_blocks WHERE refs = 0 AND since < ?1 LIMIT ?2",
-                    )?;
-                    let rows =
-                        st.query_map(params![cutoff, BATCH as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-                    rows.collect::<Result<_>>()?
-                };
-                for (account, hash, since) in &expired {
-                    // (a one-hash "version" released at the upload's own time: collectable now)
-                    super::refs::release(tx, account, hash, *since)?;
-                }
-                Ok(expired.len())
+            let accounts: Vec<String> = self.with_read(|c| {
+                let mut st = c.prepare_cached(
+                    "SELECT DISTINCT account FROM account_blocks WHERE refs = 0 AND since < ?1 AND account > ?2
+                     ORDER BY account LIMIT ?3",
+                )?;
+                let rows = st.query_map(params![c.now() - grace_us, &after, BATCH as i64], |r| r.get(0))?;
+                rows.collect::<Result<_>>()
             })?;
-            report.uploads_expired += n as u64;
-            if n < BATCH || !self.take_lease(me)? {
-                break;
+            for account in &accounts {
+                loop {
+                    let n = self.with_tx(&Scope::account(account), |tx| {
+                        let expired: Vec<(Vec<u8>, i64)> = {
+                            let mut st = tx.prepare_cached(
+                                "SELECT hash, since FROM account_blocks WHERE account = ?1 AND refs = 0 AND since < ?2
+                                 ORDER BY hash LIMIT ?3",
+                            )?;
+                            let rows = st.query_map(params![account, tx.now() - grace_us, BATCH as i64], |r| {
+                                Ok((r.get(0)?, r.get(1)?))
+                            })?;
+                            rows.collect::<Result<_>>()?
+                        };
+                        for (hash, since) in &expired {
+                            // (a one-hash "version" released at the upload's own time: collectable now)
+                            super::refs::release(tx, account, hash, *since)?;
+                        }
+                        Ok(expired.len())
+                    })?;
+                    report.uploads_expired += n as u64;
+                    if n < BATCH || !self.take_lease(me)? {
+                        break;
+                    }
+                }
+            }
+            match accounts.last() {
+                Some(last) if accounts.len() == BATCH && self.take_lease(me)? => after = last.clone(),
+                _ => break,
             }
         }
         // Blocks nobody holds.
         loop {
-            let (n, bytes) = self.with_tx(|tx| {
+            let (n, bytes) = self.with_tx(&Scope::rows(), |tx| {
                 let dead: Vec<(Vec<u8>, i64)> = {
-                    let mut st =
-                        tx.prepare_cached("SELECT hash, size FROM blocks WHERE refs = 0 AND free_since < ?1 LIMIT ?2")?;
-                    let rows = st.query_map(params![cutoff, BATCH as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    // (held until the commit: an upload of one of them waits, then makes a new row)
+                    let mut st = tx.prepare_cached(&format!(
+                        "SELECT hash, size FROM blocks WHERE refs = 0 AND free_since < ?1 LIMIT ?2{}",
+                        tx.for_update()
+                    ))?;
+                    let rows = st.query_map(params![tx.now() - grace_us, BATCH as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?;
                     rows.collect::<Result<_>>()?
                 };
                 let mut bytes = 0u64;
@@ -138,12 +170,12 @@ impl SqlStore {
             }
         }
         // Stray files: temp files of cut writes go at once; block files are checked against
-        // the database a batch at a time, under its write lock.
+        // the database a batch at a time, holding the sweep lock (no upload commits meanwhile).
         let older_than = SystemTime::now() - grace.max(STRAY_MIN_AGE);
         let mut batch: Vec<(BlockHash, u64)> = Vec::with_capacity(BATCH);
         let (mut n, mut bytes) = (0u64, 0u64);
         let mut flush = |batch: &mut Vec<(BlockHash, u64)>| -> Result<()> {
-            self.with_tx(|tx| {
+            self.with_tx(&Scope::rows().with_sweep(Sweep::Exclusive), |tx| {
                 let mut st = tx.prepare_cached("SELECT 1 FROM blocks WHERE hash = ?1")?;
                 for (h, len) in batch.iter() {
                     if !st.exists([&h.0[..]])? && self.blocks.remove(h)? {

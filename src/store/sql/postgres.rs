@@ -1,27 +1,28 @@
 //! PostgreSQL under the engine (tokio-postgres, a deadpool pool; TLS by rustls with ring when
 //! the server offers it, as `sslmode=prefer`; `sslmode=require` in the URL insists).
 //!
-//! The same statements as on SQLite and the same semantics: every write transaction first
-//! takes one transaction-scoped advisory lock, so writes are serialized across every server
-//! over the database exactly as SQLite serializes them within one — the engine's invariants
-//! (reference counts, the collector never deleting a block an upload in flight needs, one
-//! winner of an If-Match race) rest on that, not on row locks. Reads run in a REPEATABLE READ
-//! READ ONLY transaction, a consistent view like SQLite's. With one lock a deadlock or a
-//! serialization failure should not happen, but one that does (and a connection found lost
-//! before the transaction's COMMIT was sent: the pool's idle connections after a database
-//! restart) is run again, on a new connection, up to [`ATTEMPTS`] times; after that, as for a
-//! pool exhausted for 10 s or the writer lock not had within 30 s (`lock_timeout`), it is
-//! `Unavailable` (503 with Retry-After), never a 500. A connection lost during COMMIT is not
-//! retried: whether the transaction took effect is not known. The price of the one lock:
-//! writes are serialized across all servers (as on SQLite); finer locks (per account, in a
-//! fixed order) would let them run side by side.
+//! The same statements as on SQLite and the same semantics. SQLite has one writer; here every
+//! write transaction (READ COMMITTED) first takes the transaction-scoped advisory locks of its
+//! [`Scope`] — the accounts it decides on, in one fixed order — so writes of one account are
+//! serialized across every server as SQLite serializes them within one, and writes of
+//! different accounts run side by side (`scope` says what rests on which lock). The same
+//! statement reads the database's clock once the locks are held: the transaction's times
+//! (versions, uploads, the collector's cutoffs) come from the database, not from whichever
+//! server ran it. Reads run in a REPEATABLE READ READ ONLY transaction, a consistent view like
+//! SQLite's. A deadlock or a serialization failure (and a connection found lost before the
+//! transaction's COMMIT was sent: the pool's idle connections after a database restart) is
+//! run again, on a new connection, up to [`ATTEMPTS`] times; after that, as for a pool
+//! exhausted for 10 s or a lock not had within 30 s (`lock_timeout`), it is `Unavailable`
+//! (503 with Retry-After), never a 500. A connection lost during COMMIT is not retried:
+//! whether the transaction took effect is not known.
 //!
 //! The schema is made whole at once at the current version (there is no history to migrate
-//! on PostgreSQL yet); the lock key is derived from the schema, so databases shared by
+//! on PostgreSQL yet); the lock keys are derived from the schema, so databases shared by
 //! several imgfs (one schema each, by `options=-c search_path=NAME` in the URL) do not wait
 //! for each other.
 
 use super::db::{Db, SqlRow, Value};
+use super::scope::{Scope, Sweep, KEY_SCHEMA, KEY_SWEEP};
 use super::SCHEMA_VERSION;
 use crate::store::location::redact;
 use crate::store::{Result, StoreError};
@@ -158,8 +159,16 @@ impl From<tokio_postgres::Error> for StoreError {
 
 pub struct PgPool {
     pool: Pool,
-    /// The writer lock of this schema.
-    lock: i64,
+    /// The first key of this schema's advisory locks.
+    lock: i32,
+}
+
+/// The locks a transaction takes as it begins.
+enum Locks<'a> {
+    None,
+    /// While a schema is created: one database-wide key.
+    Create,
+    Scope(&'a Scope),
 }
 
 /// One pooled connection, inside a transaction.
@@ -167,6 +176,8 @@ pub struct PgConn {
     client: Object,
     /// Set by a statement that failed in a way that makes a new run worth it.
     transient: Cell<Option<Transient>>,
+    /// The database's clock when the transaction's locks were had (µs since the epoch).
+    now: Cell<Option<i64>>,
 }
 
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -204,10 +215,7 @@ impl PgPool {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| StoreError::Invalid(format!("{}: {e}", redact(url))))?;
-        let mut p = PgPool {
-            pool,
-            lock: CREATE_LOCK,
-        };
+        let mut p = PgPool { pool, lock: 0 };
         p.lock = p.create_schema()?;
         Ok(p)
     }
@@ -219,13 +227,15 @@ impl PgPool {
         Ok(PgConn {
             client,
             transient: Cell::new(None),
+            now: Cell::new(None),
         })
     }
 
     /// Creates the schema named first in the search path if there is none, and the tables in
-    /// it if they are not there; refuses one made by a newer imgfs. Gives the writer lock key.
-    fn create_schema(&self) -> Result<i64> {
-        let schema = self.in_tx("BEGIN", Some(CREATE_LOCK), |db| {
+    /// it if they are not there; refuses one made by a newer imgfs. Gives the first key of the
+    /// schema's locks.
+    fn create_schema(&self) -> Result<i32> {
+        let schema = self.in_tx("BEGIN", Locks::Create, |db| {
             let schema: Option<String> = db.query_row("SELECT current_schema()::TEXT", (), |r| r.get(0))?;
             let schema = match schema {
                 Some(s) => s,
@@ -270,16 +280,16 @@ impl PgPool {
         let key = schema.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
         });
-        Ok(key as i64)
+        Ok((key ^ (key >> 32)) as i32)
     }
 
     /// Runs `f` in one transaction begun by `begin`, again from the start on a new connection
     /// while the database aborts it as a conflict or the connection is found lost before the
     /// COMMIT (bounded by [`ATTEMPTS`]).
-    fn in_tx<T>(&self, begin: &str, lock: Option<i64>, mut f: impl FnMut(&Db) -> Result<T>) -> Result<T> {
+    fn in_tx<T>(&self, begin: &str, locks: Locks, mut f: impl FnMut(&Db) -> Result<T>) -> Result<T> {
         let mut attempt = 1;
         loop {
-            match self.try_tx(begin, lock, &mut f) {
+            match self.try_tx(begin, &locks, &mut f) {
                 Ok(v) => return Ok(v),
                 Err((e, Some(why))) if attempt < ATTEMPTS => {
                     tracing::warn!(error = %e, attempt, ?why, "PostgreSQL: transaction run again");
@@ -295,15 +305,23 @@ impl PgPool {
     fn try_tx<T>(
         &self,
         begin: &str,
-        lock: Option<i64>,
+        locks: &Locks,
         f: &mut impl FnMut(&Db) -> Result<T>,
     ) -> std::result::Result<T, (StoreError, Option<Transient>)> {
         // (a pool that gives no connection is not retried here: it waited 10 s already)
         let c = self.conn().map_err(|e| (e, None))?;
         let mut run = || {
             c.batch(begin)?;
-            if let Some(key) = lock {
-                c.rows("SELECT pg_advisory_xact_lock(?1)", vec![Value::Int(key)])?;
+            match locks {
+                Locks::None => {}
+                Locks::Create => {
+                    c.rows("SELECT pg_advisory_xact_lock(?1)", vec![Value::Int(CREATE_LOCK)])?;
+                }
+                Locks::Scope(scope) => {
+                    let (sql, args, clock) = self.lock_statement(scope);
+                    let now: i64 = c.rows(&sql, args)?.first().ok_or(StoreError::NoRow)?.get(clock)?;
+                    c.now.set(Some(now));
+                }
             }
             f(&Db::Pg(&c))
         };
@@ -329,19 +347,47 @@ impl PgPool {
         out
     }
 
-    /// One write transaction, holding the schema's writer lock until it ends.
-    pub(super) fn write<T>(&self, f: impl FnMut(&Db) -> Result<T>) -> Result<T> {
+    /// The statement that takes a scope's locks in their one order (the schema's, the
+    /// accounts' by key, the sweep's; a target list is evaluated left to right) and then
+    /// reads the clock, in the column given. Its text depends only on how many accounts it
+    /// names, so the connections' statement caches stay small.
+    fn lock_statement(&self, scope: &Scope) -> (String, Vec<Value>, usize) {
+        let mut args = vec![Value::Int(self.lock.into())];
+        let key = |i: usize| format!("CAST(CAST(?{i} AS BIGINT) AS INTEGER)");
+        let mut calls = vec![format!(
+            "pg_advisory_xact_lock{}({}, {KEY_SCHEMA})",
+            if scope.everything { "" } else { "_shared" },
+            key(1)
+        )];
+        for k in scope.keys() {
+            args.push(Value::Int(k.into()));
+            calls.push(format!("pg_advisory_xact_lock({}, {})", key(1), key(args.len())));
+        }
+        match scope.sweep {
+            Sweep::None => {}
+            Sweep::Shared => calls.push(format!("pg_advisory_xact_lock_shared({}, {KEY_SWEEP})", key(1))),
+            Sweep::Exclusive => calls.push(format!("pg_advisory_xact_lock({}, {KEY_SWEEP})", key(1))),
+        }
+        let sql = format!(
+            "SELECT {}, CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)",
+            calls.join(", ")
+        );
+        (sql, args, calls.len())
+    }
+
+    /// One write transaction, holding the scope's locks until it ends.
+    pub(super) fn write<T>(&self, scope: &Scope, f: impl FnMut(&Db) -> Result<T>) -> Result<T> {
         // (a writer stuck behind another for 30 s gives up: a 503, not a request hanging on)
         self.in_tx(
             "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '30s'",
-            Some(self.lock),
+            Locks::Scope(scope),
             f,
         )
     }
 
     /// One read, on one snapshot.
     pub(super) fn read<T>(&self, f: impl FnMut(&Db) -> Result<T>) -> Result<T> {
-        self.in_tx("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", None, f)
+        self.in_tx("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", Locks::None, f)
     }
 
     /// Whether the schema holds nothing yet: no user, no container (a migration's target).
@@ -358,7 +404,9 @@ impl PgPool {
 
     /// Takes `id` as this schema's engine id (a migration's target becomes its source's copy).
     pub fn adopt_engine_id(&self, id: &str) -> Result<()> {
-        self.write(|db| db.execute("UPDATE engine SET uuid = ?1", [id]).map(|_| ()))
+        self.write(&Scope::everything(), |db| {
+            db.execute("UPDATE engine SET uuid = ?1", [id]).map(|_| ())
+        })
     }
 
     /// Copies every row of the SQLite database file `from` (a snapshot at this schema
@@ -373,7 +421,7 @@ impl PgPool {
                 from.display()
             )));
         }
-        self.write(|db| {
+        self.write(&Scope::everything(), |db| {
             let mut rows = 0u64;
             db.execute("DELETE FROM engine", ())?;
             for table in TABLES {
@@ -436,6 +484,11 @@ fn dialect(sql: &str) -> String {
 }
 
 impl PgConn {
+    /// The database's clock as the transaction's locks were had; a read has none.
+    pub(super) fn now(&self) -> Option<i64> {
+        self.now.get()
+    }
+
     /// Notes whether `e` makes the transaction worth running again, and converts it.
     fn failed(&self, e: tokio_postgres::Error) -> StoreError {
         if let Some(t) = transient(&e) {
@@ -546,13 +599,16 @@ mod tests {
     #[test]
     fn conflicts_and_lost_connections_run_the_transaction_again_a_bounded_number_of_times() {
         let Some((pool, schema)) = scratch_pool() else { return };
-        pool.write(|db| db.execute_batch("CREATE TABLE probe (run BIGINT, what TEXT)"))
-            .unwrap();
+        let probe = Scope::account("probe");
+        pool.write(&probe, |db| {
+            db.execute_batch("CREATE TABLE probe (run BIGINT, what TEXT)")
+        })
+        .unwrap();
         let conflict = "DO $$ BEGIN RAISE EXCEPTION 'probe' USING ERRCODE = '40001'; END $$";
 
         let runs = Cell::new(0i64);
         let got = pool
-            .write(|db| {
+            .write(&probe, |db| {
                 runs.set(runs.get() + 1);
                 db.execute("INSERT INTO probe VALUES (?1, 'conflict')", [runs.get()])?;
                 if runs.get() == 1 {
@@ -565,7 +621,7 @@ mod tests {
 
         let runs = Cell::new(0i64);
         let pids = std::cell::RefCell::new(vec![]);
-        pool.write(|db| {
+        pool.write(&probe, |db| {
             runs.set(runs.get() + 1);
             let pid: i64 = db.query_row("SELECT pg_backend_pid()::BIGINT", (), |r| r.get(0))?;
             pids.borrow_mut().push(pid);
@@ -582,7 +638,7 @@ mod tests {
 
         let runs = Cell::new(0u32);
         let e = pool
-            .write(|db| {
+            .write(&probe, |db| {
                 runs.set(runs.get() + 1);
                 db.execute("INSERT INTO probe VALUES (100, 'always')", ())?;
                 db.execute_batch(conflict)
@@ -593,7 +649,7 @@ mod tests {
 
         let runs = Cell::new(0u32);
         let e = pool
-            .write(|db| {
+            .write(&probe, |db| {
                 runs.set(runs.get() + 1);
                 db.execute_batch("SELECT no_such_column FROM probe")
             })
@@ -609,8 +665,77 @@ mod tests {
             })
             .unwrap();
         assert_eq!(kept, [(2, "conflict".to_string()), (2, "lost".to_string())]);
-        pool.write(|db| db.execute_batch(&format!("DROP SCHEMA {schema} CASCADE")))
+        pool.write(&probe, |db| db.execute_batch(&format!("DROP SCHEMA {schema} CASCADE")))
             .unwrap();
+    }
+
+    /// Writes of two accounts run side by side; a second write of one account waits for the
+    /// first to end, and its time (the database's, read once its locks are had) is after
+    /// that end; a write of everything waits for every other.
+    #[test]
+    fn an_account_lock_holds_off_that_account_only_and_times_are_read_under_the_locks() {
+        use std::sync::mpsc::channel;
+        let Some((pool, schema)) = scratch_pool() else { return };
+        let pool = std::sync::Arc::new(pool);
+        let clock = "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)";
+        let wait = Duration::from_secs(20);
+
+        let (held_tx, held) = channel();
+        let (release, release_rx) = channel::<()>();
+        let first = std::thread::spawn({
+            let pool = pool.clone();
+            move || {
+                pool.write(&Scope::account("a"), |db| {
+                    held_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                    db.query_row(clock, (), |r| r.get::<_, i64>(0))
+                })
+            }
+        });
+        held.recv_timeout(wait).unwrap();
+
+        let (done_tx, done) = channel();
+        let spawn_write = |scope: Scope| {
+            let (pool, done_tx) = (pool.clone(), done_tx.clone());
+            std::thread::spawn(move || {
+                let now = pool.write(&scope, |db| Ok(db.now())).unwrap();
+                done_tx.send((scope.names.clone(), scope.everything, now)).unwrap();
+            })
+        };
+        let other = spawn_write(Scope::account("b"));
+        let (names, _, _) = done
+            .recv_timeout(wait)
+            .expect("another account's write is not held off");
+        assert_eq!(names, ["b"]);
+        other.join().unwrap();
+
+        let same = spawn_write(Scope::accounts(["b", "a"]));
+        let all = spawn_write(Scope::everything());
+        assert!(
+            done.recv_timeout(Duration::from_millis(500)).is_err(),
+            "a write of the same account, or of everything, did not wait"
+        );
+        release.send(()).unwrap();
+        let first_end = first.join().unwrap().unwrap();
+        let mut after: Vec<(bool, i64)> = (0..2)
+            .map(|_| {
+                let (_, everything, now) = done.recv_timeout(wait).unwrap();
+                (everything, now)
+            })
+            .collect();
+        after.sort();
+        same.join().unwrap();
+        all.join().unwrap();
+        for (everything, now) in after {
+            assert!(
+                now > first_end,
+                "everything={everything}: time {now} not after {first_end}"
+            );
+        }
+        pool.write(&Scope::everything(), |db| {
+            db.execute_batch(&format!("DROP SCHEMA {schema} CASCADE"))
+        })
+        .unwrap();
     }
 
     #[test]

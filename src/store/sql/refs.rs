@@ -82,11 +82,13 @@ fn account_refs(c: &Db, account: &str, h: &[u8; 32]) -> Result<Option<i64>> {
         .optional()
 }
 
-/// One more account holds the block.
-fn block_gained(c: &Db, h: &[u8; 32]) -> Result<()> {
-    c.prepare_cached("UPDATE blocks SET refs = refs + 1, free_since = NULL WHERE hash = ?1")?
-        .execute([&h[..]])?;
-    Ok(())
+/// One more account holds the stored block: its size, or `None` if there is no such block
+/// (any more: the collector may have taken it since it was looked at). One statement, so that
+/// on PostgreSQL it waits for a collector holding the row and then sees what it did.
+fn block_gained(c: &Db, h: &[u8; 32]) -> Result<Option<i64>> {
+    c.prepare_cached("UPDATE blocks SET refs = refs + 1, free_since = NULL WHERE hash = ?1 RETURNING size")?
+        .query_row([&h[..]], |r| r.get(0))
+        .optional()
 }
 
 /// One account less holds the block; at none, its grace period starts at `since`.
@@ -112,17 +114,16 @@ pub(super) fn sent(c: &Db, account: &str, h: &[u8; 32], size: u64, now: i64) -> 
         }
         Some(_) => {}
         None => {
-            let size = match block_size(c, h)? {
-                Some(s) => {
-                    block_gained(c, h)?;
-                    s
-                }
-                None => {
-                    c.prepare_cached("INSERT INTO blocks (hash, size, refs) VALUES (?1, ?2, 1)")?
-                        .execute(params![&h[..], size as i64])?;
-                    size as i64
-                }
-            };
+            // A new row or one holder more, atomically: writers of other accounts may send or
+            // release the same block at once, and the collector may be deleting it (then this
+            // waits for its commit and makes a new row).
+            let size: i64 = c
+                .prepare_cached(
+                    "INSERT INTO blocks (hash, size, refs) VALUES (?1, ?2, 1)
+                     ON CONFLICT (hash) DO UPDATE SET refs = blocks.refs + 1, free_since = NULL
+                     RETURNING size",
+                )?
+                .query_row(params![&h[..], size as i64], |r| r.get(0))?;
             c.prepare_cached("INSERT INTO account_blocks (account, hash, refs, since) VALUES (?1, ?2, 0, ?3)")?
                 .execute(params![account, &h[..], now])?;
             charge(c, account, size, now)?;
@@ -141,8 +142,7 @@ pub(super) fn hold(c: &Db, account: &str, packed: &[u8], now: i64) -> Result<()>
                 .execute(params![account, &h[..]])?;
             continue;
         }
-        let size = block_size(c, &h)?.ok_or(StoreError::LostBlock(BlockHash(h)))?;
-        block_gained(c, &h)?;
+        let size = block_gained(c, &h)?.ok_or(StoreError::LostBlock(BlockHash(h)))?;
         c.prepare_cached("INSERT INTO account_blocks (account, hash, refs, since) VALUES (?1, ?2, 1, ?3)")?
             .execute(params![account, &h[..], now])?;
         gained += size;

@@ -51,7 +51,7 @@ pub(super) fn issue(c: &Db, user: &str, lifetime: Duration, revoke_others: bool)
         revoke(c, user)?;
     }
     let secret = new_secret();
-    let now = now_micros();
+    let now = c.now();
     let expires = now.saturating_add(micros(lifetime));
     c.execute(
         "INSERT INTO tokens (hash, \"user\", issued, expires) VALUES (?1, ?2, ?3, ?4)",
@@ -64,7 +64,7 @@ pub(super) fn issue(c: &Db, user: &str, lifetime: Duration, revoke_others: bool)
 pub(super) fn revoke(c: &Db, user: &str) -> Result<u64> {
     let live: i64 = c.query_row(
         "SELECT COUNT(*) FROM tokens WHERE \"user\" = ?1 AND expires > ?2",
-        params![user, now_micros()],
+        params![user, c.now()],
         |r| r.get(0),
     )?;
     c.execute("DELETE FROM tokens WHERE \"user\" = ?1", [user])?;
@@ -87,7 +87,7 @@ pub(super) fn check(c: &Db, token: &str) -> Result<TokenCheck> {
     use subtle::ConstantTimeEq;
     Ok(match found {
         Some((uuid, name, stored, expires)) if bool::from(stored.ct_eq(&h)) => {
-            if expires > now_micros() {
+            if expires > c.now() {
                 TokenCheck::Valid(Session {
                     user: User { uuid, name },
                     expires,
@@ -103,5 +103,5 @@ pub(super) fn check(c: &Db, token: &str) -> Result<TokenCheck> {
 /// Tokens a day past their expiry are forgotten (until then they answer "expired").
 pub(super) fn forget_expired(c: &Db) -> Result<u64> {
     let day = 86_400_000_000i64;
-    Ok(c.execute("DELETE FROM tokens WHERE expires < ?1", [now_micros() - day])? as u64)
+    Ok(c.execute("DELETE FROM tokens WHERE expires < ?1", [c.now() - day])? as u64)
 }
