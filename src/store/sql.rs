@@ -2176,6 +2176,109 @@ mod tests {
         check_counts(&s);
     }
 
+    /// A block store that stops in `remove` of the armed hash until told to go on: the
+    /// collector is caught between deleting a block's file and committing.
+    struct PausingBlocks {
+        inner: FsBlocks,
+        armed: Mutex<Option<BlockHash>>,
+        removing: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+        go_on: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    }
+
+    impl BlockStore for PausingBlocks {
+        fn put(&self, data: &[u8]) -> Result<BlockHash> {
+            self.inner.put(data)
+        }
+        fn get(&self, hash: &BlockHash) -> Result<Vec<u8>> {
+            self.inner.get(hash)
+        }
+        fn stored_len(&self, hash: &BlockHash) -> Result<Option<u64>> {
+            self.inner.stored_len(hash)
+        }
+        fn remove(&self, hash: &BlockHash) -> Result<bool> {
+            if self.armed.lock().unwrap().take_if(|h| h == hash).is_some() {
+                self.removing.lock().unwrap().take().unwrap().send(()).unwrap();
+                self.go_on.lock().unwrap().take().unwrap().recv().unwrap();
+            }
+            self.inner.remove(hash)
+        }
+        fn sweep(
+            &self,
+            older_than: std::time::SystemTime,
+            found: &mut dyn FnMut(BlockHash, u64) -> Result<()>,
+        ) -> Result<(u64, u64)> {
+            self.inner.sweep(older_than, found)
+        }
+        fn check(&self) -> Result<()> {
+            self.inner.check()
+        }
+        fn claim(&self, owner: &str) -> Result<()> {
+            self.inner.claim(owner)
+        }
+    }
+
+    /// An upload of a block by another account while the collector is deleting it — a block
+    /// nobody held, its row locked; then a stray file, the sweep lock held — waits for the
+    /// collector's commit and writes the block again: the block is there and present for the
+    /// uploader afterwards, and the counts agree. (On PostgreSQL the two run in parallel
+    /// transactions: without the collector's `FOR UPDATE` or the sweep lock the upload
+    /// commits first and the file goes after.)
+    #[test]
+    fn an_upload_racing_the_collector_for_its_block_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocks = Arc::new(PausingBlocks {
+            inner: FsBlocks::open(&dir.path().join("blocks")).unwrap(),
+            armed: Mutex::new(None),
+            removing: Mutex::new(None),
+            go_on: Mutex::new(None),
+        });
+        let s = Arc::new(open_db(dir.path(), "race.db", blocks.clone()).unwrap());
+        let (a, _) = s.create_user("alice").unwrap();
+        let (b, _) = s.create_user("bob").unwrap();
+        let race = |data: &'static [u8], hash: BlockHash, sweep: bool| {
+            let (removing_tx, removing) = std::sync::mpsc::channel();
+            let (go_on, go_on_rx) = std::sync::mpsc::channel();
+            *blocks.removing.lock().unwrap() = Some(removing_tx);
+            *blocks.go_on.lock().unwrap() = Some(go_on_rx);
+            *blocks.armed.lock().unwrap() = Some(hash);
+            let grace = if sweep {
+                std::time::Duration::from_secs(1800)
+            } else {
+                std::time::Duration::ZERO
+            };
+            let collector = std::thread::spawn({
+                let s = s.clone();
+                move || s.collect_garbage(grace).unwrap()
+            });
+            removing.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
+            let upload = std::thread::spawn({
+                let (s, b) = (s.clone(), b.uuid.clone());
+                move || s.put_block(&b, data).unwrap()
+            });
+            // (time for an upload that does not wait to commit before the file goes)
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            go_on.send(()).unwrap();
+            let report = collector.join().unwrap();
+            assert_eq!(upload.join().unwrap(), hash);
+            assert_eq!(s.read_block(&hash).unwrap(), data, "sweep={sweep}: {report:?}");
+            assert!(s.missing_blocks(&b.uuid, &[hash]).unwrap().is_empty());
+            check_counts(&s);
+        };
+        // A block alice sent and nobody took: the collector frees it as bob sends it.
+        let h = s.put_block(&a.uuid, b"shared by chance").unwrap();
+        race(b"shared by chance", h, false);
+        // A block file the database does not know, old enough to be swept.
+        let h = s.blocks.put(b"stray").unwrap();
+        let hex = h.to_hex();
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join("blocks").join(&hex[0..2]).join(&hex[2..4]).join(&hex))
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+            .unwrap();
+        race(b"stray", h, true);
+    }
+
     /// Only one collector at a time: another's live lease makes a run a no-op.
     #[test]
     fn one_collector_at_a_time() {
