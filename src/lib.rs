@@ -29,25 +29,33 @@ pub enum DataDirError {
 
 /// Opens (creating if needed) the engine the locations name: the metadata database (SQLite
 /// in its directory, `meta.db`, or PostgreSQL) over block files or an S3 bucket.
-pub fn open_storage(at: &store::location::Storage) -> Result<Arc<store::sql::SqlStore>, DataDirError> {
+pub fn open_storage(at: &store::location::Storage) -> Result<Arc<store::Engine<store::sql::SqlStore>>, DataDirError> {
     use store::location::MetaLocation;
+    let engine = |meta, blocks, dir: &Path| {
+        store::Engine::new(Arc::new(meta), blocks).map_err(|source| DataDirError::Store {
+            dir: dir.to_path_buf(),
+            source,
+        })
+    };
     let dir = match &at.meta {
         MetaLocation::Sqlite(dir) => dir,
         MetaLocation::Postgres(url) => {
             let blocks = open_blocks(&at.blocks)?;
-            let s = store::sql::SqlStore::open_postgres(url, blocks).map_err(|source| DataDirError::Store {
-                dir: PathBuf::from(at.meta.to_string()),
+            let named = PathBuf::from(at.meta.to_string());
+            let s = store::sql::SqlStore::open_postgres(url).map_err(|source| DataDirError::Store {
+                dir: named.clone(),
                 source,
             })?;
-            return Ok(Arc::new(s));
+            return Ok(Arc::new(engine(s, blocks, &named)?));
         }
     };
     prepare_data_dir(dir)?;
     let blocks = open_blocks(&at.blocks)?;
-    let s = store::sql::SqlStore::open(&dir.join("meta.db"), blocks).map_err(|source| DataDirError::Store {
+    let s = store::sql::SqlStore::open(&dir.join("meta.db"), &*blocks).map_err(|source| DataDirError::Store {
         dir: dir.to_path_buf(),
         source,
     })?;
+    let s = engine(s, blocks, dir)?;
     // meta.db's name (SQLite makes its WAL's durable, not the database file's)
     std::fs::File::open(dir)
         .and_then(|f| f.sync_all())
@@ -72,7 +80,7 @@ pub fn open_blocks(at: &store::location::BlocksLocation) -> Result<Arc<dyn store
 }
 
 /// The single-machine engine in `dir`: `meta.db` and `blocks/` (`--data DIR`).
-pub fn open_data_dir(dir: &Path) -> Result<Arc<store::sql::SqlStore>, DataDirError> {
+pub fn open_data_dir(dir: &Path) -> Result<Arc<store::Engine<store::sql::SqlStore>>, DataDirError> {
     open_storage(&store::location::Storage {
         meta: store::location::MetaLocation::Sqlite(dir.to_path_buf()),
         blocks: store::location::BlocksLocation::Dir(dir.join("blocks")),

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use imgfs::server::{serve, AppState};
-use imgfs::store::Store;
+use imgfs::store::MetaStore;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -29,7 +29,7 @@ struct DataArg {
 }
 
 impl DataArg {
-    fn open(&self) -> anyhow::Result<std::sync::Arc<imgfs::store::sql::SqlStore>> {
+    fn open(&self) -> anyhow::Result<std::sync::Arc<imgfs::store::Engine<imgfs::store::sql::SqlStore>>> {
         let at = storage(self.data.as_deref(), self.meta.as_deref(), self.blocks.as_deref())?;
         Ok(imgfs::open_storage(&at)?)
     }
@@ -171,7 +171,7 @@ enum UserCmd {
     },
 }
 
-fn find_user(store: &dyn Store, name: &str) -> anyhow::Result<imgfs::store::User> {
+fn find_user(store: &dyn MetaStore, name: &str) -> anyhow::Result<imgfs::store::User> {
     store
         .user_by_name(name)?
         .ok_or_else(|| anyhow::anyhow!("no user named {name}"))
@@ -252,7 +252,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let at = storage(set.data.as_deref(), set.meta.as_deref(), set.blocks.as_deref())?;
             let listen = set.listen.clone();
-            let store = imgfs::open_storage(&at)?;
+            let store = std::sync::Arc::new(imgfs::open_storage(&at)?.erased());
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(&listen)
@@ -360,7 +360,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => {
             let store = data.open()?;
-            let user = find_user(store.as_ref(), &name)?;
+            let user = find_user(store.meta().as_ref(), &name)?;
             let lifetime = lifetime.map_or(imgfs::store::DEFAULT_TOKEN_LIFETIME, std::time::Duration::from_secs);
             let (token, expires) = store.issue_token(&user.uuid, lifetime, rotate)?;
             println!(
@@ -374,7 +374,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cmd: UserCmd::Revoke { name, data },
         } => {
             let store = data.open()?;
-            let user = find_user(store.as_ref(), &name)?;
+            let user = find_user(store.meta().as_ref(), &name)?;
             let n = store.revoke_tokens(&user.uuid)?;
             eprintln!("revoked {n} live token(s) of {name}");
             Ok(())
@@ -383,7 +383,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cmd: UserCmd::Quota { name, bytes, data },
         } => {
             let store = data.open()?;
-            let user = find_user(store.as_ref(), &name)?;
+            let user = find_user(store.meta().as_ref(), &name)?;
             store.set_account_quota(&user.uuid, bytes)?;
             Ok(())
         }

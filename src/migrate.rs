@@ -19,7 +19,7 @@
 
 use crate::store::blocks::BlockStore;
 use crate::store::location::{MetaLocation, Storage};
-use crate::store::{Store, StoreError};
+use crate::store::{MetaStore, StoreError};
 use crate::DataDirError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,5 +1,6 @@
-//! `imgfs serve`: the identity, object-storage and image APIs over a [`Store`]. The routes
-//! are built by [`router`] apart from [`serve`], so tests can drive the app on any listener.
+//! `imgfs serve`: the identity, object-storage and image APIs over an
+//! [`Engine`](crate::store::Engine). The routes are built by [`router`] apart from [`serve`],
+//! so tests can drive the app on any listener.
 
 pub mod collector;
 mod data;
@@ -13,7 +14,7 @@ mod request;
 pub mod settings;
 mod unread_body;
 
-use crate::store::{Store, StoreError, User};
+use crate::store::{Engine, StoreError, User};
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
@@ -26,12 +27,12 @@ use std::time::Instant;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<Engine>,
     pub metrics: Arc<ops::Metrics>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>) -> AppState {
+    pub fn new(store: Arc<Engine>) -> AppState {
         AppState {
             store,
             metrics: Arc::default(),
@@ -41,10 +42,10 @@ impl AppState {
     /// Runs an engine call off the async workers (SQLite and block files block).
     pub async fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&Engine) -> Result<T, StoreError> + Send + 'static,
     ) -> ApiResult<T> {
         let store = self.store.clone();
-        Ok(tokio::task::spawn_blocking(move || f(store.as_ref())).await??)
+        Ok(tokio::task::spawn_blocking(move || f(&store)).await??)
     }
 
     /// The user behind the request's token; 401 when there is none or it is unknown.

@@ -1,16 +1,23 @@
-//! The storage engine behind `imgfs serve`: a trait of whole operations (one transaction each)
-//! that the HTTP layer calls, and the types it speaks. No HTTP here, and no SQL or file paths
-//! above this trait, so a networked metadata database and a distributed block store can back
+//! The storage engine behind `imgfs serve`: whole operations (one transaction each) that the
+//! HTTP layer calls, and the types it speaks. No HTTP here, and no SQL or file paths above
+//! the two traits, so a networked metadata database and a distributed block store can back
 //! the same server (DESIGN.md §3).
 //!
-//! The engine is [`sql::SqlStore`]: metadata in SQLite or PostgreSQL, blocks in a
-//! [`blocks::BlockStore`] (files, [`blocks::FsBlocks`], or an S3 bucket, [`s3`]).
+//! [`Engine`] is a [`MetaStore`] (the metadata: [`sql::SqlStore`] over SQLite or PostgreSQL)
+//! and a [`blocks::BlockStore`] (files, [`blocks::FsBlocks`], or an S3 bucket, [`s3`]) put
+//! together: it owns the order between them (a block durable before anything names it) and
+//! the collector's.
 
 pub mod access;
 pub mod blocks;
+mod engine;
 pub mod location;
+mod meta;
 pub mod s3;
 pub mod sql;
+
+pub use engine::Engine;
+pub use meta::MetaStore;
 
 use crate::api::hashing::{merkle, BlockHash};
 use crate::api::pithos::Sharing;
@@ -314,127 +321,6 @@ pub struct ListQuery {
 pub enum Listed {
     Object(Box<ObjectInfo>),
     Subdir(String),
-}
-
-/// The metadata and block engine. Every method is one whole operation; implementations make
-/// each atomic and durable before returning.
-pub trait Store: Send + Sync {
-    // Users and tokens.
-    /// A new user with a token of [`DEFAULT_TOKEN_LIFETIME`] and the default container.
-    fn create_user(&self, name: &str) -> Result<(User, String)>;
-    fn list_users(&self) -> Result<Vec<User>>;
-    fn check_token(&self, token: &str) -> Result<TokenCheck>;
-    /// The user of a valid token (expired, revoked and unknown tokens: none).
-    fn authenticate(&self, token: &str) -> Result<Option<User>> {
-        Ok(match self.check_token(token)? {
-            TokenCheck::Valid(s) => Some(s.user),
-            _ => None,
-        })
-    }
-    /// A new token for the user, valid for `lifetime`; with `revoke_others` the user's other
-    /// tokens stop working at once. Returns the secret and its expiry.
-    fn issue_token(&self, uuid: &str, lifetime: std::time::Duration, revoke_others: bool) -> Result<(String, Micros)>;
-    /// Every token of the user stops working; how many were live.
-    fn revoke_tokens(&self, uuid: &str) -> Result<u64>;
-    fn user_by_uuid(&self, uuid: &str) -> Result<Option<User>>;
-    fn user_by_name(&self, name: &str) -> Result<Option<User>>;
-
-    // Accounts.
-    fn account_info(&self, account: &str) -> Result<AccountInfo>;
-    fn update_account(&self, account: &str, meta: Option<MetaUpdate>, groups: Option<MetaUpdate>) -> Result<()>;
-    fn set_account_quota(&self, account: &str, quota: u64) -> Result<()>;
-
-    // Containers.
-    fn list_containers(&self, account: &str) -> Result<Vec<ContainerInfo>>;
-    fn container_info(&self, account: &str, container: &str) -> Result<ContainerInfo>;
-    /// Creates the container, or updates it; true when it was created.
-    fn put_container(&self, account: &str, container: &str, policy: &PolicyUpdate, meta: &Meta) -> Result<bool>;
-    fn update_container(
-        &self,
-        account: &str,
-        container: &str,
-        policy: &PolicyUpdate,
-        meta: Option<MetaUpdate>,
-    ) -> Result<()>;
-    fn delete_container(&self, account: &str, container: &str) -> Result<()>;
-    /// Deletes every current object of the container (`DELETE ?delimiter`).
-    fn clear_container(&self, account: &str, container: &str, modified_by: &str) -> Result<()>;
-    /// `DELETE <container>?until=`: the history of every path up to `until` (versions that
-    /// are not current, deletion markers) goes; current versions stay. Their blocks are
-    /// given back.
-    fn purge_container(&self, account: &str, container: &str, until: Micros) -> Result<()>;
-    fn list_objects(&self, account: &str, container: &str, q: &ListQuery) -> Result<Vec<Listed>>;
-
-    // Objects.
-    /// The current version, or the given one.
-    fn object_info(&self, path: &ObjectPath, version: Option<u64>) -> Result<ObjectInfo>;
-    /// The block list of a version.
-    fn version_hashes(&self, version: u64) -> Result<Vec<BlockHash>>;
-    /// `(version id, time)` of every stored version, oldest first.
-    fn list_versions(&self, path: &ObjectPath) -> Result<Vec<(u64, Micros)>>;
-    /// Commits a new version; fails with `MissingBlocks` if the block store lacks any block.
-    fn put_object(&self, path: &ObjectPath, obj: &NewObject, cond: &Precondition) -> Result<ObjectInfo>;
-    fn copy_object(&self, spec: &CopySpec, cond: &Precondition) -> Result<ObjectInfo>;
-    /// A new version with the same data and updated user metadata.
-    fn update_object_meta(&self, path: &ObjectPath, meta: &MetaUpdate, modified_by: &str) -> Result<ObjectInfo>;
-    /// Changes sharing and/or the public flag (no new version).
-    fn set_permissions(&self, path: &ObjectPath, sharing: Option<&Sharing>, public: Option<bool>)
-        -> Result<ObjectInfo>;
-    /// Replaces the image metadata domain (empty = unregistered) in a new version, and the
-    /// path's sharing with `sharing` when given, in one transaction.
-    fn set_image_meta(
-        &self,
-        path: &ObjectPath,
-        image: &Meta,
-        sharing: Option<&Sharing>,
-        modified_by: &str,
-    ) -> Result<ObjectInfo>;
-    fn delete_object(&self, path: &ObjectPath, modified_by: &str, recursive: bool) -> Result<()>;
-    /// `DELETE <object>?until=`: as the original, every version of the path up to `until`
-    /// goes, the current one too when it is that old (then the name is gone, with its
-    /// permissions). A name with neither (never used, or purged) is not found.
-    fn purge_object(&self, path: &ObjectPath, until: Micros) -> Result<()>;
-    /// The object whose current version has this UUID.
-    fn object_by_uuid(&self, uuid: &str) -> Result<Option<ObjectInfo>>;
-    /// The object published under this public id.
-    fn object_by_public_id(&self, public_id: &str) -> Result<Option<ObjectInfo>>;
-    /// The current objects carrying image metadata that `viewer` may see: their own and those
-    /// whose own sharing lets them read (shared with them or with everyone); only those named
-    /// `name` if given. Costs what it returns.
-    fn list_images(&self, viewer: &str, name: Option<&str>) -> Result<Vec<ObjectInfo>>;
-    /// What `user` may do with `path` by the permission rule ([`access::decide`]); `None`:
-    /// nothing (also when there is no such object or container).
-    fn access(&self, user: &str, path: &ObjectPath) -> Result<Option<access::Access>>;
-    /// Containers of `account` holding objects with sharing set (and those objects' paths).
-    fn shared_paths(&self, account: &str) -> Result<Vec<(String, String, Sharing)>>;
-    /// Accounts that share anything with `user` (or with everyone).
-    fn accounts_sharing_with(&self, user: &str) -> Result<Vec<String>>;
-
-    // Blocks.
-    /// Stores a block that `account` sent; from then on it is present for that account.
-    fn put_block(&self, account: &str, data: &[u8]) -> Result<BlockHash>;
-    /// The hashes (each once, in the order given) that are not present for `account`: a
-    /// block is present for an account that sent it, holds it in an object of its own, or
-    /// copied in an object it could read — never merely because another account stored it
-    /// (knowing a block's hash must not be enough to read it, nor to learn that it exists).
-    fn missing_blocks(&self, account: &str, hashes: &[BlockHash]) -> Result<Vec<BlockHash>>;
-    /// A block's stored bytes (trailing NULs trimmed; the caller pads).
-    fn read_block(&self, hash: &BlockHash) -> Result<Vec<u8>>;
-    /// Length of a block's stored bytes.
-    fn block_stored_len(&self, hash: &BlockHash) -> Result<Option<u64>>;
-
-    // Space.
-    /// One garbage collection ([`sql`]'s `gc` module says why it never loses data):
-    /// uploads no version took within `grace` stop being charged, blocks nobody has held for
-    /// `grace` are deleted, and so are stray files older than `grace`. Skipped (and said so)
-    /// while another collector runs over the same database.
-    fn collect_garbage(&self, grace: std::time::Duration) -> Result<GcReport>;
-    /// Whether the engine can serve: the metadata answers a query, the block store its root.
-    fn health(&self) -> Result<()>;
-    /// Connections of a networked metadata database's pool: (open, idle); `None` if it has none.
-    fn db_pool(&self) -> Option<(usize, usize)> {
-        None
-    }
 }
 
 /// What one garbage collection gave back.

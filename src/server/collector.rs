@@ -1,8 +1,8 @@
 //! The garbage collector's schedule inside `imgfs serve`: once at start-up (which also sweeps
 //! what a crash left behind), then every interval. The store decides what may go
-//! ([`Store::collect_garbage`]); several servers over one database take turns.
+//! ([`Engine::collect_garbage`]); several servers over one database take turns.
 
-use crate::store::Store;
+use crate::store::Engine;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ pub struct GcSchedule {
 }
 
 /// Runs the collector in the background for as long as the runtime lives.
-pub fn spawn(store: Arc<dyn Store>, metrics: Arc<super::ops::Metrics>, schedule: GcSchedule) {
+pub fn spawn(store: Arc<Engine>, metrics: Arc<super::ops::Metrics>, schedule: GcSchedule) {
     tokio::spawn(async move {
         loop {
             let s = store.clone();

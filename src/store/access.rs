@@ -1,6 +1,6 @@
 //! The one permission rule: what a user may do with an object of an account. Every route
 //! that reads or writes another account's data (GET, HEAD, version reads, listings, copies,
-//! recursive copies) asks it, through [`crate::store::Store::access`] or, for the rows of a
+//! recursive copies) asks it, through [`crate::store::MetaStore::access`] or, for the rows of a
 //! listing, [`decide`] with the container's shared directories at hand, inside the
 //! [`Readable`] ranges that say where to look.
 //!

@@ -22,7 +22,7 @@ use crate::store::*;
 use db::{params, Db, OptionalExtension};
 use scope::{Scope, Sweep};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 mod counts;
 pub(crate) mod db;
@@ -66,7 +66,7 @@ CREATE INDEX attrs_key ON attrs (domain, key);
 const ENGINE_ID: &str = "CREATE TABLE engine (id INTEGER PRIMARY KEY CHECK (id = 1), uuid TEXT NOT NULL);";
 
 /// Version 2: which blocks each account may use in a hashmap (sent them, holds them, copied
-/// them) — `Store::missing_blocks`.
+/// them) — `MetaStore::missing_blocks`.
 const BLOCK_PRESENCE: &str = r#"
 CREATE TABLE account_blocks (account TEXT NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (account, hash)) WITHOUT ROWID;
 "#;
@@ -104,10 +104,8 @@ enum Backend {
 
 pub struct SqlStore {
     backend: Backend,
-    blocks: Arc<dyn BlockStore>,
     /// This database's engine id (`engine.uuid`), the owner mark of its block store.
     id: String,
-    claimed: std::sync::atomic::AtomicBool,
 }
 
 /// A version row.
@@ -169,38 +167,27 @@ struct PathCtx {
 }
 
 impl SqlStore {
-    /// The embedded engine: SQLite at `db_path` (created or migrated to this schema).
-    pub fn open(db_path: &Path, blocks: Arc<dyn BlockStore>) -> Result<SqlStore> {
-        let conn = sqlite::open(db_path, &*blocks)?;
-        SqlStore::over(Backend::Sqlite(Mutex::new(conn)), blocks)
+    /// SQLite at `db_path` (created or migrated to this schema; migrations of old schemas ask
+    /// `blocks` the stored sizes of the blocks).
+    pub fn open(db_path: &Path, blocks: &dyn BlockStore) -> Result<SqlStore> {
+        let conn = sqlite::open(db_path, blocks)?;
+        SqlStore::over(Backend::Sqlite(Mutex::new(conn)))
     }
 
     /// PostgreSQL at `url` (`postgres://USER[:PASS]@HOST:PORT/DB`); the schema is created if
     /// the database has none (`imgfs db migrate` does only that).
-    pub fn open_postgres(url: &str, blocks: Arc<dyn BlockStore>) -> Result<SqlStore> {
+    pub fn open_postgres(url: &str) -> Result<SqlStore> {
         let pool = postgres::PgPool::connect(url)?;
-        SqlStore::over(Backend::Pg(pool), blocks)
+        SqlStore::over(Backend::Pg(pool))
     }
 
-    fn over(backend: Backend, blocks: Arc<dyn BlockStore>) -> Result<SqlStore> {
+    fn over(backend: Backend) -> Result<SqlStore> {
         let mut s = SqlStore {
             backend,
-            blocks,
             id: String::new(),
-            claimed: std::sync::atomic::AtomicBool::new(false),
         };
         s.id = s.with_read(|c| c.query_row("SELECT uuid FROM engine WHERE id = 1", (), |r| r.get(0)))?;
-        match s.claim_blocks() {
-            // (a block store that does not answer now is claimed before the first collection)
-            Err(StoreError::Unavailable(e)) => tracing::warn!(error = %e, "the block store does not answer"),
-            other => other?,
-        }
         Ok(s)
-    }
-
-    /// This database's engine id: the owner mark of its block store, kept by a migration.
-    pub fn engine_id(&self) -> &str {
-        &self.id
     }
 
     /// A consistent copy of the whole database in a new SQLite file `to` (`VACUUM INTO`),
@@ -215,17 +202,6 @@ impl SqlStore {
                 "a snapshot is taken of an SQLite database only (PostgreSQL has pg_dump)".into(),
             )),
         }
-    }
-
-    /// The block store marked as this database's, once per process (the collector needs it:
-    /// it deletes what the database does not know).
-    fn claim_blocks(&self) -> Result<()> {
-        use std::sync::atomic::Ordering;
-        if !self.claimed.load(Ordering::Acquire) {
-            self.blocks.claim(&self.id)?;
-            self.claimed.store(true, Ordering::Release);
-        }
-        Ok(())
     }
 
     /// One write transaction: on SQLite an immediate one (one writer), on PostgreSQL one
@@ -686,7 +662,7 @@ fn names_under(c: &Db, container: i64, prefix: &str) -> Result<Vec<(i64, String)
     rows.collect::<Result<_>>()
 }
 
-impl Store for SqlStore {
+impl MetaStore for SqlStore {
     fn create_user(&self, name: &str) -> Result<(User, String)> {
         let uuid = uuid::Uuid::new_v4().to_string();
         let scope = Scope::name(&format!("user:{name}")).and(&uuid);
@@ -1519,43 +1495,41 @@ impl Store for SqlStore {
         })
     }
 
-    fn put_block(&self, account: &str, data: &[u8]) -> Result<BlockHash> {
-        let size = crate::api::hashing::trim_trailing_zeros(data).len() as u64;
-        // Refused before it costs any disk, and again below (concurrent uploads).
-        let quota = self.with_read(|c| {
+    fn check_upload(&self, account: &str, size: u64, hash: &dyn Fn() -> BlockHash) -> Result<()> {
+        self.with_read(|c| {
             let q = account_quota(c, account)?;
             if q > 0 && size > 0 && refs::stored(c, account)? + size > q {
                 // (a block the account has already costs nothing more)
-                let h = crate::api::hashing::block_hash(crate::api::hashing::trim_trailing_zeros(data));
                 let has = c
                     .prepare_cached("SELECT 1 FROM account_blocks WHERE account = ?1 AND hash = ?2")?
-                    .exists(params![account, &h.0[..]])?;
+                    .exists(params![account, &hash().0[..]])?;
                 if !has {
                     return Err(StoreError::QuotaExceeded);
                 }
             }
-            Ok(q)
-        })?;
-        // Durable before it is counted as present.
-        let h = self.blocks.put(data)?;
+            Ok(())
+        })
+    }
+
+    fn block_sent(
+        &self,
+        account: &str,
+        hash: &BlockHash,
+        size: u64,
+        verify: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()> {
         let scope = Scope::account(account).with_sweep(Sweep::Shared);
         self.with_tx(&scope, |tx| {
             let before = refs::stored(tx, account)?;
-            refs::sent(tx, account, &h.0, size, tx.now())?;
-            if quota > 0 {
-                check_account_quota(tx, account, before)?;
-            }
-            // The collector deletes a block's file holding its row (locked by `sent` above
-            // until the collector commits) and stray files holding the sweep lock, so a file
-            // it took between the write above and this transaction is seen here, and written
-            // again.
-            if self.blocks.stored_len(&h)?.is_none() {
-                self.blocks.put(data)?;
-            }
-            refs::found(tx, &h.0)?;
-            Ok(())
-        })?;
-        Ok(h)
+            refs::sent(tx, account, &hash.0, size, tx.now())?;
+            check_account_quota(tx, account, before)?;
+            // The collector deletes a block's bytes holding its row (locked by `sent` above
+            // until the collector commits) and stray ones holding the sweep lock, so bytes it
+            // took between their write and this transaction are found missing here, and
+            // written again.
+            verify()?;
+            refs::found(tx, &hash.0)
+        })
     }
 
     fn missing_blocks(&self, account: &str, hashes: &[BlockHash]) -> Result<Vec<BlockHash>> {
@@ -1588,28 +1562,46 @@ impl Store for SqlStore {
         Ok(missing.into_iter().map(|(_, h)| h).collect())
     }
 
-    fn read_block(&self, hash: &BlockHash) -> Result<Vec<u8>> {
-        let got = self.blocks.get(hash);
-        if let Err(StoreError::CorruptBlock(_) | StoreError::LostBlock(_)) = &got {
-            // (a corrupt block was set aside by the store: lost as well)
-            self.with_tx(&Scope::rows(), |tx| refs::lost(tx, &hash.0))?;
-        }
-        got
+    fn block_lost(&self, hash: &BlockHash) -> Result<()> {
+        self.with_tx(&Scope::rows(), |tx| refs::lost(tx, &hash.0))
     }
 
-    fn block_stored_len(&self, hash: &BlockHash) -> Result<Option<u64>> {
-        self.blocks.stored_len(hash)
+    fn engine_id(&self) -> &str {
+        &self.id
     }
 
-    fn collect_garbage(&self, grace: std::time::Duration) -> Result<GcReport> {
-        self.collect(grace)
+    fn gc_take_lease(&self, me: &str) -> Result<bool> {
+        self.take_lease(me)
+    }
+
+    fn gc_drop_lease(&self, me: &str) -> Result<()> {
+        self.drop_lease(me)
+    }
+
+    fn gc_expire(&self, grace: std::time::Duration, renew: &mut dyn FnMut() -> Result<bool>) -> Result<u64> {
+        self.expire_uploads(grace, renew)
+    }
+
+    fn gc_free(
+        &self,
+        grace: std::time::Duration,
+        remove: &mut dyn FnMut(&BlockHash) -> Result<()>,
+        renew: &mut dyn FnMut() -> Result<bool>,
+    ) -> Result<(u64, u64)> {
+        self.free_blocks(grace, remove, renew)
+    }
+
+    fn gc_forget_strays(
+        &self,
+        found: &[(BlockHash, u64)],
+        remove: &mut dyn FnMut(&BlockHash) -> Result<bool>,
+    ) -> Result<(u64, u64)> {
+        self.forget_strays(found, remove)
     }
 
     fn health(&self) -> Result<()> {
-        // (whatever the cause, the answer names the database, not the block store)
         self.with_read(|c| c.query_row("SELECT COUNT(*) FROM users WHERE 1 = 0", (), |r| r.get::<_, i64>(0)))
-            .map_err(|e| StoreError::Db(e.to_string()))?;
-        self.blocks.check()
+            .map(|_| ())
     }
 
     fn db_pool(&self) -> Option<(usize, usize)> {
@@ -1657,6 +1649,7 @@ mod tests {
     use crate::api::timefmt::now_micros;
     use crate::store::blocks::FsBlocks;
     use std::collections::BTreeMap;
+    use std::sync::Arc;
 
     impl SqlStore {
         /// The SQLite connection itself, for tests that make an old database.
@@ -1668,7 +1661,7 @@ mod tests {
         }
     }
 
-    fn open(dir: &Path) -> SqlStore {
+    fn open(dir: &Path) -> Engine<SqlStore> {
         let blocks = Arc::new(FsBlocks::open(&dir.join("blocks")).unwrap());
         open_db(dir, "meta.db", blocks).unwrap()
     }
@@ -1676,7 +1669,7 @@ mod tests {
     /// The metadata database `name` of the test in `dir`: SQLite there, or with
     /// `IMGFS_TEST_PG=postgres://…` a PostgreSQL schema of its own (named after the path, so
     /// a test that opens it again finds it) — the same tests on both engines.
-    fn open_db(dir: &Path, name: &str, blocks: Arc<dyn BlockStore>) -> Result<SqlStore> {
+    fn open_db(dir: &Path, name: &str, blocks: Arc<dyn BlockStore>) -> Result<Engine<SqlStore>> {
         let at = dir.join(name);
         match std::env::var("IMGFS_TEST_PG") {
             Ok(url) if !url.is_empty() => {
@@ -1686,9 +1679,10 @@ mod tests {
                     &hex::encode(sha2::Sha256::digest(at.to_string_lossy().as_bytes()))[..16]
                 );
                 let sep = if url.contains('?') { '&' } else { '?' };
-                SqlStore::open_postgres(&format!("{url}{sep}options=-c%20search_path%3D{schema}"), blocks)
+                let meta = SqlStore::open_postgres(&format!("{url}{sep}options=-c%20search_path%3D{schema}"))?;
+                Engine::new(Arc::new(meta), blocks)
             }
-            _ => SqlStore::open(&at, blocks),
+            _ => Engine::new(Arc::new(SqlStore::open(&at, &*blocks)?), blocks),
         }
     }
 
@@ -1851,11 +1845,11 @@ mod tests {
     /// The counts are what the versions say: each account's rows hold the blocks its versions
     /// name (refs = how many versions), each block's refs = how many accounts have a row,
     /// each account is charged the sizes of its rows, and every held block has its file.
-    fn check_counts(s: &SqlStore) {
+    fn check_counts(s: &Engine<SqlStore>) {
         s.with_read(|c| check_counts_in(s, c)).unwrap()
     }
 
-    fn check_counts_in(s: &SqlStore, c: &Db) -> Result<()> {
+    fn check_counts_in(s: &Engine<SqlStore>, c: &Db) -> Result<()> {
         let mut want: BTreeMap<(String, Vec<u8>), i64> = BTreeMap::new();
         let mut st = c
             .prepare(
