@@ -220,6 +220,14 @@ impl SqlStore {
         }
     }
 
+    /// A read of one statement (on PostgreSQL without a transaction around it).
+    fn with_statement<T>(&self, f: impl FnMut(&Db) -> Result<T>) -> Result<T> {
+        match &self.backend {
+            Backend::Sqlite(_) => self.with_read(f),
+            Backend::Pg(pool) => pool.statement(f),
+        }
+    }
+
     /// One read: a consistent view for all its statements.
     fn with_read<T>(&self, mut f: impl FnMut(&Db) -> Result<T>) -> Result<T> {
         match &self.backend {
@@ -712,7 +720,7 @@ impl MetaStore for SqlStore {
     }
 
     fn check_token(&self, token: &str) -> Result<TokenCheck> {
-        self.with_read(|c| tokens::check(c, token))
+        self.with_statement(|c| tokens::check(c, token))
     }
 
     fn issue_token(&self, uuid: &str, lifetime: std::time::Duration, revoke_others: bool) -> Result<(String, Micros)> {
@@ -1543,6 +1551,9 @@ impl MetaStore for SqlStore {
         // (the all-zero block says nothing: everyone has it)
         let zeros = BlockHash::empty();
         by_hash.retain(|(h, _)| *h != zeros);
+        if by_hash.is_empty() {
+            return Ok(vec![]);
+        }
         self.with_read(|c| {
             for chunk in by_hash.chunks(refs::USABLE_BATCH) {
                 let asked: Vec<[u8; 32]> = chunk.iter().map(|(h, _)| h.0).collect();
@@ -1600,7 +1611,7 @@ impl MetaStore for SqlStore {
     }
 
     fn health(&self) -> Result<()> {
-        self.with_read(|c| c.query_row("SELECT COUNT(*) FROM users WHERE 1 = 0", (), |r| r.get::<_, i64>(0)))
+        self.with_statement(|c| c.query_row("SELECT COUNT(*) FROM users WHERE 1 = 0", (), |r| r.get::<_, i64>(0)))
             .map(|_| ())
     }
 

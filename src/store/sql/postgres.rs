@@ -310,22 +310,29 @@ impl PgPool {
     ) -> std::result::Result<T, (StoreError, Option<Transient>)> {
         // (a pool that gives no connection is not retried here: it waited 10 s already)
         let c = self.conn().map_err(|e| (e, None))?;
+        // (no `begin`: one statement on its own, atomic without a transaction)
+        let alone = begin.is_empty();
         let mut run = || {
-            c.batch(begin)?;
             match locks {
-                Locks::None => {}
+                Locks::None if alone => {}
+                Locks::None => c.batch(begin)?,
                 Locks::Create => {
+                    c.batch(begin)?;
                     c.rows("SELECT pg_advisory_xact_lock(?1)", vec![Value::Int(CREATE_LOCK)])?;
                 }
                 Locks::Scope(scope) => {
-                    let (sql, args, clock) = self.lock_statement(scope);
-                    let now: i64 = c.rows(&sql, args)?.first().ok_or(StoreError::NoRow)?.get(clock)?;
+                    // (one round trip: the transaction begun, its locks had, the clock read)
+                    let clock = c.last_value(&format!("{begin}; {}", self.lock_statement(scope)))?;
+                    let now = clock
+                        .and_then(|t| t.parse::<i64>().ok())
+                        .ok_or_else(|| StoreError::Db("PostgreSQL: no clock from the lock statement".into()))?;
                     c.now.set(Some(now));
                 }
             }
             f(&Db::Pg(&c))
         };
         let out = match run() {
+            Ok(v) if alone => return Ok(v),
             Ok(v) => match c.batch("COMMIT") {
                 Ok(()) => return Ok(v),
                 // (only a conflict is known to have rolled back; a lost COMMIT may have taken
@@ -334,7 +341,7 @@ impl PgPool {
             },
             Err(e) => {
                 let why = c.transient.get();
-                if why != Some(Transient::Lost) && c.batch("ROLLBACK").is_ok() {
+                if why != Some(Transient::Lost) && (alone || c.batch("ROLLBACK").is_ok()) {
                     return Err((e, why));
                 }
                 Err((e, why))
@@ -349,30 +356,27 @@ impl PgPool {
 
     /// The statement that takes a scope's locks in their one order (the schema's, the
     /// accounts' by key, the sweep's; a target list is evaluated left to right) and then
-    /// reads the clock, in the column given. Its text depends only on how many accounts it
-    /// names, so the connections' statement caches stay small.
-    fn lock_statement(&self, scope: &Scope) -> (String, Vec<Value>, usize) {
-        let mut args = vec![Value::Int(self.lock.into())];
-        let key = |i: usize| format!("CAST(CAST(?{i} AS BIGINT) AS INTEGER)");
-        let mut calls = vec![format!(
-            "pg_advisory_xact_lock{}({}, {KEY_SCHEMA})",
-            if scope.everything { "" } else { "_shared" },
-            key(1)
-        )];
-        for k in scope.keys() {
-            args.push(Value::Int(k.into()));
-            calls.push(format!("pg_advisory_xact_lock({}, {})", key(1), key(args.len())));
-        }
+    /// reads the clock, in its last column. (The keys are this process's own integers,
+    /// written as literals: the statement goes with the BEGIN in one simple query.)
+    fn lock_statement(&self, scope: &Scope) -> String {
+        let on = |shared: bool, key: i32| {
+            format!(
+                "pg_advisory_xact_lock{}(CAST({} AS INTEGER), CAST({key} AS INTEGER))",
+                if shared { "_shared" } else { "" },
+                self.lock
+            )
+        };
+        let mut calls = vec![on(!scope.everything, KEY_SCHEMA)];
+        calls.extend(scope.keys().into_iter().map(|k| on(false, k)));
         match scope.sweep {
             Sweep::None => {}
-            Sweep::Shared => calls.push(format!("pg_advisory_xact_lock_shared({}, {KEY_SWEEP})", key(1))),
-            Sweep::Exclusive => calls.push(format!("pg_advisory_xact_lock({}, {KEY_SWEEP})", key(1))),
+            Sweep::Shared => calls.push(on(true, KEY_SWEEP)),
+            Sweep::Exclusive => calls.push(on(false, KEY_SWEEP)),
         }
-        let sql = format!(
+        format!(
             "SELECT {}, CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)",
             calls.join(", ")
-        );
-        (sql, args, calls.len())
+        )
     }
 
     /// One write transaction, holding the scope's locks until it ends.
@@ -388,6 +392,12 @@ impl PgPool {
     /// One read, on one snapshot.
     pub(super) fn read<T>(&self, f: impl FnMut(&Db) -> Result<T>) -> Result<T> {
         self.in_tx("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", Locks::None, f)
+    }
+
+    /// One read of a single statement, which is atomic on its own: no transaction around it
+    /// (two round trips fewer).
+    pub(super) fn statement<T>(&self, f: impl FnMut(&Db) -> Result<T>) -> Result<T> {
+        self.in_tx("", Locks::None, f)
     }
 
     /// Whether the schema holds nothing yet: no user, no container (a migration's target).
@@ -515,6 +525,23 @@ impl PgConn {
             let n = self.client.execute(&st, &params).await.map_err(|e| self.failed(e))?;
             Ok(n as usize)
         })
+    }
+
+    /// Runs `;`-separated statements in one simple query; the last column of the last row
+    /// any of them gave, as text.
+    fn last_value(&self, sql: &str) -> Result<Option<String>> {
+        use tokio_postgres::SimpleQueryMessage;
+        let msgs = runtime()
+            .block_on(self.client.simple_query(sql))
+            .map_err(|e| self.failed(e))?;
+        Ok(msgs
+            .iter()
+            .rev()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(r.len().checked_sub(1).and_then(|i| r.get(i)).map(str::to_string)),
+                _ => None,
+            })
+            .flatten())
     }
 
     pub(super) fn batch(&self, sql: &str) -> Result<()> {
