@@ -296,10 +296,19 @@ fn load_row(c: &Db, vid: i64) -> Result<Row> {
     .ok_or(StoreError::VersionNotFound)
 }
 
-fn load_attrs(c: &Db, vid: i64, domain: &str) -> Result<Meta> {
-    let mut st = c.prepare_cached("SELECT key, value FROM attrs WHERE version = ?1 AND domain = ?2")?;
-    let rows = st.query_map(params![vid, domain], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    rows.collect::<Result<Meta>>()
+/// A version's user metadata and image metadata, in one statement.
+fn load_attrs(c: &Db, vid: i64) -> Result<(Meta, Meta)> {
+    let (mut user, mut image) = (Meta::new(), Meta::new());
+    let mut st = c.prepare_cached("SELECT domain, key, value FROM attrs WHERE version = ?1")?;
+    for r in st.query_map([vid], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))? {
+        let (domain, k, v) = r?;
+        match domain.as_str() {
+            DOMAIN_PITHOS => user.insert(k, v),
+            DOMAIN_PLANKTON => image.insert(k, v),
+            _ => None,
+        };
+    }
+    Ok((user, image))
 }
 
 fn write_attrs(c: &Db, vid: i64, domain: &str, meta: &Meta) -> Result<()> {
@@ -320,10 +329,7 @@ fn info_of(c: &Db, ctx: &PathCtx, name: &str, row: &Row, with_attrs: bool) -> Re
         _ => row.mtime,
     };
     let (meta, image) = if with_attrs {
-        (
-            load_attrs(c, row.id, DOMAIN_PITHOS)?,
-            load_attrs(c, row.id, DOMAIN_PLANKTON)?,
-        )
+        load_attrs(c, row.id)?
     } else {
         (Meta::new(), Meta::new())
     };
@@ -1182,9 +1188,12 @@ impl MetaStore for SqlStore {
         // (the owner's rows change; the writer's uploads are what the version names)
         self.with_tx(&Scope::accounts([&*path.account, &*obj.modified_by]), |tx| {
             let ctx = path_ctx(tx, &path.account, &path.container)?;
-            let (pid, _) = ensure_path(tx, ctx.container.id, &path.name)?;
-            let cur = match current(tx, &ctx, &path.name)? {
-                Some((_, row)) => Some((info_of(tx, &ctx, &path.name, &row, true)?, row)),
+            let (pid, latest) = ensure_path(tx, ctx.container.id, &path.name)?;
+            let cur = match latest {
+                Some(vid) => {
+                    let row = load_row(tx, vid)?;
+                    Some((info_of(tx, &ctx, &path.name, &row, true)?, row))
+                }
                 None => None,
             };
             check_precondition(cur.as_ref().map(|(i, _)| i), cond)?;
