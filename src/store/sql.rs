@@ -1691,19 +1691,22 @@ mod tests {
     /// a test that opens it again finds it) — the same tests on both engines.
     fn open_db(dir: &Path, name: &str, blocks: Arc<dyn BlockStore>) -> Result<Engine<SqlStore>> {
         let at = dir.join(name);
-        match std::env::var("IMGFS_TEST_PG") {
-            Ok(url) if !url.is_empty() => {
-                use sha2::Digest;
-                let schema = format!(
-                    "t{}",
-                    &hex::encode(sha2::Sha256::digest(at.to_string_lossy().as_bytes()))[..16]
-                );
-                let sep = if url.contains('?') { '&' } else { '?' };
-                let meta = SqlStore::open_postgres(&format!("{url}{sep}options=-c%20search_path%3D{schema}"))?;
-                Engine::new(Arc::new(meta), blocks)
-            }
-            _ => Engine::new(Arc::new(SqlStore::open(&at, &*blocks)?), blocks),
+        match pg_url(&at) {
+            Some(url) => Engine::new(Arc::new(SqlStore::open_postgres(&url)?), blocks),
+            None => Engine::new(Arc::new(SqlStore::open(&at, &*blocks)?), blocks),
         }
+    }
+
+    /// With `IMGFS_TEST_PG`, the URL of the PostgreSQL schema of the database at `at`.
+    fn pg_url(at: &Path) -> Option<String> {
+        use sha2::Digest;
+        let url = std::env::var("IMGFS_TEST_PG").ok().filter(|u| !u.is_empty())?;
+        let schema = format!(
+            "t{}",
+            &hex::encode(sha2::Sha256::digest(at.to_string_lossy().as_bytes()))[..16]
+        );
+        let sep = if url.contains('?') { '&' } else { '?' };
+        Some(format!("{url}{sep}options=-c%20search_path%3D{schema}"))
     }
 
     fn on_postgres() -> bool {
@@ -2369,6 +2372,71 @@ mod tests {
         assert!(s.missing_blocks(&a.uuid, &[h]).unwrap().is_empty());
         assert_eq!(s.read_block(&h).unwrap(), b"precious");
         check_counts(&s);
+    }
+
+    /// An SQLite snapshot copied into PostgreSQL (by `COPY`) reads back the same, values
+    /// that `COPY`'s text format must escape included: tabs, newlines, backslashes, a
+    /// literal `\N`, NULLs, bytes; and the copy's token works there.
+    #[test]
+    fn a_snapshot_copied_into_postgres_reads_back_the_same() {
+        if !on_postgres() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let blocks: Arc<dyn BlockStore> = Arc::new(FsBlocks::open(&dir.path().join("blocks")).unwrap());
+        let src = Engine::new(
+            Arc::new(SqlStore::open(&dir.path().join("src.db"), &*blocks).unwrap()),
+            blocks.clone(),
+        )
+        .unwrap();
+        let (a, token) = src.create_user("alice").unwrap();
+        let h = src.put_block(&a.uuid, b"block bytes").unwrap();
+        let mut o = obj(&a.uuid, vec![h, BlockHash::empty()], 11 + 4096);
+        o.content_type = "text/plain; a=\"b\\c\"".into();
+        o.meta = [
+            ("tab".to_string(), "a\tb".to_string()),
+            ("lines".to_string(), "one\ntwo\r\n".to_string()),
+            ("slash".to_string(), "C:\\dir\\N".to_string()),
+            ("null".to_string(), "\\N".to_string()),
+        ]
+        .into();
+        let p = ObjectPath::new(&a.uuid, DEFAULT_CONTAINER, "odd\tname\\x");
+        let want = src.put_object(&p, &o, &Precondition::default()).unwrap();
+        let snap = dir.path().join("snap.db");
+        src.snapshot(&snap).unwrap();
+
+        // (the copy takes the source's engine id, so the same block store is its own)
+        let meta = SqlStore::open_postgres(&pg_url(&dir.path().join("copy")).unwrap()).unwrap();
+        let Backend::Pg(pool) = &meta.backend else {
+            unreachable!()
+        };
+        assert!(pool.import_sqlite(&snap).unwrap() > 0);
+        let meta = SqlStore::open_postgres(&pg_url(&dir.path().join("copy")).unwrap()).unwrap();
+        let dst = Engine::new(Arc::new(meta), blocks).unwrap();
+        let got = dst.object_info(&p, None).unwrap();
+        assert_eq!(
+            (
+                got.version,
+                &got.content_type,
+                &got.meta,
+                &got.merkle,
+                got.md5.as_deref()
+            ),
+            (
+                want.version,
+                &want.content_type,
+                &want.meta,
+                &want.merkle,
+                want.md5.as_deref()
+            )
+        );
+        assert_eq!(dst.version_hashes(got.version).unwrap(), [h, BlockHash::empty()]);
+        assert!(matches!(dst.check_token(&token).unwrap(), TokenCheck::Valid(_)));
+        assert!(dst.missing_blocks(&a.uuid, &[h]).unwrap().is_empty());
+        check_counts(&dst);
+        // (the copy's next version id is above every copied one)
+        let next = dst.put_object(&p, &o, &Precondition::default()).unwrap();
+        assert!(next.version > want.version);
     }
 
     /// Two metadata databases over one block store would collect each other's blocks: the
