@@ -98,9 +98,14 @@ mod pg_restart {
         }
     }
 
-    fn server(pg: &Cluster, data: &Path) -> Server {
+    /// `n` servers over the cluster (more than one: behind HAProxy, round-robin).
+    fn servers(pg: &Cluster, data: &Path, n: usize) -> Server {
         let blocks = format!("dir:{}", data.join("blocks").display());
-        Server::start_env(data, "127.0.0.1:0", &["--meta", &pg.url(), "--blocks", &blocks], &[])
+        let args = ["--meta", &pg.url(), "--blocks", &blocks];
+        match n {
+            1 => Server::start_single(data, "127.0.0.1:0", &args, &[]),
+            _ => Server::start_many(n, data, "127.0.0.1:0", &args, &[]),
+        }
     }
 
     fn status(r: &reqwest::blocking::Response) -> u16 {
@@ -114,12 +119,22 @@ mod pg_restart {
     /// everything works on the same pool.
     #[test]
     fn postgres_restarted_under_a_copy_tears_nothing() {
+        restarted_under_a_copy(1);
+    }
+
+    /// The same through three servers behind HAProxy, each with its own pool.
+    #[test]
+    fn postgres_restarted_under_a_copy_through_three_servers_tears_nothing() {
+        restarted_under_a_copy(3);
+    }
+
+    fn restarted_under_a_copy(n: usize) {
         let pg = Cluster::start();
         let tmp = tempfile::Builder::new()
             .prefix("imgfs-pgr-")
             .tempdir_in(test_root())
             .unwrap();
-        let s = server(&pg, &tmp.path().join("data"));
+        let s = servers(&pg, &tmp.path().join("data"), n);
         let u = s.add_user("alice");
         let api = Api::new(&s, &u);
         assert_eq!(api.put("pithos/before", b"kept").status(), 201);
@@ -170,7 +185,7 @@ mod pg_restart {
         );
         let outcome = whole_or_absent(&api, "pithos/big.img", &out, &want, &dst);
         let retries = m.log().matches("retrying").count();
-        eprintln!("cp with PostgreSQL restarted under it: {outcome} ({retries} requests retried by the mount)");
+        eprintln!("cp through {n} server(s) with PostgreSQL restarted under it: {outcome} ({retries} requests retried by the mount)");
         assert!(!m.log().contains("panicked") && !s.log().contains("panicked"));
         assert!(!s.log().contains("status=500"), "no 500 in the server's log");
     }

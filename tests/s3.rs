@@ -87,12 +87,21 @@ mod s3_endpoint {
     }
 
     fn fresh(env: &[(&str, &str)]) -> (Server, tempfile::TempDir) {
+        fresh_n(env, 1)
+    }
+
+    /// `n` servers over one storage (more than one: behind HAProxy, round-robin).
+    fn fresh_n(env: &[(&str, &str)], n: usize) -> (Server, tempfile::TempDir) {
         endpoint();
         let tmp = tempfile::Builder::new()
             .prefix("imgfs-s3-")
             .tempdir_in(test_root())
             .unwrap();
-        let s = Server::start_env(&tmp.path().join("data"), "127.0.0.1:0", &[], env);
+        let data = tmp.path().join("data");
+        let s = match n {
+            1 => Server::start_single(&data, "127.0.0.1:0", &[], env),
+            _ => Server::start_many(n, &data, "127.0.0.1:0", &[], env),
+        };
         (s, tmp)
     }
 
@@ -101,9 +110,19 @@ mod s3_endpoint {
     /// is back everything works again and nothing was lost or torn.
     #[test]
     fn an_endpoint_that_goes_away_gives_503s_and_all_works_again_when_it_returns() {
+        endpoint_goes_away(1);
+    }
+
+    /// The same through three servers behind HAProxy.
+    #[test]
+    fn an_endpoint_that_goes_away_under_three_servers_gives_503s_and_all_works_again() {
+        endpoint_goes_away(3);
+    }
+
+    fn endpoint_goes_away(n: usize) {
         let relay = Relay::start(&endpoint());
         let url = format!("http://{}", relay.addr);
-        let (s, _tmp) = fresh(&[("AWS_ENDPOINT_URL", &url)]);
+        let (s, _tmp) = fresh_n(&[("AWS_ENDPOINT_URL", &url)], n);
         let u = s.add_user("alice");
         let api = Api::new(&s, &u);
         let img = pattern(2 * BLOCK + 4321, 41);
