@@ -9,6 +9,7 @@
 #   scripts/bench-servers.sh [SIZE_MiB]        # IMGFS_BIN: another build to measure
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/throwaway-pg.sh
 ROOT=$PWD
 SIZE_MIB=${1:-1024}
 RUNS=${RUNS:-3}
@@ -44,31 +45,18 @@ else
 fi
 
 PIDS=()
-PG_DIR=""
 cleanup() {
   mountpoint -q "$WORK/mnt" 2>/dev/null && fusermount3 -u "$WORK/mnt"
   [ ${#PIDS[@]} -gt 0 ] && kill "${PIDS[@]}" 2>/dev/null || true
   if [ -n "$SWIFT_HERE" ]; then
     SWIFT_SAIO_PURGE=1 "$ROOT/../shared/swift/swift-saio-stop.sh" "$ROOT/target/test-tools/swift-saio" >/dev/null 2>&1 || true
   fi
-  if [ -n "$PG_DIR" ]; then
-    su postgres -c "$PG_BIN/pg_ctl -D $PG_DIR/data -m immediate stop" >/dev/null 2>&1 || true
-    rm -rf "$PG_DIR"
-  fi
+  throwaway_pg_stop
 }
 trap cleanup EXIT
 
 # The metadata database of the PostgreSQL configurations (a schema each).
-if [ -z "${BENCH_PG:-}" ]; then
-  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-  PG_PORT=${BENCH_PG_PORT:-18532}
-  PG_DIR=$(mktemp -d /tmp/imgfs-bench-pg.XXXXXX)
-  chown postgres "$PG_DIR"
-  su postgres -c "$PG_BIN/initdb -D $PG_DIR/data -A trust -U postgres -E UTF8 --locale=C --no-instructions" >"$WORK/pg.out" 2>&1
-  su postgres -c "$PG_BIN/pg_ctl -D $PG_DIR/data -l $PG_DIR/log -w -o '-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=200' start" >>"$WORK/pg.out" 2>&1 \
-    || { tail -20 "$WORK/pg.out"; exit 1; }
-  BENCH_PG=postgres://postgres@127.0.0.1:$PG_PORT/postgres
-fi
+[ -z "${BENCH_PG:-}" ] && throwaway_pg_start "${BENCH_PG_PORT:-18532}" "$WORK/pg.out"
 
 FILE="$WORK/file.bin"
 BYTES=$((SIZE_MIB << 20))

@@ -9,6 +9,7 @@
 #   scripts/bench-writers.sh            # IMGFS_BIN: another build to measure
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/throwaway-pg.sh
 WRITERS=${WRITERS:-8}
 SECONDS_EACH=${BENCH_SECONDS:-10}
 RUNS=${RUNS:-3}
@@ -21,25 +22,12 @@ BIN=${IMGFS_BIN:-$PWD/target/release/imgfs}
 rm -rf "$WORK"; mkdir -p "$WORK"
 
 PIDS=()
-PG_DIR=""
 cleanup() {
   [ ${#PIDS[@]} -gt 0 ] && kill "${PIDS[@]}" 2>/dev/null || true
-  if [ -n "$PG_DIR" ]; then
-    su postgres -c "$PG_BIN/pg_ctl -D $PG_DIR/data -m immediate stop" >/dev/null 2>&1 || true
-    rm -rf "$PG_DIR"
-  fi
+  throwaway_pg_stop
 }
 trap cleanup EXIT
-if [ -z "${BENCH_PG:-}" ]; then
-  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-  PG_PORT=${BENCH_PG_PORT:-18632}
-  PG_DIR=$(mktemp -d /tmp/imgfs-bench-pg.XXXXXX)
-  chown postgres "$PG_DIR"
-  su postgres -c "$PG_BIN/initdb -D $PG_DIR/data -A trust -U postgres -E UTF8 --locale=C --no-instructions" >"$WORK/pg.out" 2>&1
-  su postgres -c "$PG_BIN/pg_ctl -D $PG_DIR/data -l $PG_DIR/log -w -o '-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=200' start" >>"$WORK/pg.out" 2>&1 \
-    || { tail -20 "$WORK/pg.out"; exit 1; }
-  BENCH_PG=postgres://postgres@127.0.0.1:$PG_PORT/postgres
-fi
+[ -z "${BENCH_PG:-}" ] && throwaway_pg_start "${BENCH_PG_PORT:-18632}" "$WORK/pg.out"
 
 # setup NAME N META: N servers over one metadata database (+ HAProxy when N > 1), WRITERS
 # users; sets ADDR and writes NAME/users.json.
