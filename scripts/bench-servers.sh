@@ -9,7 +9,7 @@
 #   scripts/bench-servers.sh [SIZE_MiB]        # IMGFS_BIN: another build to measure
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/throwaway-pg.sh
+. scripts/bench-lib.sh
 ROOT=$PWD
 SIZE_MIB=${1:-1024}
 RUNS=${RUNS:-3}
@@ -81,18 +81,7 @@ setup() {
     ports+=("$(sed -n 's/^listening on //p' "$WORK/$name/out$i")")
   done
   if [ "$n" -gt 1 ]; then
-    local port
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    {
-      printf 'defaults\n    mode http\n    timeout connect 2s\n    timeout client 600s\n    timeout server 600s\n'
-      printf '    retries 3\n    option redispatch\n    retry-on conn-failure\n'
-      printf 'frontend f\n    bind 127.0.0.1:%s\n    default_backend b\nbackend b\n    balance roundrobin\n' "$port"
-      for i in "${!ports[@]}"; do printf '    server s%s %s\n' "$i" "${ports[$i]}"; done
-    } >"$WORK/$name/haproxy.cfg"
-    haproxy -db -f "$WORK/$name/haproxy.cfg" >"$WORK/$name/haproxy.log" 2>&1 &
-    PIDS+=($!)
-    ADDR=127.0.0.1:$port
-    for _ in $(seq 100); do curl -fs "http://$ADDR/healthz" >/dev/null && break; sleep 0.05; done
+    haproxy_front "$WORK/$name" "${ports[@]}"
   else
     ADDR=${ports[0]}
   fi

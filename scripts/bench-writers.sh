@@ -9,7 +9,7 @@
 #   scripts/bench-writers.sh            # IMGFS_BIN: another build to measure
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/throwaway-pg.sh
+. scripts/bench-lib.sh
 WRITERS=${WRITERS:-8}
 SECONDS_EACH=${BENCH_SECONDS:-10}
 RUNS=${RUNS:-3}
@@ -44,17 +44,7 @@ setup() {
     ports+=("$(sed -n 's/^listening on //p' "$dir/out$i")")
   done
   if [ "$n" -gt 1 ]; then
-    local port
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    {
-      printf 'defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n'
-      printf 'frontend f\n    bind 127.0.0.1:%s\n    default_backend b\nbackend b\n    balance roundrobin\n' "$port"
-      for i in "${!ports[@]}"; do printf '    server s%s %s\n' "$i" "${ports[$i]}"; done
-    } >"$dir/haproxy.cfg"
-    haproxy -db -f "$dir/haproxy.cfg" >"$dir/haproxy.log" 2>&1 &
-    PIDS+=($!)
-    ADDR=127.0.0.1:$port
-    for _ in $(seq 100); do curl -fs "http://$ADDR/healthz" >/dev/null && break; sleep 0.05; done
+    haproxy_front "$dir" "${ports[@]}"
   else
     ADDR=${ports[0]}
   fi
