@@ -161,16 +161,31 @@ impl SqlStore {
     }
 
     /// Of blocks found stored, those without a row, removed holding the sweep lock (no upload
-    /// records a block meanwhile). Gives (blocks, bytes).
+    /// records a block meanwhile). The rows are first looked up together without it (one
+    /// statement per [`super::refs::USABLE_BATCH`]; almost every block has one), so the lock,
+    /// which holds off every block upload, is taken only for the few that may be strays, and
+    /// each of those is decided again under it. Gives (blocks, bytes).
     pub(super) fn forget_strays(
         &self,
         found: &[(BlockHash, u64)],
         remove: &mut dyn FnMut(&BlockHash) -> Result<bool>,
     ) -> Result<(u64, u64)> {
+        let mut known = std::collections::HashSet::new();
+        self.with_read(|c| {
+            for chunk in found.chunks(super::refs::USABLE_BATCH) {
+                let hashes: Vec<[u8; 32]> = chunk.iter().map(|(h, _)| h.0).collect();
+                known.extend(super::refs::known_of(c, &hashes)?);
+            }
+            Ok(())
+        })?;
+        let maybe: Vec<&(BlockHash, u64)> = found.iter().filter(|(h, _)| !known.contains(&h.0)).collect();
+        if maybe.is_empty() {
+            return Ok((0, 0));
+        }
         self.with_tx(&Scope::rows().with_sweep(Sweep::Exclusive), |tx| {
             let (mut n, mut bytes) = (0u64, 0u64);
             let mut st = tx.prepare_cached("SELECT 1 FROM blocks WHERE hash = ?1")?;
-            for (h, len) in found {
+            for (h, len) in &maybe {
                 if !st.exists([&h.0[..]])? && remove(h)? {
                     n += 1;
                     bytes += len;

@@ -286,7 +286,22 @@ pub(super) fn usable(c: &Db, account: &str, h: &[u8; 32]) -> Result<bool> {
     Ok(!usable_of(c, account, std::slice::from_ref(h))?.is_empty())
 }
 
-/// How many hashes [`usable_of`] asks about per statement.
+/// Which of `hashes` (at most [`USABLE_BATCH`]) have a row, whoever holds them: one
+/// statement.
+pub(super) fn known_of(c: &Db, hashes: &[[u8; 32]]) -> Result<Vec<[u8; 32]>> {
+    let marks: Vec<String> = (1..=hashes.len()).map(|i| format!("?{i}")).collect();
+    let sql = format!("SELECT hash FROM blocks WHERE hash IN ({})", marks.join(", "));
+    let args: Vec<&dyn super::db::ToValue> = hashes.iter().map(|h| h as &dyn super::db::ToValue).collect();
+    let mut out = vec![];
+    for h in c.prepare_cached(&sql)?.query_map(&args[..], |r| r.get::<_, Vec<u8>>(0))? {
+        if let Ok(h) = <[u8; 32]>::try_from(h?.as_slice()) {
+            out.push(h);
+        }
+    }
+    Ok(out)
+}
+
+/// How many hashes [`usable_of`] and [`known_of`] ask about per statement.
 pub(super) const USABLE_BATCH: usize = 500;
 
 /// Which of `hashes` (at most [`USABLE_BATCH`]) `account` may name, as [`usable`] decides:
