@@ -32,7 +32,7 @@ const STRAY_MIN_AGE: Duration = Duration::from_secs(900);
 
 pub struct Engine<M: ?Sized = dyn MetaStore> {
     meta: Arc<M>,
-    pub blocks: Arc<dyn BlockStore>,
+    pub(crate) blocks: Arc<dyn BlockStore>,
     /// The block store has been marked as this metadata's (once per process).
     claimed: Arc<AtomicBool>,
 }
