@@ -293,7 +293,10 @@ pub(super) fn known_of(c: &Db, hashes: &[[u8; 32]]) -> Result<Vec<[u8; 32]>> {
     let sql = format!("SELECT hash FROM blocks WHERE hash IN ({})", marks.join(", "));
     let args: Vec<&dyn super::db::ToValue> = hashes.iter().map(|h| h as &dyn super::db::ToValue).collect();
     let mut out = vec![];
-    for h in c.prepare_cached(&sql)?.query_map(&args[..], |r| r.get::<_, Vec<u8>>(0))? {
+    for h in c
+        .prepare_cached(&sql)?
+        .query_map(&args[..], |r| r.get::<_, Vec<u8>>(0))?
+    {
         if let Ok(h) = <[u8; 32]>::try_from(h?.as_slice()) {
             out.push(h);
         }
