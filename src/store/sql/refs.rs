@@ -289,19 +289,7 @@ pub(super) fn usable(c: &Db, account: &str, h: &[u8; 32]) -> Result<bool> {
 /// Which of `hashes` (at most [`USABLE_BATCH`]) have a row, whoever holds them: one
 /// statement.
 pub(super) fn known_of(c: &Db, hashes: &[[u8; 32]]) -> Result<Vec<[u8; 32]>> {
-    let marks: Vec<String> = (1..=hashes.len()).map(|i| format!("?{i}")).collect();
-    let sql = format!("SELECT hash FROM blocks WHERE hash IN ({})", marks.join(", "));
-    let args: Vec<&dyn super::db::ToValue> = hashes.iter().map(|h| h as &dyn super::db::ToValue).collect();
-    let mut out = vec![];
-    for h in c
-        .prepare_cached(&sql)?
-        .query_map(&args[..], |r| r.get::<_, Vec<u8>>(0))?
-    {
-        if let Ok(h) = <[u8; 32]>::try_from(h?.as_slice()) {
-            out.push(h);
-        }
-    }
-    Ok(out)
+    hashes_among(c, "SELECT hash FROM blocks WHERE hash IN ({})", &[], hashes)
 }
 
 /// How many hashes [`usable_of`] and [`known_of`] ask about per statement.
@@ -310,13 +298,22 @@ pub(super) const USABLE_BATCH: usize = 500;
 /// Which of `hashes` (at most [`USABLE_BATCH`]) `account` may name, as [`usable`] decides:
 /// one statement (a round trip to a networked database) for all of them, in hash order.
 pub(super) fn usable_of(c: &Db, account: &str, hashes: &[[u8; 32]]) -> Result<Vec<[u8; 32]>> {
-    let marks: Vec<String> = (2..hashes.len() + 2).map(|i| format!("?{i}")).collect();
-    let sql = format!(
+    hashes_among(
+        c,
         "SELECT a.hash FROM account_blocks a JOIN blocks b ON b.hash = a.hash
          WHERE a.account = ?1 AND a.hash IN ({}) AND b.lost = 0 ORDER BY a.hash",
-        marks.join(", ")
-    );
-    let mut args: Vec<&dyn super::db::ToValue> = vec![&account];
+        &[&account],
+        hashes,
+    )
+}
+
+/// The hashes a query of one hash column gives, its `IN ({})` filled with a parameter per
+/// hash after the `lead` ones.
+fn hashes_among(c: &Db, sql: &str, lead: &[&dyn super::db::ToValue], hashes: &[[u8; 32]]) -> Result<Vec<[u8; 32]>> {
+    let first = lead.len() + 1;
+    let marks: Vec<String> = (first..first + hashes.len()).map(|i| format!("?{i}")).collect();
+    let sql = sql.replace("{}", &marks.join(", "));
+    let mut args: Vec<&dyn super::db::ToValue> = lead.to_vec();
     args.extend(hashes.iter().map(|h| h as &dyn super::db::ToValue));
     let mut out = vec![];
     for h in c
