@@ -31,12 +31,6 @@ pub enum DataDirError {
 /// in its directory, `meta.db`, or PostgreSQL) over block files or an S3 bucket.
 pub fn open_storage(at: &store::location::Storage) -> Result<Arc<store::Engine<store::sql::SqlStore>>, DataDirError> {
     use store::location::MetaLocation;
-    let engine = |meta, blocks, dir: &Path| {
-        store::Engine::new(Arc::new(meta), blocks).map_err(|source| DataDirError::Store {
-            dir: dir.to_path_buf(),
-            source,
-        })
-    };
     let dir = match &at.meta {
         MetaLocation::Sqlite(dir) => dir,
         MetaLocation::Postgres(url) => {
@@ -46,16 +40,18 @@ pub fn open_storage(at: &store::location::Storage) -> Result<Arc<store::Engine<s
                 dir: named.clone(),
                 source,
             })?;
-            return Ok(Arc::new(engine(s, blocks, &named)?));
+            return Ok(Arc::new(store::Engine::new(Arc::new(s), blocks)));
         }
     };
     prepare_data_dir(dir)?;
     let blocks = open_blocks(&at.blocks)?;
-    let s = store::sql::SqlStore::open(&dir.join("meta.db"), &*blocks).map_err(|source| DataDirError::Store {
+    // (old schemas' migrations ask the blocks' stored sizes)
+    let size_of = |h: &api::hashing::BlockHash| store::block_on(blocks.stored_len(h));
+    let s = store::sql::SqlStore::open(&dir.join("meta.db"), &size_of).map_err(|source| DataDirError::Store {
         dir: dir.to_path_buf(),
         source,
     })?;
-    let s = engine(s, blocks, dir)?;
+    let s = store::Engine::new(Arc::new(s), blocks);
     // meta.db's name (SQLite makes its WAL's durable, not the database file's)
     std::fs::File::open(dir)
         .and_then(|f| f.sync_all())

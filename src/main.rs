@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use imgfs::server::{serve, AppState};
-use imgfs::store::MetaStore;
+use imgfs::store::block_on;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -171,7 +171,7 @@ enum UserCmd {
     },
 }
 
-fn find_user(store: &dyn MetaStore, name: &str) -> anyhow::Result<imgfs::store::User> {
+fn find_user(store: &imgfs::store::sql::SqlStore, name: &str) -> anyhow::Result<imgfs::store::User> {
     store
         .user_by_name(name)?
         .ok_or_else(|| anyhow::anyhow!("no user named {name}"))
@@ -255,6 +255,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let store = std::sync::Arc::new(imgfs::open_storage(&at)?.erased());
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async move {
+                // A block store that answers for another database is refused now; one that
+                // does not answer is marked before the first collection.
+                match store.claim_blocks().await {
+                    Err(imgfs::store::StoreError::Unavailable(e)) => {
+                        tracing::warn!(error = %e, "the block store does not answer")
+                    }
+                    other => other?,
+                }
                 let listener = tokio::net::TcpListener::bind(&listen)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
@@ -330,7 +338,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cmd: DbCmd::Migrate { data },
         } => {
             let at = storage(data.data.as_deref(), data.meta.as_deref(), data.blocks.as_deref())?;
-            imgfs::open_storage(&at)?.health()?;
+            let store = imgfs::open_storage(&at)?;
+            block_on(store.claim_blocks())?;
+            block_on(store.health())?;
             println!(
                 "{}",
                 serde_json::json!({
@@ -343,7 +353,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Gc { data, grace } => {
             let store = data.open()?;
-            let report = store.collect_garbage(std::time::Duration::from_secs(grace))?;
+            let report = block_on(store.collect_garbage(std::time::Duration::from_secs(grace)))?;
             println!("{}", serde_json::to_string(&report)?);
             if report.skipped {
                 anyhow::bail!("another collector is running over this data directory; nothing was done");

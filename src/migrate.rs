@@ -19,7 +19,7 @@
 
 use crate::store::blocks::BlockStore;
 use crate::store::location::{MetaLocation, Storage};
-use crate::store::{MetaStore, StoreError};
+use crate::store::{block_on, StoreError};
 use crate::DataDirError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -119,7 +119,7 @@ pub fn migrate(from: &Path, to: &Storage, mut progress: impl FnMut(u64, u64)) ->
     source.snapshot(&staged)?;
 
     let target: Arc<dyn BlockStore> = crate::open_blocks(&to.blocks)?;
-    target.claim(source.engine_id())?;
+    block_on(target.claim(source.engine_id()))?;
     let total = crate::store::sql::sqlite::held_block_count(&staged)?;
     let mut report = MigrateReport {
         blocks: total,
@@ -137,13 +137,13 @@ pub fn migrate(from: &Path, to: &Storage, mut progress: impl FnMut(u64, u64)) ->
                 hash: hash.to_hex(),
                 source,
             };
-            if target.stored_len(&hash).map_err(failed)? == Some(size) {
+            if block_on(target.stored_len(&hash)).map_err(failed)? == Some(size) {
                 report.already_there += 1;
             } else {
-                let data = source.read_block(&hash).map_err(failed)?;
-                let put = target.put(&data).map_err(failed)?;
+                let data = block_on(source.read_block(&hash)).map_err(failed)?;
+                let put = block_on(target.put(data.clone().into())).map_err(failed)?;
                 // (read back through the store's own check: its digest, or sha256)
-                let back = target.get(&put).map_err(failed)?;
+                let back = block_on(target.get(&put)).map_err(failed)?;
                 if put != hash || back != data {
                     return Err(MigrateError::Mismatch(hash.to_hex()));
                 }
@@ -170,6 +170,8 @@ pub fn migrate(from: &Path, to: &Storage, mut progress: impl FnMut(u64, u64)) ->
         }
     }
     // Opens as a server would (schema, block store mark).
-    crate::open_storage(to)?.health()?;
+    let opened = crate::open_storage(to)?;
+    block_on(opened.claim_blocks())?;
+    block_on(opened.health())?;
     Ok(report)
 }

@@ -14,7 +14,7 @@ mod request;
 pub mod settings;
 mod unread_body;
 
-use crate::store::{Engine, StoreError, User};
+use crate::store::{Engine, User};
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
@@ -39,15 +39,6 @@ impl AppState {
         }
     }
 
-    /// Runs an engine call off the async workers (SQLite and block files block).
-    pub async fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Engine) -> Result<T, StoreError> + Send + 'static,
-    ) -> ApiResult<T> {
-        let store = self.store.clone();
-        Ok(tokio::task::spawn_blocking(move || f(&store)).await??)
-    }
-
     /// The user behind the request's token; 401 when there is none or it is unknown.
     pub async fn authenticate(&self, headers: &HeaderMap, q: &request::Query) -> ApiResult<User> {
         let Some(token) = request::token(headers, q)?.map(|t| t.to_string()) else {
@@ -69,7 +60,7 @@ impl AppState {
         unknown: impl FnOnce() -> ApiError,
     ) -> ApiResult<crate::store::Session> {
         use crate::store::TokenCheck;
-        match self.run(move |s| s.check_token(&token)).await? {
+        match self.store.check_token(&token).await? {
             TokenCheck::Valid(s) => Ok(s),
             TokenCheck::Expired => Err(ApiError::unauthorized("Authentication expired")),
             TokenCheck::Unknown => Err(unknown()),

@@ -17,7 +17,7 @@ pub mod s3;
 pub mod sql;
 
 pub use engine::Engine;
-pub use meta::MetaStore;
+pub use meta::{BlockCheck, BlockRemove, LazyHash, MetaStore};
 
 use crate::api::hashing::{merkle, BlockHash};
 use crate::api::pithos::Sharing;
@@ -75,9 +75,9 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// The runtime the async clients of the backends (S3, PostgreSQL) run on, called from the
-/// engine's blocking threads: two threads are plenty for I/O; never dropped (a runtime may
-/// not be dropped from async code, and the engine lives as long as the process).
+/// The runtime PostgreSQL's client runs on, called from the engine's blocking threads (and
+/// the command line's async calls): two threads are plenty for I/O; never dropped (a runtime
+/// may not be dropped from async code, and the engine lives as long as the process).
 pub(crate) fn io_runtime() -> &'static tokio::runtime::Runtime {
     static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
     RT.get_or_init(|| {
@@ -88,6 +88,27 @@ pub(crate) fn io_runtime() -> &'static tokio::runtime::Runtime {
             .build()
             .expect("a tokio runtime for the storage clients")
     })
+}
+
+/// Waits for `f` from synchronous code — the engine's transactions, which run on blocking
+/// threads and await the block store inside them, and the command line: on the runtime the
+/// thread belongs to, or on [`io_runtime`] where there is none (or only a single-threaded one,
+/// which a blocking wait would stall).
+pub fn block_on<F>(f: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(|| h.block_on(f)),
+        Ok(_) => std::thread::scope(|s| {
+            s.spawn(|| io_runtime().block_on(f))
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        }),
+        Err(_) => io_runtime().block_on(f),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -22,7 +22,8 @@ pub fn spawn(store: Arc<Engine>, metrics: Arc<super::ops::Metrics>, schedule: Gc
     tokio::spawn(async move {
         loop {
             let s = store.clone();
-            match tokio::task::spawn_blocking(move || s.collect_garbage(schedule.grace)).await {
+            // (its own task: a panic in one run is logged, and the next run comes)
+            match tokio::spawn(async move { s.collect_garbage(schedule.grace).await }).await {
                 Ok(Ok(r)) if r.skipped => {
                     metrics.collected(&r);
                     tracing::info!("garbage collection skipped: another collector is running")

@@ -67,7 +67,7 @@ where
     let store = st.store.clone();
     let spawn = |data: Bytes| {
         let (store, account) = (store.clone(), account.to_string());
-        tokio::task::spawn_blocking(move || store.put_block(&account, &data))
+        tokio::spawn(async move { store.put_block(&account, data).await })
     };
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("Request body incomplete: {e}")))?;
@@ -111,7 +111,7 @@ where
 pub async fn read_block(st: &AppState, hashes: &Arc<Vec<BlockHash>>, size: u64, index: u64) -> ApiResult<Bytes> {
     let h = hashes[index as usize];
     let want = block_len(size, index);
-    let mut data = st.run(move |s| s.read_block(&h)).await?;
+    let mut data = st.store.read_block(&h).await?;
     if data.len() > want {
         // A hashmap that claimed fewer bytes than its last block holds reads as its size.
         data.truncate(want);
@@ -244,7 +244,7 @@ where
     let store = st.store.clone();
     let put = |b: Bytes| {
         let (store, account) = (store.clone(), account.to_string());
-        async move { Ok::<_, ApiError>(tokio::task::spawn_blocking(move || store.put_block(&account, &b)).await??) }
+        async move { Ok::<_, ApiError>(store.put_block(&account, b).await?) }
     };
     while let Some(chunk) = data.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("Request body incomplete: {e}")))?;
@@ -292,10 +292,8 @@ pub async fn truncate(
     let mut out = hashes[..n].to_vec();
     let tail = (new_size % BLOCK_SIZE as u64) as usize;
     if tail != 0 {
-        let mut last = read_block(st, &hashes, size, (n - 1) as u64).await?.to_vec();
-        last.truncate(tail);
-        let (store, account) = (st.store.clone(), account.to_string());
-        out[n - 1] = tokio::task::spawn_blocking(move || store.put_block(&account, &last)).await??;
+        let last = read_block(st, &hashes, size, (n - 1) as u64).await?.slice(..tail);
+        out[n - 1] = st.store.put_block(account, last).await?;
     }
     Ok(out)
 }

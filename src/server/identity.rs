@@ -72,22 +72,17 @@ pub async fn user_catalogs(State(st): State<AppState>, headers: HeaderMap, body:
     }
     let req: CatalogRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("Malformed request: {e}")))?;
-    let reply = st
-        .run(move |s| {
-            let mut r = CatalogReply::default();
-            for u in &req.uuids {
-                if let Some(user) = s.user_by_uuid(u)? {
-                    r.uuid_catalog.insert(user.uuid, user.name);
-                }
-            }
-            for n in &req.displaynames {
-                if let Some(user) = s.user_by_name(n)? {
-                    r.displayname_catalog.insert(user.name, user.uuid);
-                }
-            }
-            Ok(r)
-        })
-        .await?;
+    let mut reply = CatalogReply::default();
+    for u in &req.uuids {
+        if let Some(user) = st.store.user_by_uuid(u).await? {
+            reply.uuid_catalog.insert(user.uuid, user.name);
+        }
+    }
+    for n in &req.displaynames {
+        if let Some(user) = st.store.user_by_name(n).await? {
+            reply.displayname_catalog.insert(user.name, user.uuid);
+        }
+    }
     Ok(json_reply(reply))
 }
 

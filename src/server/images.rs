@@ -209,7 +209,7 @@ async fn handle_inner(st: AppState, req: Request) -> ApiResult<Response> {
         ["shared-images", member] if m == Method::GET => {
             let member = member.to_string();
             let me = user.uuid.clone();
-            let all = st.run(move |s| s.list_images(&me, None)).await?;
+            let all = st.store.list_images(&me, None).await?;
             let me = user.uuid.clone();
             let list: Vec<plankton::SharedImage> = all
                 .iter()
@@ -246,13 +246,10 @@ async fn member_account(st: &AppState, member: &str) -> ApiResult<String> {
     if !crate::api::pithos::valid_member(&member) || member == "*" {
         return Err(ApiError::bad_request(format!("Invalid member id '{member}'")));
     }
-    let m = member.clone();
-    let found = st
-        .run(move |s| match s.user_by_uuid(&m.to_lowercase())? {
-            Some(u) => Ok(Some(u)),
-            None => s.user_by_name(&m),
-        })
-        .await?;
+    let found = match st.store.user_by_uuid(&member.to_lowercase()).await? {
+        Some(u) => Some(u),
+        None => st.store.user_by_name(&member).await?,
+    };
     found
         .map(|u| u.uuid)
         .ok_or_else(|| ApiError::bad_request(format!("Unknown member '{member}'")))
@@ -262,7 +259,7 @@ async fn member_account(st: &AppState, member: &str) -> ApiResult<String> {
 /// theirs and not shared with them.
 async fn visible_image(st: &AppState, user: &User, id: &str) -> ApiResult<ObjectInfo> {
     let id = id.to_string();
-    let o = st.run(move |s| s.object_by_uuid(&id)).await?;
+    let o = st.store.object_by_uuid(&id).await?;
     let o = o
         .filter(|o| image_of(o).is_some())
         .ok_or_else(|| ApiError::not_found("Image not found"))?;
@@ -289,7 +286,7 @@ async fn change_members(
     let o = owned_image(st, user, id).await?;
     let new = f(&o.sharing.clone().unwrap_or_default(), &o.account);
     let p = ObjectPath::new(&o.account, &o.container, &o.name);
-    st.run(move |s| s.set_permissions(&p, Some(&new), None)).await?;
+    st.store.set_permissions(&p, Some(&new), None).await?;
     Ok(reply(StatusCode::NO_CONTENT, vec![], Body::empty()))
 }
 
@@ -322,7 +319,7 @@ async fn list(st: &AppState, user: &User, q: &Query, detail: bool) -> ApiResult<
         .map_err(|_| ApiError::bad_request("Malformed request."))?;
     let me = user.uuid.clone();
     let name = q.get("name").map(str::to_string);
-    let all = st.run(move |s| s.list_images(&me, name.as_deref())).await?;
+    let all = st.store.list_images(&me, name.as_deref()).await?;
     let me = user.uuid.clone();
     let mut images: Vec<Image> = all.iter().filter(|o| can_see(o, &me)).filter_map(image_of).collect();
     let eq = |field: &str, v: &str| q.get(field).is_none_or(|want| want == v);
@@ -455,7 +452,7 @@ async fn register(st: &AppState, user: &User, headers: &HeaderMap) -> ApiResult<
         plankton::parse_location(loc).ok_or_else(|| ApiError::bad_request(format!("Invalid location '{loc}'")))?;
     let p = ObjectPath::new(&acc, &cont, &path);
     let p2 = p.clone();
-    let o = st.run(move |s| s.object_info(&p2, None)).await?;
+    let o = st.store.object_info(&p2, None).await?;
     if o.account != user.uuid {
         let readable = o.sharing.as_ref().is_some_and(|s| s.can_read(&user.uuid));
         return Err(ApiError::forbidden(if readable {
@@ -506,9 +503,7 @@ async fn register(st: &AppState, user: &User, headers: &HeaderMap) -> ApiResult<
     }
     let sharing = Sharing { read, write: vec![] };
     let by = user.uuid.clone();
-    let o = st
-        .run(move |s| s.set_image_meta(&p, &meta, Some(&sharing), &by))
-        .await?;
+    let o = st.store.set_image_meta(&p, &meta, Some(&sharing), &by).await?;
     Ok(image_reply(StatusCode::OK, &image_of(&o).expect("just registered")))
 }
 
@@ -564,9 +559,7 @@ async fn update(st: &AppState, user: &User, id: &str, headers: &HeaderMap) -> Ap
     });
     let p = ObjectPath::new(&o.account, &o.container, &o.name);
     let by = user.uuid.clone();
-    let o = st
-        .run(move |s| s.set_image_meta(&p, &meta, sharing.as_ref(), &by))
-        .await?;
+    let o = st.store.set_image_meta(&p, &meta, sharing.as_ref(), &by).await?;
     Ok(image_reply(StatusCode::OK, &image_of(&o).expect("still registered")))
 }
 
@@ -574,6 +567,6 @@ async fn unregister(st: &AppState, user: &User, id: &str) -> ApiResult<Response>
     let o = owned_image(st, user, id).await?;
     let p = ObjectPath::new(&o.account, &o.container, &o.name);
     let by = user.uuid.clone();
-    st.run(move |s| s.set_image_meta(&p, &Meta::new(), None, &by)).await?;
+    st.store.set_image_meta(&p, &Meta::new(), None, &by).await?;
     Ok(reply(StatusCode::NO_CONTENT, vec![], Body::empty()))
 }

@@ -192,10 +192,9 @@ fn pool_metrics(pool: Option<(usize, usize)>) -> String {
 /// 503 with which of them failed and `Retry-After`, for a load balancer to send requests
 /// elsewhere (the cause goes to the log only: the endpoint needs no token).
 pub async fn healthz(State(st): State<AppState>) -> Response {
-    let store = st.store.clone();
-    let failed = match tokio::task::spawn_blocking(move || store.health()).await {
-        Ok(Ok(())) => return (StatusCode::OK, "ok\n").into_response(),
-        Ok(Err(e)) => {
+    let failed = match st.store.health().await {
+        Ok(()) => return (StatusCode::OK, "ok\n").into_response(),
+        Err(e) => {
             tracing::warn!(error = %e, "health check failed");
             match e {
                 crate::store::StoreError::Db(_) | crate::store::StoreError::NoRow => {
@@ -203,10 +202,6 @@ pub async fn healthz(State(st): State<AppState>) -> Response {
                 }
                 _ => "the block store does not answer",
             }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "health check panicked");
-            "the health check failed"
         }
     };
     Response::builder()

@@ -228,16 +228,11 @@ async fn top(ctx: &Ctx) -> ApiResult<Response> {
     if ctx.method != Method::GET && ctx.method != Method::HEAD {
         return Err(ApiError::not_allowed("GET, HEAD"));
     }
-    let me = ctx.user.uuid.clone();
-    let accounts = ctx
-        .st
-        .run(move |s| {
-            s.accounts_sharing_with(&me)?
-                .into_iter()
-                .map(|a| Ok((s.account_info(&a)?.modified, a)))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await?;
+    let s = &ctx.st.store;
+    let mut accounts = vec![];
+    for a in s.accounts_sharing_with(&ctx.user.uuid).await? {
+        accounts.push((s.account_info(&a).await?.modified, a));
+    }
     let json = ctx.query.wants_json(&ctx.headers);
     let entries = named_entries(&accounts);
     let names = accounts.into_iter().map(|(_, a)| a).collect();
@@ -303,11 +298,8 @@ async fn account_level(ctx: &Ctx, account: &str) -> ApiResult<Response> {
             if ctx.query.until().is_some() {
                 return Err(ApiError::bad_request("until is not supported by this server"));
             }
-            let a = acc.clone();
-            let (info, containers) = ctx
-                .st
-                .run(move |s| Ok((s.account_info(&a)?, s.list_containers(&a)?)))
-                .await?;
+            let info = ctx.st.store.account_info(&acc).await?;
+            let containers = ctx.st.store.list_containers(&acc).await?;
             let headers = account_headers(account, &info);
             if ctx.method == Method::HEAD {
                 return Ok(reply(StatusCode::NO_CONTENT, headers, Body::empty()));
@@ -319,7 +311,7 @@ async fn account_level(ctx: &Ctx, account: &str) -> ApiResult<Response> {
             let mut wanted = vec![];
             if shared || public {
                 let a = acc.clone();
-                let paths = ctx.st.run(move |s| s.shared_paths(&a)).await?;
+                let paths = ctx.st.store.shared_paths(&a).await?;
                 for (c, _, sh) in paths {
                     if (shared || sh.is_public()) && !wanted.contains(&c) {
                         wanted.push(c);
@@ -375,7 +367,7 @@ async fn account_level(ctx: &Ctx, account: &str) -> ApiResult<Response> {
             } else {
                 Some(MetaUpdate::Replace(groups))
             };
-            ctx.st.run(move |s| s.update_account(&acc, meta, groups)).await?;
+            ctx.st.store.update_account(&acc, meta, groups).await?;
             Ok(reply(StatusCode::ACCEPTED, vec![], Body::empty()))
         }
         _ => Err(ApiError::not_allowed("HEAD, GET, POST")),
@@ -394,22 +386,17 @@ fn listing_limit(q: &Query) -> usize {
 
 /// Another user's account: only the containers that hold something shared with the caller.
 async fn foreign_account_listing(ctx: &Ctx, account: &str) -> ApiResult<Response> {
-    let (acc, me) = (account.to_string(), ctx.user.uuid.clone());
-    let containers = ctx
-        .st
-        .run(move |s| {
-            let mut names: Vec<String> = vec![];
-            for (c, _, sh) in s.shared_paths(&acc)? {
-                if sh.can_read(&me) && !names.contains(&c) {
-                    names.push(c);
-                }
-            }
-            names
-                .into_iter()
-                .map(|c| Ok((s.container_info(&acc, &c)?.modified, c)))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await?;
+    let (s, me) = (&ctx.st.store, &ctx.user.uuid);
+    let mut names: Vec<String> = vec![];
+    for (c, _, sh) in s.shared_paths(account).await? {
+        if sh.can_read(me) && !names.contains(&c) {
+            names.push(c);
+        }
+    }
+    let mut containers = vec![];
+    for c in names {
+        containers.push((s.container_info(account, &c).await?.modified, c));
+    }
     if containers.is_empty() {
         return Err(ApiError::forbidden("Not allowed"));
     }
@@ -530,7 +517,7 @@ async fn container_level(ctx: &Ctx, account: &str, container: &str, body: Body) 
                 return Err(ApiError::bad_request("until is not supported by this server"));
             }
             let (a, c) = (acc.clone(), cont.clone());
-            let info = ctx.st.run(move |s| s.container_info(&a, &c)).await;
+            let info = ctx.st.store.container_info(&a, &c).await.map_err(ApiError::from);
             let info = match info {
                 Ok(i) => i,
                 Err(e) if !owner && e.status == StatusCode::NOT_FOUND => {
@@ -557,10 +544,7 @@ async fn container_level(ctx: &Ctx, account: &str, container: &str, body: Body) 
             }
             let policy = policy_update(&ctx.headers, false)?;
             let meta = meta_headers(&ctx.headers, CONTAINER_META)?.unwrap_or_default();
-            let created = ctx
-                .st
-                .run(move |s| s.put_container(&acc, &cont, &policy, &meta))
-                .await?;
+            let created = ctx.st.store.put_container(&acc, &cont, &policy, &meta).await?;
             Ok(reply(
                 if created {
                     StatusCode::CREATED
@@ -587,9 +571,7 @@ async fn container_level(ctx: &Ctx, account: &str, container: &str, body: Body) 
                 (None, true) => None,
                 (None, false) => Some(MetaUpdate::Replace(Default::default())),
             };
-            ctx.st
-                .run(move |s| s.update_container(&acc, &cont, &policy, meta))
-                .await?;
+            ctx.st.store.update_container(&acc, &cont, &policy, meta).await?;
             Ok(reply(StatusCode::ACCEPTED, vec![], Body::empty()))
         }
         Method::DELETE => {
@@ -597,14 +579,14 @@ async fn container_level(ctx: &Ctx, account: &str, container: &str, body: Body) 
                 return Err(ApiError::forbidden("Not allowed"));
             }
             if let Some(until) = ctx.query.until() {
-                ctx.st.run(move |s| s.purge_container(&acc, &cont, until)).await?;
+                ctx.st.store.purge_container(&acc, &cont, until).await?;
                 return Ok(reply(StatusCode::NO_CONTENT, vec![], Body::empty()));
             }
             let by = ctx.user.uuid.clone();
             if ctx.query.has("delimiter") {
-                ctx.st.run(move |s| s.clear_container(&acc, &cont, &by)).await?;
+                ctx.st.store.clear_container(&acc, &cont, &by).await?;
             } else {
-                ctx.st.run(move |s| s.delete_container(&acc, &cont)).await?;
+                ctx.st.store.delete_container(&acc, &cont).await?;
             }
             Ok(reply(StatusCode::NO_CONTENT, vec![], Body::empty()))
         }
@@ -614,7 +596,7 @@ async fn container_level(ctx: &Ctx, account: &str, container: &str, body: Body) 
 
 async fn foreign_container_check(ctx: &Ctx, account: &str, container: &str) -> ApiResult<()> {
     let acc = account.to_string();
-    let paths = ctx.st.run(move |s| s.shared_paths(&acc)).await?;
+    let paths = ctx.st.store.shared_paths(&acc).await?;
     if paths
         .iter()
         .any(|(c, _, sh)| c == container && sh.can_read(&ctx.user.uuid))
@@ -673,7 +655,7 @@ async fn list_objects(
     lq.only_shared = q.has("shared");
     lq.only_public = q.has("public");
     let (a, c) = (account.to_string(), container.to_string());
-    let entries = ctx.st.run(move |s| s.list_objects(&a, &c, &lq)).await?;
+    let entries = ctx.st.store.list_objects(&a, &c, &lq).await?;
     let mut names = vec![];
     let mut json = vec![];
     for e in &entries {
@@ -701,7 +683,7 @@ async fn list_objects(
 /// Block upload: the body cut into blocks, stored, and their hashes returned in order.
 async fn block_upload(ctx: &Ctx, account: &str, container: &str, body: Body) -> ApiResult<Response> {
     let (a, c) = (account.to_string(), container.to_string());
-    ctx.st.run(move |s| s.container_info(&a, &c)).await?;
+    ctx.st.store.container_info(&a, &c).await?;
     let ing =
         crate::server::data::ingest(&ctx.st, &ctx.user.uuid, body.into_data_stream(), MAX_BLOCK_POST, false).await?;
     Ok(reply(

@@ -16,28 +16,48 @@
 
 use crate::api::hashing::{block_hash, trim_trailing_zeros, BlockHash};
 use crate::store::{Result, StoreError};
+use bytes::Bytes;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
-/// Block I/O by hash; the seam where a Swift-API or other remote block store can go.
+/// Block I/O by hash; the seam where an S3 bucket ([`super::s3`]) or another remote block
+/// store goes. Async: a networked store waits on the network without holding a thread; the
+/// file store does its I/O on the blocking threads.
+#[async_trait::async_trait]
 pub trait BlockStore: Send + Sync {
-    fn put(&self, data: &[u8]) -> Result<BlockHash>;
-    fn get(&self, hash: &BlockHash) -> Result<Vec<u8>>;
-    fn stored_len(&self, hash: &BlockHash) -> Result<Option<u64>>;
+    /// Stores a block (trailing NULs trimmed) durably; its hash once it is.
+    async fn put(&self, data: Bytes) -> Result<BlockHash>;
+    /// Its stored bytes, checked (a corrupt block is set aside and never served).
+    async fn get(&self, hash: &BlockHash) -> Result<Vec<u8>>;
+    async fn stored_len(&self, hash: &BlockHash) -> Result<Option<u64>>;
     /// Deletes a block; false when it was not there. Only the collector calls this, for a
     /// block the metadata says nobody holds.
-    fn remove(&self, hash: &BlockHash) -> Result<bool>;
-    /// Deletes temp files of writes older than `older_than` (a crash cut them) and calls
-    /// `found` with each block older than that; returns the temp files' count and bytes.
-    fn sweep(&self, older_than: SystemTime, found: &mut dyn FnMut(BlockHash, u64) -> Result<()>) -> Result<(u64, u64)>;
+    async fn remove(&self, hash: &BlockHash) -> Result<bool>;
+    /// One page of the walk over everything stored, from `from` (a page's `next`; `None`:
+    /// the start): the blocks older than `older_than` it holds, after deleting the temp files
+    /// of writes older than that (a crash cut them). Pages are bounded, so a walk over a store
+    /// of any size holds one page in memory.
+    async fn sweep(&self, older_than: SystemTime, from: Option<String>) -> Result<SweepPage>;
     /// Whether the store answers at all (for a readiness check; cheap).
-    fn check(&self) -> Result<()>;
+    async fn check(&self) -> Result<()>;
     /// Marks the store as holding the blocks of the metadata database `owner` (its engine id),
     /// or refuses if it holds another's: the collector deletes every block its database does
     /// not know, so two databases over one store would delete each other's data.
-    fn claim(&self, owner: &str) -> Result<()>;
+    async fn claim(&self, owner: &str) -> Result<()>;
+}
+
+/// One page of [`BlockStore::sweep`].
+#[derive(Debug, Default)]
+pub struct SweepPage {
+    /// Blocks stored (hash, stored length), old enough to be judged.
+    pub found: Vec<(BlockHash, u64)>,
+    /// Temp files deleted: count and bytes.
+    pub temps: (u64, u64),
+    /// Where the next page starts; `None`: this was the last.
+    pub next: Option<String>,
 }
 
 /// The name of the owner mark, at the store's root (neither a block's name nor a temp file's).
@@ -52,13 +72,14 @@ pub fn claimed_by_another(store: &str, owner: &str, found: &str) -> StoreError {
     ))
 }
 
+#[derive(Clone)]
 pub struct FsBlocks {
     root: PathBuf,
     /// Block directories (by the hash's first two bytes) this process made durable: created
     /// if missing, and their parents fsynced, so that a block renamed into one survives a
     /// power cut. Held while making one durable, so that no writer uses a directory another
     /// is still making durable.
-    durable_dirs: std::sync::Mutex<std::collections::HashSet<u16>>,
+    durable_dirs: Arc<std::sync::Mutex<std::collections::HashSet<u16>>>,
 }
 
 /// Removes a temp file unless the rename that publishes it went through.
@@ -254,8 +275,9 @@ fn stored_check(f: &File) -> Option<[u8; 32]> {
     (n == 32).then_some(d)
 }
 
-impl BlockStore for FsBlocks {
-    fn check(&self) -> Result<()> {
+/// The operations themselves, synchronous (the trait runs them on the blocking threads).
+impl FsBlocks {
+    pub fn check(&self) -> Result<()> {
         // Its root is there and can be read: a disk that went away or a lost mount fails this
         // (a disk remounted read-only does not; writes then fail with 5xx and a log line).
         let mut entries = fs::read_dir(&self.root)?;
@@ -265,7 +287,7 @@ impl BlockStore for FsBlocks {
         Ok(())
     }
 
-    fn claim(&self, owner: &str) -> Result<()> {
+    pub fn claim(&self, owner: &str) -> Result<()> {
         let mark = self.root.join(OWNER_MARK);
         for _ in 0..3 {
             match fs::read_to_string(&mark) {
@@ -300,7 +322,7 @@ impl BlockStore for FsBlocks {
         )))
     }
 
-    fn put(&self, data: &[u8]) -> Result<BlockHash> {
+    pub fn put(&self, data: &[u8]) -> Result<BlockHash> {
         let stored = trim_trailing_zeros(data);
         let hash = block_hash(stored);
         if stored.is_empty() {
@@ -324,7 +346,7 @@ impl BlockStore for FsBlocks {
         Ok(hash)
     }
 
-    fn get(&self, hash: &BlockHash) -> Result<Vec<u8>> {
+    pub fn get(&self, hash: &BlockHash) -> Result<Vec<u8>> {
         if hash.is_empty_block() {
             return Ok(vec![]);
         }
@@ -351,7 +373,7 @@ impl BlockStore for FsBlocks {
         Ok(buf)
     }
 
-    fn stored_len(&self, hash: &BlockHash) -> Result<Option<u64>> {
+    pub fn stored_len(&self, hash: &BlockHash) -> Result<Option<u64>> {
         if hash.is_empty_block() {
             return Ok(Some(0));
         }
@@ -362,7 +384,7 @@ impl BlockStore for FsBlocks {
         }
     }
 
-    fn remove(&self, hash: &BlockHash) -> Result<bool> {
+    pub fn remove(&self, hash: &BlockHash) -> Result<bool> {
         if hash.is_empty_block() {
             return Ok(false);
         }
@@ -373,38 +395,92 @@ impl BlockStore for FsBlocks {
         }
     }
 
-    fn sweep(&self, older_than: SystemTime, found: &mut dyn FnMut(BlockHash, u64) -> Result<()>) -> Result<(u64, u64)> {
-        let (mut temps, mut temp_bytes) = (0u64, 0u64);
-        for top in sorted_dir(&self.root)? {
-            for leaf in sorted_dir(&top)? {
-                for file in sorted_dir(&leaf)? {
-                    let Some(name) = file.file_name().and_then(|n| n.to_str()) else {
-                        continue;
-                    };
-                    let m = match fs::symlink_metadata(&file) {
-                        Ok(m) if m.is_file() => m,
-                        // (gone meanwhile, or not ours to judge)
-                        _ => continue,
-                    };
-                    if m.modified()? >= older_than {
-                        continue;
-                    }
-                    if name.starts_with(".tmp-") {
-                        match fs::remove_file(&file) {
-                            Ok(()) => {
-                                temps += 1;
-                                temp_bytes += m.len();
-                            }
-                            Err(e) if e.kind() == ErrorKind::NotFound => {}
-                            Err(e) => return Err(e.into()),
+    /// One page of the sweep: one top-level directory (of 256), from `from` on.
+    pub fn sweep(&self, older_than: SystemTime, from: Option<&str>) -> Result<SweepPage> {
+        let tops = sorted_dir(&self.root)?;
+        let named = |p: &PathBuf| p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+        let mut tops = tops
+            .into_iter()
+            .filter(|p| p.is_dir() && from.is_none_or(|f| named(p).as_str() >= f));
+        let mut page = SweepPage::default();
+        let Some(top) = tops.next() else {
+            return Ok(page);
+        };
+        page.next = tops.next().map(|p| named(&p));
+        for leaf in sorted_dir(&top)? {
+            for file in sorted_dir(&leaf)? {
+                let Some(name) = file.file_name().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                let m = match fs::symlink_metadata(&file) {
+                    Ok(m) if m.is_file() => m,
+                    // (gone meanwhile, or not ours to judge)
+                    _ => continue,
+                };
+                if m.modified()? >= older_than {
+                    continue;
+                }
+                if name.starts_with(".tmp-") {
+                    match fs::remove_file(&file) {
+                        Ok(()) => {
+                            page.temps.0 += 1;
+                            page.temps.1 += m.len();
                         }
-                    } else if let Some(h) = BlockHash::from_hex(name).filter(|h| h.to_hex() == name) {
-                        found(h, m.len())?;
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => return Err(e.into()),
                     }
+                } else if let Some(h) = BlockHash::from_hex(name).filter(|h| h.to_hex() == name) {
+                    page.found.push((h, m.len()));
                 }
             }
         }
-        Ok((temps, temp_bytes))
+        Ok(page)
+    }
+}
+
+/// Runs one of the file store's operations on the blocking threads.
+async fn off_thread<T: Send + 'static>(
+    store: &FsBlocks,
+    f: impl FnOnce(&FsBlocks) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+}
+
+#[async_trait::async_trait]
+impl BlockStore for FsBlocks {
+    async fn put(&self, data: Bytes) -> Result<BlockHash> {
+        off_thread(self, move |s| s.put(&data)).await
+    }
+
+    async fn get(&self, hash: &BlockHash) -> Result<Vec<u8>> {
+        let h = *hash;
+        off_thread(self, move |s| s.get(&h)).await
+    }
+
+    async fn stored_len(&self, hash: &BlockHash) -> Result<Option<u64>> {
+        let h = *hash;
+        off_thread(self, move |s| s.stored_len(&h)).await
+    }
+
+    async fn remove(&self, hash: &BlockHash) -> Result<bool> {
+        let h = *hash;
+        off_thread(self, move |s| s.remove(&h)).await
+    }
+
+    async fn sweep(&self, older_than: SystemTime, from: Option<String>) -> Result<SweepPage> {
+        off_thread(self, move |s| s.sweep(older_than, from.as_deref())).await
+    }
+
+    async fn check(&self) -> Result<()> {
+        off_thread(self, |s| s.check()).await
+    }
+
+    async fn claim(&self, owner: &str) -> Result<()> {
+        let owner = owner.to_string();
+        off_thread(self, move |s| s.claim(&owner)).await
     }
 }
 

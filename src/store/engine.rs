@@ -15,14 +15,15 @@
 //! which locks) is `sql/gc.rs`.
 
 use super::blocks::BlockStore;
-use super::meta::MetaStore;
+use super::meta::{BlockCheck, BlockRemove, LazyHash, MetaStore};
 use super::{GcReport, Result, StoreError};
 use crate::api::hashing::{block_hash, trim_trailing_zeros, BlockHash};
+use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// Blocks found stored that are checked against the metadata per transaction.
+/// Blocks found stored that are checked against the metadata per transaction (at most).
 const SWEEP_BATCH: usize = 512;
 
 /// Stray files younger than this stay whatever the grace period: a temp file is a write in
@@ -57,126 +58,130 @@ impl<M: MetaStore + 'static> Engine<M> {
 }
 
 impl<M: MetaStore + ?Sized> Engine<M> {
-    /// Puts the two together and marks the block store as this metadata's: one that answers
-    /// for another database is refused (its collector would delete what this one holds); one
-    /// that does not answer now is marked before the first collection.
-    pub fn new(meta: Arc<M>, blocks: Arc<dyn BlockStore>) -> Result<Engine<M>> {
-        let e = Engine {
+    /// Puts the two together. The block store is marked as this metadata's by
+    /// [`Engine::claim_blocks`] (a server does so as it starts) and before every collection.
+    pub fn new(meta: Arc<M>, blocks: Arc<dyn BlockStore>) -> Engine<M> {
+        Engine {
             meta,
             blocks,
             claimed: Arc::new(AtomicBool::new(false)),
-        };
-        match e.claim_blocks() {
-            Err(StoreError::Unavailable(err)) => tracing::warn!(error = %err, "the block store does not answer"),
-            other => other?,
         }
-        Ok(e)
     }
 
     pub fn meta(&self) -> &Arc<M> {
         &self.meta
     }
 
-    fn claim_blocks(&self) -> Result<()> {
+    /// Marks the block store as this metadata's: one that answers for another database is
+    /// refused (its collector would delete what this one holds).
+    pub async fn claim_blocks(&self) -> Result<()> {
         if !self.claimed.load(Ordering::Acquire) {
-            self.blocks.claim(self.meta.engine_id())?;
+            self.blocks.claim(self.meta.engine_id()).await?;
             self.claimed.store(true, Ordering::Release);
         }
         Ok(())
     }
 
     /// Stores a block that `account` sent; from then on it is present for that account.
-    pub fn put_block(&self, account: &str, data: &[u8]) -> Result<BlockHash> {
-        let stored = trim_trailing_zeros(data);
-        let size = stored.len() as u64;
+    pub async fn put_block(&self, account: &str, data: Bytes) -> Result<BlockHash> {
+        let size = trim_trailing_zeros(&data).len() as u64;
         // Refused before it costs any space, and again as it is recorded (concurrent uploads).
-        self.meta.check_upload(account, size, &|| block_hash(stored))?;
+        let for_hash = data.clone();
+        let hash: LazyHash = Box::new(move || block_hash(trim_trailing_zeros(&for_hash)));
+        self.meta.check_upload(account, size, hash).await?;
         // Durable before it is recorded as present.
-        let h = self.blocks.put(data)?;
-        self.meta.block_sent(account, &h, size, &mut || {
-            if self.blocks.stored_len(&h)?.is_none() {
-                self.blocks.put(data)?;
-            }
-            Ok(())
-        })?;
+        let h = self.blocks.put(data.clone()).await?;
+        let blocks = self.blocks.clone();
+        let verify: BlockCheck = Box::new(move || {
+            let (blocks, data) = (blocks.clone(), data.clone());
+            Box::pin(async move {
+                if blocks.stored_len(&h).await?.is_none() {
+                    blocks.put(data).await?;
+                }
+                Ok(())
+            })
+        });
+        self.meta.block_sent(account, &h, size, verify).await?;
         Ok(h)
     }
 
     /// A block's stored bytes (trailing NULs trimmed; the caller pads).
-    pub fn read_block(&self, hash: &BlockHash) -> Result<Vec<u8>> {
-        let got = self.blocks.get(hash);
+    pub async fn read_block(&self, hash: &BlockHash) -> Result<Vec<u8>> {
+        let got = self.blocks.get(hash).await;
         if let Err(StoreError::CorruptBlock(_) | StoreError::LostBlock(_)) = &got {
             // (a corrupt block was set aside by the store: lost as well)
-            self.meta.block_lost(hash)?;
+            self.meta.block_lost(hash).await?;
         }
         got
     }
 
     /// Length of a block's stored bytes.
-    pub fn block_stored_len(&self, hash: &BlockHash) -> Result<Option<u64>> {
-        self.blocks.stored_len(hash)
+    pub async fn block_stored_len(&self, hash: &BlockHash) -> Result<Option<u64>> {
+        self.blocks.stored_len(hash).await
     }
 
     /// Whether the engine can serve: the metadata answers a query (whatever the cause, a
     /// failure names the database), and the block store its root.
-    pub fn health(&self) -> Result<()> {
-        self.meta.health().map_err(|e| StoreError::Db(e.to_string()))?;
-        self.blocks.check()
+    pub async fn health(&self) -> Result<()> {
+        self.meta.health().await.map_err(|e| StoreError::Db(e.to_string()))?;
+        self.blocks.check().await
     }
 
     /// One garbage collection: uploads no version took within `grace` stop being charged,
     /// blocks nobody has held for `grace` are deleted, and so are stray files older than
     /// `grace` (and 15 minutes). Skipped (and said so) while another collector runs over the
     /// same database.
-    pub fn collect_garbage(&self, grace: Duration) -> Result<GcReport> {
-        self.claim_blocks()?;
+    pub async fn collect_garbage(&self, grace: Duration) -> Result<GcReport> {
+        self.claim_blocks().await?;
         let me = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
-        if !self.meta.gc_take_lease(&me)? {
+        if !self.meta.gc_take_lease(&me).await? {
             return Ok(GcReport {
                 skipped: true,
                 ..GcReport::default()
             });
         }
-        let out = self.collect_leased(&me, grace);
-        if let Err(e) = self.meta.gc_drop_lease(&me) {
+        let out = self.collect_leased(&me, grace).await;
+        if let Err(e) = self.meta.gc_drop_lease(&me).await {
             tracing::warn!(error = %e, "could not give the collector's lease back (it expires)");
         }
         out
     }
 
-    fn collect_leased(&self, me: &str, grace: Duration) -> Result<GcReport> {
-        let mut report = GcReport::default();
-        let mut renew = || self.meta.gc_take_lease(me);
-        report.uploads_expired = self.meta.gc_expire(grace, &mut renew)?;
-        let (n, bytes) = self
-            .meta
-            .gc_free(grace, &mut |h| self.blocks.remove(h).map(|_| ()), &mut renew)?;
+    async fn collect_leased(&self, me: &str, grace: Duration) -> Result<GcReport> {
+        let mut report = GcReport {
+            uploads_expired: self.meta.gc_expire(grace, me).await?,
+            ..GcReport::default()
+        };
+        let blocks = self.blocks.clone();
+        let remove: BlockRemove = Arc::new(move |h| {
+            let blocks = blocks.clone();
+            Box::pin(async move { blocks.remove(&h).await })
+        });
+        let (n, bytes) = self.meta.gc_free(grace, me, remove.clone()).await?;
         report.blocks_freed = n;
         report.bytes_freed = bytes;
         // Stray files: temp files of cut writes go at once; block files are checked against
-        // the metadata a batch at a time.
+        // the metadata a page at a time.
         let older_than = SystemTime::now() - grace.max(STRAY_MIN_AGE);
-        let mut batch: Vec<(BlockHash, u64)> = Vec::with_capacity(SWEEP_BATCH);
-        let (mut n, mut bytes) = (0u64, 0u64);
-        let mut flush = |batch: &mut Vec<(BlockHash, u64)>| -> Result<()> {
-            let (k, b) = self.meta.gc_forget_strays(batch, &mut |h| self.blocks.remove(h))?;
-            n += k;
-            bytes += b;
-            batch.clear();
-            self.meta.gc_take_lease(me)?;
-            Ok(())
-        };
-        let temps = self.blocks.sweep(older_than, &mut |h, len| {
-            batch.push((h, len));
-            if batch.len() == SWEEP_BATCH {
-                flush(&mut batch)?;
+        let mut from = None;
+        loop {
+            let page = self.blocks.sweep(older_than, from).await?;
+            report.temp_files_freed += page.temps.0;
+            report.bytes_freed += page.temps.1;
+            for batch in page.found.chunks(SWEEP_BATCH) {
+                let (k, b) = self.meta.gc_forget_strays(batch.to_vec(), remove.clone()).await?;
+                report.orphans_freed += k;
+                report.bytes_freed += b;
             }
-            Ok(())
-        })?;
-        flush(&mut batch)?;
-        report.orphans_freed = n;
-        report.temp_files_freed = temps.0;
-        report.bytes_freed += bytes + temps.1;
+            if !self.meta.gc_take_lease(me).await? {
+                tracing::warn!("the collector's lease was lost during the sweep; stopping");
+                break;
+            }
+            match page.next {
+                Some(next) => from = Some(next),
+                None => break,
+            }
+        }
         Ok(report)
     }
 }

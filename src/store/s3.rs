@@ -13,14 +13,15 @@
 //! digest is settled by the sha256 that names the block. Bytes that match neither are deleted
 //! (an upload then heals the block) and never served.
 //!
-//! `object_store` is async; [`BlockStore`] is called from blocking threads (the server's
-//! `spawn_blocking`, the command line), so each call runs on a small runtime of this module's
-//! own. Requests are bounded in time and retries so that an endpoint that is down fails a
-//! request within seconds, as [`StoreError::Unavailable`] (503 with `Retry-After`).
+//! Async throughout: a request in flight to the endpoint holds no thread; only hashing (a
+//! block's sha256 and BLAKE3, milliseconds per MiB) runs on the blocking threads. Requests
+//! are bounded in time and retries so that an endpoint that is down fails a request within
+//! seconds, as [`StoreError::Unavailable`] (503 with `Retry-After`).
 
 use crate::api::hashing::{block_hash, trim_trailing_zeros, BlockHash};
-use crate::store::blocks::BlockStore;
+use crate::store::blocks::{BlockStore, SweepPage};
 use crate::store::{Result, StoreError};
+use bytes::Bytes;
 use futures::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjPath;
@@ -59,8 +60,14 @@ pub struct S3Blocks {
     conditional: AtomicBool,
 }
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    crate::store::io_runtime()
+/// How many blocks one page of the sweep lists (one S3 LIST request).
+const SWEEP_PAGE: usize = 1000;
+
+/// CPU-bound work (hashing a block) off the async workers.
+async fn hashing<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))
 }
 
 fn unavailable(op: &str, e: object_store::Error) -> StoreError {
@@ -122,13 +129,10 @@ impl S3Blocks {
         (!self.location.prefix.is_empty()).then(|| ObjPath::from(self.location.prefix.as_str()))
     }
 
-    async fn put_async(&self, key: &ObjPath, stored: &[u8]) -> Result<()> {
+    async fn put_stored(&self, key: &ObjPath, stored: Bytes, check: String) -> Result<()> {
         let mut attrs = Attributes::new();
-        attrs.insert(
-            Attribute::Metadata(CHECK_KEY.into()),
-            AttributeValue::from(blake3::hash(stored).to_hex().to_string()),
-        );
-        let payload = PutPayload::from(bytes::Bytes::copy_from_slice(stored));
+        attrs.insert(Attribute::Metadata(CHECK_KEY.into()), AttributeValue::from(check));
+        let payload = PutPayload::from(stored);
         if self.conditional.load(Ordering::Relaxed) {
             let opts = PutOptions {
                 mode: PutMode::Create,
@@ -155,7 +159,7 @@ impl S3Blocks {
             .map_err(|e| unavailable("PUT", e))
     }
 
-    async fn get_async(&self, hash: &BlockHash) -> Result<Vec<u8>> {
+    async fn get_checked(&self, hash: &BlockHash) -> Result<Vec<u8>> {
         let key = self.key(&hash.to_hex());
         let got = match self.store.get(&key).await {
             Ok(g) => g,
@@ -167,10 +171,13 @@ impl S3Blocks {
             .get(&Attribute::Metadata(CHECK_KEY.into()))
             .map(|v| v.as_ref().to_owned());
         let data = got.bytes().await.map_err(|e| unavailable("GET", e))?.to_vec();
-        if digest.is_some_and(|d| d == blake3::hash(&data).to_hex().as_str()) {
-            return Ok(data);
-        }
-        if block_hash(&data) != *hash {
+        let want = *hash;
+        let (data, good) = hashing(move || {
+            let good = digest.is_some_and(|d| d == blake3::hash(&data).to_hex().as_str()) || block_hash(&data) == want;
+            (data, good)
+        })
+        .await?;
+        if !good {
             // Never served; deleted so that the next upload of the block can write it again
             // (a conditional write would otherwise keep the bad object).
             tracing::error!(store = %self.location, block = %hash.to_hex(), "corrupt block deleted");
@@ -183,31 +190,37 @@ impl S3Blocks {
     }
 }
 
+#[async_trait::async_trait]
 impl BlockStore for S3Blocks {
-    fn put(&self, data: &[u8]) -> Result<BlockHash> {
-        let stored = trim_trailing_zeros(data);
-        let hash = block_hash(stored);
+    async fn put(&self, data: Bytes) -> Result<BlockHash> {
+        let (stored, hash, check) = hashing(move || {
+            let stored = data.slice(..trim_trailing_zeros(&data).len());
+            let hash = block_hash(&stored);
+            let check = blake3::hash(&stored).to_hex().to_string();
+            (stored, hash, check)
+        })
+        .await?;
         if stored.is_empty() {
             return Ok(hash);
         }
         let key = self.key(&hash.to_hex());
-        runtime().block_on(self.put_async(&key, stored))?;
+        self.put_stored(&key, stored, check).await?;
         Ok(hash)
     }
 
-    fn get(&self, hash: &BlockHash) -> Result<Vec<u8>> {
+    async fn get(&self, hash: &BlockHash) -> Result<Vec<u8>> {
         if hash.is_empty_block() {
             return Ok(vec![]);
         }
-        runtime().block_on(self.get_async(hash))
+        self.get_checked(hash).await
     }
 
-    fn stored_len(&self, hash: &BlockHash) -> Result<Option<u64>> {
+    async fn stored_len(&self, hash: &BlockHash) -> Result<Option<u64>> {
         if hash.is_empty_block() {
             return Ok(Some(0));
         }
         let key = self.key(&hash.to_hex());
-        match runtime().block_on(self.store.head(&key)) {
+        match self.store.head(&key).await {
             Ok(m) => Ok(Some(m.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(unavailable("HEAD", e)),
@@ -217,42 +230,50 @@ impl BlockStore for S3Blocks {
     /// S3 answers a DELETE of a missing key as it answers one of a present key, so this says
     /// true for both: the collector's `blocks_freed` may count a block a crash had already
     /// taken.
-    fn remove(&self, hash: &BlockHash) -> Result<bool> {
+    async fn remove(&self, hash: &BlockHash) -> Result<bool> {
         if hash.is_empty_block() {
             return Ok(false);
         }
         let key = self.key(&hash.to_hex());
-        match runtime().block_on(self.store.delete(&key)) {
+        match self.store.delete(&key).await {
             Ok(()) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(unavailable("DELETE", e)),
         }
     }
 
-    /// No temp files in S3 (a PUT is whole or absent): only blocks, listed a page at a time.
-    fn sweep(&self, older_than: SystemTime, found: &mut dyn FnMut(BlockHash, u64) -> Result<()>) -> Result<(u64, u64)> {
+    /// No temp files in S3 (a PUT is whole or absent): only blocks, a LIST request a page,
+    /// each page from the last name of the one before.
+    async fn sweep(&self, older_than: SystemTime, from: Option<String>) -> Result<SweepPage> {
         let prefix = self.prefix();
-        runtime().block_on(async {
-            let mut listing = self.store.list(prefix.as_ref());
-            while let Some(item) = listing.next().await {
-                let meta = item.map_err(|e| unavailable("LIST", e))?;
-                if SystemTime::from(meta.last_modified) >= older_than {
-                    continue;
-                }
-                let Some(name) = meta.location.filename() else { continue };
-                // (only what this store writes: a block's full hex name, directly under the prefix)
-                let direct = meta.location.as_ref().len() == self.key(name).as_ref().len();
+        let mut listing = match &from {
+            None => self.store.list(prefix.as_ref()),
+            Some(after) => self.store.list_with_offset(prefix.as_ref(), &self.key(after)),
+        };
+        let mut page = SweepPage::default();
+        let mut seen = 0;
+        while let Some(item) = listing.next().await {
+            let meta = item.map_err(|e| unavailable("LIST", e))?;
+            let Some(name) = meta.location.filename() else { continue };
+            seen += 1;
+            // (only what this store writes: a block's full hex name, directly under the prefix)
+            let direct = meta.location.as_ref().len() == self.key(name).as_ref().len();
+            if SystemTime::from(meta.last_modified) < older_than {
                 if let Some(h) = BlockHash::from_hex(name).filter(|h| direct && h.to_hex() == name) {
-                    found(h, meta.size)?;
+                    page.found.push((h, meta.size));
                 }
             }
-            Ok((0, 0))
-        })
+            if seen == SWEEP_PAGE {
+                page.next = Some(name.to_string());
+                break;
+            }
+        }
+        Ok(page)
     }
 
-    fn claim(&self, owner: &str) -> Result<()> {
+    async fn claim(&self, owner: &str) -> Result<()> {
         let mark = self.key(crate::store::blocks::OWNER_MARK);
-        runtime().block_on(async {
+        {
             for _ in 0..3 {
                 match self.store.get(&mark).await {
                     Ok(got) => {
@@ -296,20 +317,18 @@ impl BlockStore for S3Blocks {
                 "S3: the owner mark of {} could not be written and read back",
                 self.location
             )))
-        })
+        }
     }
 
-    fn check(&self) -> Result<()> {
+    async fn check(&self) -> Result<()> {
         // A listing that starts after every block name (hex sorts before `g`): it costs one
         // request that returns nothing, and fails for a missing bucket or refused credentials
         // (a HEAD of a missing key could not tell a missing bucket from a missing key).
         let prefix = self.prefix();
         let after = self.key("g");
-        runtime().block_on(async {
-            match self.store.list_with_offset(prefix.as_ref(), &after).next().await {
-                None | Some(Ok(_)) => Ok(()),
-                Some(Err(e)) => Err(unavailable("LIST", e)),
-            }
-        })
+        match self.store.list_with_offset(prefix.as_ref(), &after).next().await {
+            None | Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(unavailable("LIST", e)),
+        }
     }
 }

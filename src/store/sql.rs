@@ -17,18 +17,18 @@ use crate::api::hashing::BlockHash;
 use crate::api::pithos::Sharing;
 use crate::api::timefmt::Micros;
 use crate::store::access::{decide, Access, Position, Readable, SharedDirs};
-use crate::store::blocks::BlockStore;
 use crate::store::*;
 use db::{params, Db, OptionalExtension};
 use scope::{Scope, Sweep};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 mod counts;
 pub(crate) mod db;
 mod gc;
 mod grants;
 mod images;
+mod off_thread;
 pub mod postgres;
 mod refs;
 pub(crate) mod scope;
@@ -102,10 +102,12 @@ enum Backend {
     Pg(postgres::PgPool),
 }
 
+/// Cheap to clone: the clones share the database (the connection or the pool).
+#[derive(Clone)]
 pub struct SqlStore {
-    backend: Backend,
+    backend: Arc<Backend>,
     /// This database's engine id (`engine.uuid`), the owner mark of its block store.
-    id: String,
+    id: Arc<str>,
 }
 
 /// A version row.
@@ -168,9 +170,9 @@ struct PathCtx {
 
 impl SqlStore {
     /// SQLite at `db_path` (created or migrated to this schema; migrations of old schemas ask
-    /// `blocks` the stored sizes of the blocks).
-    pub fn open(db_path: &Path, blocks: &dyn BlockStore) -> Result<SqlStore> {
-        let conn = sqlite::open(db_path, blocks)?;
+    /// `size_of` the stored sizes of the blocks).
+    pub fn open(db_path: &Path, size_of: &dyn Fn(&BlockHash) -> Result<Option<u64>>) -> Result<SqlStore> {
+        let conn = sqlite::open(db_path, size_of)?;
         SqlStore::over(Backend::Sqlite(Mutex::new(conn)))
     }
 
@@ -183,10 +185,11 @@ impl SqlStore {
 
     fn over(backend: Backend) -> Result<SqlStore> {
         let mut s = SqlStore {
-            backend,
-            id: String::new(),
+            backend: Arc::new(backend),
+            id: "".into(),
         };
-        s.id = s.with_read(|c| c.query_row("SELECT uuid FROM engine WHERE id = 1", (), |r| r.get(0)))?;
+        let id: String = s.with_read(|c| c.query_row("SELECT uuid FROM engine WHERE id = 1", (), |r| r.get(0)))?;
+        s.id = id.into();
         Ok(s)
     }
 
@@ -196,7 +199,7 @@ impl SqlStore {
         let to = to
             .to_str()
             .ok_or_else(|| StoreError::Invalid(format!("{}: not a UTF-8 path", to.display())))?;
-        match &self.backend {
+        match &*self.backend {
             Backend::Sqlite(_) => self.with_read(|c| c.execute("VACUUM INTO ?1", [to]).map(|_| ())),
             Backend::Pg(_) => Err(StoreError::Invalid(
                 "a snapshot is taken of an SQLite database only (PostgreSQL has pg_dump)".into(),
@@ -208,7 +211,7 @@ impl SqlStore {
     /// holding the locks of `scope` — one writer per account at a time, whichever server it
     /// runs in.
     fn with_tx<T>(&self, scope: &Scope, mut f: impl FnMut(&Db) -> Result<T>) -> Result<T> {
-        match &self.backend {
+        match &*self.backend {
             Backend::Sqlite(conn) => {
                 let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
                 let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -222,7 +225,7 @@ impl SqlStore {
 
     /// A read of one statement (on PostgreSQL without a transaction around it).
     fn with_statement<T>(&self, f: impl FnMut(&Db) -> Result<T>) -> Result<T> {
-        match &self.backend {
+        match &*self.backend {
             Backend::Sqlite(_) => self.with_read(f),
             Backend::Pg(pool) => pool.statement(f),
         }
@@ -230,7 +233,7 @@ impl SqlStore {
 
     /// One read: a consistent view for all its statements.
     fn with_read<T>(&self, mut f: impl FnMut(&Db) -> Result<T>) -> Result<T> {
-        match &self.backend {
+        match &*self.backend {
             Backend::Sqlite(conn) => {
                 let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
                 f(&Db::Sqlite(&conn))
@@ -676,8 +679,11 @@ fn names_under(c: &Db, container: i64, prefix: &str) -> Result<Vec<(i64, String)
     rows.collect::<Result<_>>()
 }
 
-impl MetaStore for SqlStore {
-    fn create_user(&self, name: &str) -> Result<(User, String)> {
+/// The operations of [`MetaStore`], synchronous: each runs its transaction on the calling
+/// thread (the trait's implementation, `sql/off_thread.rs`, calls them on the blocking
+/// threads; the command line and the tests call them directly).
+impl SqlStore {
+    pub fn create_user(&self, name: &str) -> Result<(User, String)> {
         let uuid = uuid::Uuid::new_v4().to_string();
         let scope = Scope::name(&format!("user:{name}")).and(&uuid);
         let token = self.with_tx(&scope, |tx| {
@@ -712,7 +718,7 @@ impl MetaStore for SqlStore {
         ))
     }
 
-    fn list_users(&self) -> Result<Vec<User>> {
+    pub fn list_users(&self) -> Result<Vec<User>> {
         self.with_read(|c| {
             let mut st = c.prepare("SELECT uuid, name FROM users ORDER BY created")?;
             let rows = st.query_map((), |r| {
@@ -725,11 +731,16 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn check_token(&self, token: &str) -> Result<TokenCheck> {
+    pub fn check_token(&self, token: &str) -> Result<TokenCheck> {
         self.with_statement(|c| tokens::check(c, token))
     }
 
-    fn issue_token(&self, uuid: &str, lifetime: std::time::Duration, revoke_others: bool) -> Result<(String, Micros)> {
+    pub fn issue_token(
+        &self,
+        uuid: &str,
+        lifetime: std::time::Duration,
+        revoke_others: bool,
+    ) -> Result<(String, Micros)> {
         self.with_tx(&Scope::account(uuid), |tx| {
             let known: bool = tx
                 .prepare_cached("SELECT 1 FROM users WHERE uuid = ?1")?
@@ -741,11 +752,11 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn revoke_tokens(&self, uuid: &str) -> Result<u64> {
+    pub fn revoke_tokens(&self, uuid: &str) -> Result<u64> {
         self.with_tx(&Scope::account(uuid), |tx| tokens::revoke(tx, uuid))
     }
 
-    fn user_by_uuid(&self, uuid: &str) -> Result<Option<User>> {
+    pub fn user_by_uuid(&self, uuid: &str) -> Result<Option<User>> {
         self.with_read(|c| {
             c.query_row("SELECT uuid, name FROM users WHERE uuid = ?1", [uuid], |r| {
                 Ok(User {
@@ -757,7 +768,7 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn user_by_name(&self, name: &str) -> Result<Option<User>> {
+    pub fn user_by_name(&self, name: &str) -> Result<Option<User>> {
         self.with_read(|c| {
             c.query_row("SELECT uuid, name FROM users WHERE name = ?1", [name], |r| {
                 Ok(User {
@@ -769,7 +780,7 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn account_info(&self, account: &str) -> Result<AccountInfo> {
+    pub fn account_info(&self, account: &str) -> Result<AccountInfo> {
         self.with_read(|c| {
             let (quota, amod): (i64, i64) = c
                 .query_row("SELECT quota, modified FROM accounts WHERE uuid = ?1", [account], |r| {
@@ -808,7 +819,7 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn update_account(&self, account: &str, meta: Option<MetaUpdate>, groups: Option<MetaUpdate>) -> Result<()> {
+    pub fn update_account(&self, account: &str, meta: Option<MetaUpdate>, groups: Option<MetaUpdate>) -> Result<()> {
         self.with_tx(&Scope::account(account), |tx| {
             let now = tx.now();
             tx.execute(
@@ -840,7 +851,7 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn set_account_quota(&self, account: &str, quota: u64) -> Result<()> {
+    pub fn set_account_quota(&self, account: &str, quota: u64) -> Result<()> {
         self.with_tx(&Scope::account(account), |tx| {
             tx.execute(
                 "INSERT INTO accounts (uuid, quota, modified) VALUES (?1, ?2, ?3)
@@ -851,7 +862,7 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn list_containers(&self, account: &str) -> Result<Vec<ContainerInfo>> {
+    pub fn list_containers(&self, account: &str) -> Result<Vec<ContainerInfo>> {
         let names: Vec<String> = self.with_read(|c| {
             let mut st = c.prepare("SELECT name FROM containers WHERE account = ?1 ORDER BY name")?;
             let rows = st.query_map([account], |r| r.get(0))?;
@@ -860,7 +871,7 @@ impl MetaStore for SqlStore {
         names.iter().map(|n| self.container_info(account, n)).collect()
     }
 
-    fn container_info(&self, account: &str, container: &str) -> Result<ContainerInfo> {
+    pub fn container_info(&self, account: &str, container: &str) -> Result<ContainerInfo> {
         self.with_read(|c| {
             let row = container_row(c, account, container)?;
             let modified: i64 = c.query_row("SELECT modified FROM containers WHERE id = ?1", [row.id], |r| r.get(0))?;
@@ -883,7 +894,7 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn put_container(&self, account: &str, container: &str, policy: &PolicyUpdate, meta: &Meta) -> Result<bool> {
+    pub fn put_container(&self, account: &str, container: &str, policy: &PolicyUpdate, meta: &Meta) -> Result<bool> {
         let created = self.with_tx(&Scope::account(account), |tx| {
             if container_row(tx, account, container).is_ok() {
                 return Ok(false);
@@ -908,7 +919,7 @@ impl MetaStore for SqlStore {
         Ok(created)
     }
 
-    fn update_container(
+    pub fn update_container(
         &self,
         account: &str,
         container: &str,
@@ -949,7 +960,7 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn delete_container(&self, account: &str, container: &str) -> Result<()> {
+    pub fn delete_container(&self, account: &str, container: &str) -> Result<()> {
         self.with_tx(&Scope::account(account), |tx| {
             let row = container_row(tx, account, container)?;
             if counts::of(tx, row.id)?.0 > 0 {
@@ -973,7 +984,7 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn clear_container(&self, account: &str, container: &str, modified_by: &str) -> Result<()> {
+    pub fn clear_container(&self, account: &str, container: &str, modified_by: &str) -> Result<()> {
         self.with_tx(&Scope::account(account), |tx| {
             let ctx = path_ctx(tx, account, container)?;
             for (pid, name) in names_under(tx, ctx.container.id, "")? {
@@ -985,7 +996,7 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn purge_container(&self, account: &str, container: &str, until: Micros) -> Result<()> {
+    pub fn purge_container(&self, account: &str, container: &str, until: Micros) -> Result<()> {
         self.with_tx(&Scope::account(account), |tx| {
             let row = container_row(tx, account, container)?;
             let now = tx.now();
@@ -1004,7 +1015,7 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn list_objects(&self, account: &str, container: &str, q: &ListQuery) -> Result<Vec<Listed>> {
+    pub fn list_objects(&self, account: &str, container: &str, q: &ListQuery) -> Result<Vec<Listed>> {
         self.with_read(|c| {
             let ctx = path_ctx(c, account, container)?;
             let (delimiter, mut prefix) = if q.path_mode {
@@ -1129,7 +1140,7 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn object_info(&self, path: &ObjectPath, version: Option<u64>) -> Result<ObjectInfo> {
+    pub fn object_info(&self, path: &ObjectPath, version: Option<u64>) -> Result<ObjectInfo> {
         self.with_read(|c| {
             let ctx = path_ctx(c, &path.account, &path.container)?;
             let Some((pid, latest)) = path_row(c, ctx.container.id, &path.name)? else {
@@ -1158,11 +1169,11 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn version_hashes(&self, version: u64) -> Result<Vec<BlockHash>> {
+    pub fn version_hashes(&self, version: u64) -> Result<Vec<BlockHash>> {
         self.with_read(|c| Ok(unpack_hashes(&load_row(c, version as i64)?.hashes)))
     }
 
-    fn list_versions(&self, path: &ObjectPath) -> Result<Vec<(u64, Micros)>> {
+    pub fn list_versions(&self, path: &ObjectPath) -> Result<Vec<(u64, Micros)>> {
         self.with_read(|c| {
             let ctx = path_ctx(c, &path.account, &path.container)?;
             let (pid, _) = path_row(c, ctx.container.id, &path.name)?.ok_or(StoreError::ObjectNotFound)?;
@@ -1177,7 +1188,7 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn put_object(&self, path: &ObjectPath, obj: &NewObject, cond: &Precondition) -> Result<ObjectInfo> {
+    pub fn put_object(&self, path: &ObjectPath, obj: &NewObject, cond: &Precondition) -> Result<ObjectInfo> {
         // (the blocks must be the writer's: sent, held or copied by them)
         let missing = self.missing_blocks(&obj.modified_by, &obj.hashes)?;
         if !missing.is_empty() {
@@ -1231,7 +1242,7 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn copy_object(&self, spec: &CopySpec, cond: &Precondition) -> Result<ObjectInfo> {
+    pub fn copy_object(&self, spec: &CopySpec, cond: &Precondition) -> Result<ObjectInfo> {
         // (the source's rows must not change while its versions are copied or moved)
         self.with_tx(&Scope::accounts([&*spec.src.account, &*spec.dst.account]), |tx| {
             let sctx = match path_ctx(tx, &spec.src.account, &spec.src.container) {
@@ -1348,13 +1359,13 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn update_object_meta(&self, path: &ObjectPath, meta: &MetaUpdate, modified_by: &str) -> Result<ObjectInfo> {
+    pub fn update_object_meta(&self, path: &ObjectPath, meta: &MetaUpdate, modified_by: &str) -> Result<ObjectInfo> {
         self.rewrite_current(path, modified_by, None, |info| {
             (meta.apply(&info.meta), info.image.clone())
         })
     }
 
-    fn set_permissions(
+    pub fn set_permissions(
         &self,
         path: &ObjectPath,
         sharing: Option<&Sharing>,
@@ -1368,7 +1379,7 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn set_image_meta(
+    pub fn set_image_meta(
         &self,
         path: &ObjectPath,
         image: &Meta,
@@ -1378,7 +1389,7 @@ impl MetaStore for SqlStore {
         self.rewrite_current(path, modified_by, sharing, |info| (info.meta.clone(), image.clone()))
     }
 
-    fn delete_object(&self, path: &ObjectPath, modified_by: &str, recursive: bool) -> Result<()> {
+    pub fn delete_object(&self, path: &ObjectPath, modified_by: &str, recursive: bool) -> Result<()> {
         self.with_tx(&Scope::account(&path.account), |tx| {
             let ctx = path_ctx(tx, &path.account, &path.container)?;
             let mut found = false;
@@ -1403,7 +1414,7 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn purge_object(&self, path: &ObjectPath, until: Micros) -> Result<()> {
+    pub fn purge_object(&self, path: &ObjectPath, until: Micros) -> Result<()> {
         self.with_tx(&Scope::account(&path.account), |tx| {
             let ctx = path_ctx(tx, &path.account, &path.container)?;
             let Some((pid, latest)) = path_row(tx, ctx.container.id, &path.name)? else {
@@ -1435,15 +1446,15 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn object_by_uuid(&self, uuid: &str) -> Result<Option<ObjectInfo>> {
+    pub fn object_by_uuid(&self, uuid: &str) -> Result<Option<ObjectInfo>> {
         self.with_read(|c| current_where(c, "v.uuid = ?1", uuid))
     }
 
-    fn object_by_public_id(&self, public_id: &str) -> Result<Option<ObjectInfo>> {
+    pub fn object_by_public_id(&self, public_id: &str) -> Result<Option<ObjectInfo>> {
         self.with_read(|c| current_where(c, "p.public_id = ?1", public_id))
     }
 
-    fn list_images(&self, viewer: &str, name: Option<&str>) -> Result<Vec<ObjectInfo>> {
+    pub fn list_images(&self, viewer: &str, name: Option<&str>) -> Result<Vec<ObjectInfo>> {
         self.with_read(|c| {
             let mut st = c.prepare_cached(&format!(
                 "SELECT k.account, k.name, p.name, {ROW_COLS} FROM paths p
@@ -1470,7 +1481,7 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn access(&self, user: &str, path: &ObjectPath) -> Result<Option<Access>> {
+    pub fn access(&self, user: &str, path: &ObjectPath) -> Result<Option<Access>> {
         if user == path.account {
             return Ok(Some(Access::owner()));
         }
@@ -1481,7 +1492,7 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn shared_paths(&self, account: &str) -> Result<Vec<(String, String, Sharing)>> {
+    pub fn shared_paths(&self, account: &str) -> Result<Vec<(String, String, Sharing)>> {
         self.with_read(|c| {
             let mut st = c.prepare_cached(
                 "SELECT k.name, p.name, p.sharing FROM paths p JOIN containers k ON k.id = p.container
@@ -1499,7 +1510,7 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn accounts_sharing_with(&self, user: &str) -> Result<Vec<String>> {
+    pub fn accounts_sharing_with(&self, user: &str) -> Result<Vec<String>> {
         self.with_read(|c| {
             let mut st = c.prepare_cached(&format!(
                 "SELECT DISTINCT k.account FROM grants g JOIN paths p ON p.id = g.path
@@ -1512,7 +1523,7 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn check_upload(&self, account: &str, size: u64, hash: &dyn Fn() -> BlockHash) -> Result<()> {
+    pub fn check_upload(&self, account: &str, size: u64, hash: &dyn Fn() -> BlockHash) -> Result<()> {
         self.with_read(|c| {
             let q = account_quota(c, account)?;
             if q > 0 && size > 0 && refs::stored(c, account)? + size > q {
@@ -1528,7 +1539,7 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn block_sent(
+    pub fn block_sent(
         &self,
         account: &str,
         hash: &BlockHash,
@@ -1549,7 +1560,7 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn missing_blocks(&self, account: &str, hashes: &[BlockHash]) -> Result<Vec<BlockHash>> {
+    pub fn missing_blocks(&self, account: &str, hashes: &[BlockHash]) -> Result<Vec<BlockHash>> {
         // Each distinct hash looked at once, and the missing ones named in the order given:
         // sorted (hash, position) pairs, O(n log n) and 36 bytes a hash (a `contains` per hash
         // cost ~10 CPU-minutes for a 1.3M-hash map; a hash set would take twice the memory).
@@ -1582,36 +1593,36 @@ impl MetaStore for SqlStore {
         Ok(missing.into_iter().map(|(_, h)| h).collect())
     }
 
-    fn block_lost(&self, hash: &BlockHash) -> Result<()> {
+    pub fn block_lost(&self, hash: &BlockHash) -> Result<()> {
         self.with_tx(&Scope::rows(), |tx| refs::lost(tx, &hash.0))
     }
 
-    fn engine_id(&self) -> &str {
+    pub fn engine_id(&self) -> &str {
         &self.id
     }
 
-    fn gc_take_lease(&self, me: &str) -> Result<bool> {
+    pub fn gc_take_lease(&self, me: &str) -> Result<bool> {
         self.take_lease(me)
     }
 
-    fn gc_drop_lease(&self, me: &str) -> Result<()> {
+    pub fn gc_drop_lease(&self, me: &str) -> Result<()> {
         self.drop_lease(me)
     }
 
-    fn gc_expire(&self, grace: std::time::Duration, renew: &mut dyn FnMut() -> Result<bool>) -> Result<u64> {
-        self.expire_uploads(grace, renew)
+    pub fn gc_expire(&self, grace: std::time::Duration, me: &str) -> Result<u64> {
+        self.expire_uploads(grace, &mut || self.take_lease(me))
     }
 
-    fn gc_free(
+    pub fn gc_free(
         &self,
         grace: std::time::Duration,
+        me: &str,
         remove: &mut dyn FnMut(&BlockHash) -> Result<()>,
-        renew: &mut dyn FnMut() -> Result<bool>,
     ) -> Result<(u64, u64)> {
-        self.free_blocks(grace, remove, renew)
+        self.free_blocks(grace, remove, &mut || self.take_lease(me))
     }
 
-    fn gc_forget_strays(
+    pub fn gc_forget_strays(
         &self,
         found: &[(BlockHash, u64)],
         remove: &mut dyn FnMut(&BlockHash) -> Result<bool>,
@@ -1619,13 +1630,13 @@ impl MetaStore for SqlStore {
         self.forget_strays(found, remove)
     }
 
-    fn health(&self) -> Result<()> {
+    pub fn health(&self) -> Result<()> {
         self.with_statement(|c| c.query_row("SELECT COUNT(*) FROM users WHERE 1 = 0", (), |r| r.get::<_, i64>(0)))
             .map(|_| ())
     }
 
-    fn db_pool(&self) -> Option<(usize, usize)> {
-        match &self.backend {
+    pub fn db_pool(&self) -> Option<(usize, usize)> {
+        match &*self.backend {
             Backend::Sqlite(_) => None,
             Backend::Pg(p) => Some(p.pool_status()),
         }
@@ -1667,14 +1678,16 @@ impl SqlStore {
 mod tests {
     use super::*;
     use crate::api::timefmt::now_micros;
-    use crate::store::blocks::FsBlocks;
+    use crate::store::block_on;
+    use crate::store::blocks::{BlockStore, FsBlocks, SweepPage};
+    use bytes::Bytes;
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
     impl SqlStore {
         /// The SQLite connection itself, for tests that make an old database.
         fn sqlite(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
-            match &self.backend {
+            match &*self.backend {
                 Backend::Sqlite(c) => c.lock().unwrap(),
                 Backend::Pg(_) => panic!("not an SQLite store"),
             }
@@ -1691,10 +1704,16 @@ mod tests {
     /// a test that opens it again finds it) — the same tests on both engines.
     fn open_db(dir: &Path, name: &str, blocks: Arc<dyn BlockStore>) -> Result<Engine<SqlStore>> {
         let at = dir.join(name);
-        match pg_url(&at) {
+        let e = match pg_url(&at) {
             Some(url) => Engine::new(Arc::new(SqlStore::open_postgres(&url)?), blocks),
-            None => Engine::new(Arc::new(SqlStore::open(&at, &*blocks)?), blocks),
-        }
+            None => {
+                let size_of = |h: &BlockHash| block_on(blocks.stored_len(h));
+                Engine::new(Arc::new(SqlStore::open(&at, &size_of)?), blocks)
+            }
+        };
+        // (as a server does when it starts)
+        block_on(e.claim_blocks())?;
+        Ok(e)
     }
 
     /// With `IMGFS_TEST_PG`, the URL of the PostgreSQL schema of the database at `at`.
@@ -1723,7 +1742,7 @@ mod tests {
             let s = open(dir.path());
             let (a, _) = s.create_user("alice").unwrap();
             let (b, _) = s.create_user("bob").unwrap();
-            let h = s.put_block(&a.uuid, b"alice's block").unwrap();
+            let h = block_on(s.put_block(&a.uuid, Bytes::copy_from_slice(b"alice's block"))).unwrap();
             let obj = NewObject {
                 size: 13,
                 hashes: vec![h],
@@ -1970,7 +1989,7 @@ mod tests {
         for h in st.query_map((), |r| r.get::<_, Vec<u8>>(0)).unwrap() {
             let h = BlockHash(h.unwrap().try_into().unwrap());
             assert!(
-                s.blocks.stored_len(&h).unwrap().is_some(),
+                block_on(s.blocks.stored_len(&h)).unwrap().is_some(),
                 "held block {h} has its file"
             );
         }
@@ -2033,7 +2052,7 @@ mod tests {
         let s = open(dir.path());
         let (a, _) = s.create_user("alice").unwrap();
         let (b, _) = s.create_user("bob").unwrap();
-        let put = |acc: &str, data: &[u8]| s.put_block(acc, data).unwrap();
+        let put = |acc: &str, data: &[u8]| block_on(s.put_block(acc, Bytes::copy_from_slice(data))).unwrap();
         let (b1, b2, b3) = (put(&a.uuid, b"one"), put(&a.uuid, b"two"), put(&a.uuid, b"three"));
         // Sent, not yet in a version: charged already.
         assert_eq!(s.account_info(&a.uuid).unwrap().bytes, 11);
@@ -2108,10 +2127,10 @@ mod tests {
         check_counts(&s);
         assert_eq!(block_files(dir.path()), 4);
         // Within the grace period nothing goes.
-        let r = s.collect_garbage(std::time::Duration::from_secs(3600)).unwrap();
+        let r = block_on(s.collect_garbage(std::time::Duration::from_secs(3600))).unwrap();
         assert_eq!((r.uploads_expired, r.blocks_freed), (0, 0));
         // After it: bob's abandoned upload, and nothing anyone holds.
-        let r = s.collect_garbage(std::time::Duration::ZERO).unwrap();
+        let r = block_on(s.collect_garbage(std::time::Duration::ZERO)).unwrap();
         assert_eq!((r.uploads_expired, r.blocks_freed, r.bytes_freed), (1, 1, 9), "{r:?}");
         assert_eq!(s.missing_blocks(&b.uuid, &[lost]).unwrap(), [lost]);
         assert_eq!(block_files(dir.path()), 3);
@@ -2143,7 +2162,7 @@ mod tests {
         s.delete_container(&a.uuid, "flat").unwrap();
         assert_eq!(s.account_info(&a.uuid).unwrap().bytes, 0);
         check_counts(&s);
-        let r = s.collect_garbage(std::time::Duration::ZERO).unwrap();
+        let r = block_on(s.collect_garbage(std::time::Duration::ZERO)).unwrap();
         assert_eq!(r.blocks_freed, 3, "{r:?}");
         assert_eq!(block_files(dir.path()), 0);
         check_counts(&s);
@@ -2157,11 +2176,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = open(dir.path());
         let (a, _) = s.create_user("alice").unwrap();
-        let h = s.blocks.put(b"orphan").unwrap();
+        let h = block_on(s.blocks.put(Bytes::from_static(b"orphan"))).unwrap();
         let tmp = dir.path().join("blocks/00/00/.tmp-cut");
         std::fs::create_dir_all(tmp.parent().unwrap()).unwrap();
         std::fs::write(&tmp, b"half a block").unwrap();
-        let r = s.collect_garbage(std::time::Duration::ZERO).unwrap();
+        let r = block_on(s.collect_garbage(std::time::Duration::ZERO)).unwrap();
         assert_eq!((r.orphans_freed, r.temp_files_freed), (0, 0), "young files stay");
         let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
         let hex = h.to_hex();
@@ -2176,20 +2195,20 @@ mod tests {
                 .set_modified(old)
                 .unwrap();
         }
-        let r = s.collect_garbage(std::time::Duration::from_secs(1800)).unwrap();
+        let r = block_on(s.collect_garbage(std::time::Duration::from_secs(1800))).unwrap();
         assert_eq!(
             (r.orphans_freed, r.temp_files_freed, r.bytes_freed),
             (1, 1, 18),
             "{r:?}"
         );
-        assert_eq!(s.blocks.stored_len(&h).unwrap(), None);
+        assert_eq!(block_on(s.blocks.stored_len(&h)).unwrap(), None);
         assert!(!tmp.exists());
         // The file vanishes between an upload's write and its transaction (what a collector
         // in another process could do): the upload's transaction writes it again.
-        let h = s.put_block(&a.uuid, b"again").unwrap();
-        s.blocks.remove(&h).unwrap();
-        s.put_block(&a.uuid, b"again").unwrap();
-        assert_eq!(s.read_block(&h).unwrap(), b"again");
+        let h = block_on(s.put_block(&a.uuid, Bytes::copy_from_slice(b"again"))).unwrap();
+        block_on(s.blocks.remove(&h)).unwrap();
+        block_on(s.put_block(&a.uuid, Bytes::copy_from_slice(b"again"))).unwrap();
+        assert_eq!(block_on(s.read_block(&h)).unwrap(), b"again");
         check_counts(&s);
     }
 
@@ -2202,35 +2221,33 @@ mod tests {
         go_on: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     }
 
+    #[async_trait::async_trait]
     impl BlockStore for PausingBlocks {
-        fn put(&self, data: &[u8]) -> Result<BlockHash> {
-            self.inner.put(data)
+        async fn put(&self, data: Bytes) -> Result<BlockHash> {
+            BlockStore::put(&self.inner, data).await
         }
-        fn get(&self, hash: &BlockHash) -> Result<Vec<u8>> {
-            self.inner.get(hash)
+        async fn get(&self, hash: &BlockHash) -> Result<Vec<u8>> {
+            BlockStore::get(&self.inner, hash).await
         }
-        fn stored_len(&self, hash: &BlockHash) -> Result<Option<u64>> {
-            self.inner.stored_len(hash)
+        async fn stored_len(&self, hash: &BlockHash) -> Result<Option<u64>> {
+            BlockStore::stored_len(&self.inner, hash).await
         }
-        fn remove(&self, hash: &BlockHash) -> Result<bool> {
+        async fn remove(&self, hash: &BlockHash) -> Result<bool> {
             if self.armed.lock().unwrap().take_if(|h| h == hash).is_some() {
                 self.removing.lock().unwrap().take().unwrap().send(()).unwrap();
+                // (on the collector's blocking thread: it waits here as a slow store would)
                 self.go_on.lock().unwrap().take().unwrap().recv().unwrap();
             }
-            self.inner.remove(hash)
+            BlockStore::remove(&self.inner, hash).await
         }
-        fn sweep(
-            &self,
-            older_than: std::time::SystemTime,
-            found: &mut dyn FnMut(BlockHash, u64) -> Result<()>,
-        ) -> Result<(u64, u64)> {
-            self.inner.sweep(older_than, found)
+        async fn sweep(&self, older_than: std::time::SystemTime, from: Option<String>) -> Result<SweepPage> {
+            BlockStore::sweep(&self.inner, older_than, from).await
         }
-        fn check(&self) -> Result<()> {
-            self.inner.check()
+        async fn check(&self) -> Result<()> {
+            BlockStore::check(&self.inner).await
         }
-        fn claim(&self, owner: &str) -> Result<()> {
-            self.inner.claim(owner)
+        async fn claim(&self, owner: &str) -> Result<()> {
+            BlockStore::claim(&self.inner, owner).await
         }
     }
 
@@ -2265,27 +2282,31 @@ mod tests {
             };
             let collector = std::thread::spawn({
                 let s = s.clone();
-                move || s.collect_garbage(grace).unwrap()
+                move || block_on(s.collect_garbage(grace)).unwrap()
             });
             removing.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
             let upload = std::thread::spawn({
                 let (s, b) = (s.clone(), b.uuid.clone());
-                move || s.put_block(&b, data).unwrap()
+                move || block_on(s.put_block(&b, Bytes::copy_from_slice(data))).unwrap()
             });
             // (time for an upload that does not wait to commit before the file goes)
             std::thread::sleep(std::time::Duration::from_millis(500));
             go_on.send(()).unwrap();
             let report = collector.join().unwrap();
             assert_eq!(upload.join().unwrap(), hash);
-            assert_eq!(s.read_block(&hash).unwrap(), data, "sweep={sweep}: {report:?}");
+            assert_eq!(
+                block_on(s.read_block(&hash)).unwrap(),
+                data,
+                "sweep={sweep}: {report:?}"
+            );
             assert!(s.missing_blocks(&b.uuid, &[hash]).unwrap().is_empty());
             check_counts(&s);
         };
         // A block alice sent and nobody took: the collector frees it as bob sends it.
-        let h = s.put_block(&a.uuid, b"shared by chance").unwrap();
+        let h = block_on(s.put_block(&a.uuid, Bytes::copy_from_slice(b"shared by chance"))).unwrap();
         race(b"shared by chance", h, false);
         // A block file the database does not know, old enough to be swept.
-        let h = s.blocks.put(b"stray").unwrap();
+        let h = block_on(s.blocks.put(Bytes::from_static(b"stray"))).unwrap();
         let hex = h.to_hex();
         std::fs::File::options()
             .write(true)
@@ -2309,14 +2330,14 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert!(s.collect_garbage(std::time::Duration::ZERO).unwrap().skipped);
+        assert!(block_on(s.collect_garbage(std::time::Duration::ZERO)).unwrap().skipped);
         s.with_tx(&Scope::name("gc"), |tx| {
             tx.execute("UPDATE gc_lease SET until = ?1", [now_micros() - 1])?;
             Ok(())
         })
         .unwrap();
         assert!(
-            !s.collect_garbage(std::time::Duration::ZERO).unwrap().skipped,
+            !block_on(s.collect_garbage(std::time::Duration::ZERO)).unwrap().skipped,
             "an expired lease is taken"
         );
     }
@@ -2329,10 +2350,13 @@ mod tests {
         let s = open(dir.path());
         let (a, _) = s.create_user("alice").unwrap();
         s.set_account_quota(&a.uuid, 10).unwrap();
-        let b1 = s.put_block(&a.uuid, b"123456").unwrap();
-        assert!(matches!(s.put_block(&a.uuid, b"abcde"), Err(StoreError::QuotaExceeded)));
+        let b1 = block_on(s.put_block(&a.uuid, Bytes::copy_from_slice(b"123456"))).unwrap();
+        assert!(matches!(
+            block_on(s.put_block(&a.uuid, Bytes::copy_from_slice(b"abcde"))),
+            Err(StoreError::QuotaExceeded)
+        ));
         // the same block again costs nothing
-        s.put_block(&a.uuid, b"123456").unwrap();
+        block_on(s.put_block(&a.uuid, Bytes::copy_from_slice(b"123456"))).unwrap();
         let f = ObjectPath::new(&a.uuid, DEFAULT_CONTAINER, "f");
         let pc = Precondition::default();
         s.put_object(&f, &obj(&a.uuid, vec![b1], 6), &pc).unwrap();
@@ -2341,10 +2365,13 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(s.account_info(&a.uuid).unwrap().bytes, 6);
-        let b2 = s.put_block(&a.uuid, b"wxyz").unwrap();
+        let b2 = block_on(s.put_block(&a.uuid, Bytes::copy_from_slice(b"wxyz"))).unwrap();
         s.put_object(&f, &obj(&a.uuid, vec![b2], 4), &pc).unwrap();
         assert_eq!(s.account_info(&a.uuid).unwrap().bytes, 10, "history counts");
-        assert!(matches!(s.put_block(&a.uuid, b"!"), Err(StoreError::QuotaExceeded)));
+        assert!(matches!(
+            block_on(s.put_block(&a.uuid, Bytes::copy_from_slice(b"!"))),
+            Err(StoreError::QuotaExceeded)
+        ));
         check_counts(&s);
     }
 
@@ -2355,22 +2382,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = open(dir.path());
         let (a, _) = s.create_user("alice").unwrap();
-        let h = s.put_block(&a.uuid, b"precious").unwrap();
+        let h = block_on(s.put_block(&a.uuid, Bytes::copy_from_slice(b"precious"))).unwrap();
         let f = ObjectPath::new(&a.uuid, DEFAULT_CONTAINER, "f");
         s.put_object(&f, &obj(&a.uuid, vec![h], 8), &Precondition::default())
             .unwrap();
         assert!(s.missing_blocks(&a.uuid, &[h]).unwrap().is_empty());
-        s.blocks.remove(&h).unwrap();
-        assert!(matches!(s.read_block(&h), Err(StoreError::LostBlock(_))));
+        block_on(s.blocks.remove(&h)).unwrap();
+        assert!(matches!(block_on(s.read_block(&h)), Err(StoreError::LostBlock(_))));
         assert_eq!(s.missing_blocks(&a.uuid, &[h]).unwrap(), vec![h]);
         let g = ObjectPath::new(&a.uuid, DEFAULT_CONTAINER, "g");
         assert!(matches!(
             s.put_object(&g, &obj(&a.uuid, vec![h], 8), &Precondition::default()),
             Err(StoreError::MissingBlocks(m)) if m == vec![h]
         ));
-        s.put_block(&a.uuid, b"precious").unwrap();
+        block_on(s.put_block(&a.uuid, Bytes::copy_from_slice(b"precious"))).unwrap();
         assert!(s.missing_blocks(&a.uuid, &[h]).unwrap().is_empty());
-        assert_eq!(s.read_block(&h).unwrap(), b"precious");
+        assert_eq!(block_on(s.read_block(&h)).unwrap(), b"precious");
         check_counts(&s);
     }
 
@@ -2384,13 +2411,13 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let blocks: Arc<dyn BlockStore> = Arc::new(FsBlocks::open(&dir.path().join("blocks")).unwrap());
+        let size_of = |h: &BlockHash| block_on(blocks.stored_len(h));
         let src = Engine::new(
-            Arc::new(SqlStore::open(&dir.path().join("src.db"), &*blocks).unwrap()),
+            Arc::new(SqlStore::open(&dir.path().join("src.db"), &size_of).unwrap()),
             blocks.clone(),
-        )
-        .unwrap();
+        );
         let (a, token) = src.create_user("alice").unwrap();
-        let h = src.put_block(&a.uuid, b"block bytes").unwrap();
+        let h = block_on(src.put_block(&a.uuid, Bytes::copy_from_slice(b"block bytes"))).unwrap();
         let mut o = obj(&a.uuid, vec![h, BlockHash::empty()], 11 + 4096);
         o.content_type = "text/plain; a=\"b\\c\"".into();
         o.meta = [
@@ -2407,12 +2434,12 @@ mod tests {
 
         // (the copy takes the source's engine id, so the same block store is its own)
         let meta = SqlStore::open_postgres(&pg_url(&dir.path().join("copy")).unwrap()).unwrap();
-        let Backend::Pg(pool) = &meta.backend else {
+        let Backend::Pg(pool) = &*meta.backend else {
             unreachable!()
         };
         assert!(pool.import_sqlite(&snap).unwrap() > 0);
         let meta = SqlStore::open_postgres(&pg_url(&dir.path().join("copy")).unwrap()).unwrap();
-        let dst = Engine::new(Arc::new(meta), blocks).unwrap();
+        let dst = Engine::new(Arc::new(meta), blocks);
         let got = dst.object_info(&p, None).unwrap();
         assert_eq!(
             (

@@ -25,9 +25,9 @@ async fn access(ctx: &Ctx, path: &ObjectPath) -> ApiResult<Access> {
     if ctx.is_owner(&path.account) {
         return Ok(Access::owner());
     }
-    let (p, me) = (path.clone(), ctx.user.uuid.clone());
     ctx.st
-        .run(move |s| s.access(&me, &p))
+        .store
+        .access(&ctx.user.uuid, path)
         .await?
         .ok_or_else(|| ApiError::forbidden("Not allowed"))
 }
@@ -95,7 +95,7 @@ async fn read(ctx: &Ctx, path: &ObjectPath) -> ApiResult<Response> {
     let q = &ctx.query;
     if q.get("version") == Some("list") {
         let p = path.clone();
-        let versions = ctx.st.run(move |s| s.list_versions(&p)).await?;
+        let versions = ctx.st.store.list_versions(&p).await?;
         let list = VersionList {
             versions: versions.into_iter().map(|(id, t)| (id, UnixTime(Some(t)))).collect(),
         };
@@ -111,12 +111,12 @@ async fn read(ctx: &Ctx, path: &ObjectPath) -> ApiResult<Response> {
         Some(v) => Some(v.parse().map_err(|_| ApiError::not_found("Version does not exist"))?),
     };
     let p = path.clone();
-    let info = ctx.st.run(move |s| s.object_info(&p, version)).await?;
+    let info = ctx.st.store.object_info(&p, version).await?;
     conditional(ctx, &info)?;
     let headers = object_headers(&info, &acc, version.is_some(), &ctx.base);
     if q.has("hashmap") {
         let v = info.version;
-        let hashes = ctx.st.run(move |s| s.version_hashes(v)).await?;
+        let hashes = ctx.st.store.version_hashes(v).await?;
         let hm = Hashmap {
             block_size: BLOCK_SIZE as u64,
             block_hash: BLOCK_HASH.to_string(),
@@ -185,7 +185,7 @@ async fn serve_data(
     let hashes = Arc::new(if size == 0 {
         vec![]
     } else {
-        st.run(move |s| s.version_hashes(v)).await?
+        st.store.version_hashes(v).await?
     });
     let ranges = match header_raw(req_headers, "range")? {
         None => None,
@@ -377,7 +377,7 @@ async fn put(ctx: &Ctx, path: &ObjectPath, body: Body) -> ApiResult<Response> {
         public,
     };
     let p = path.clone();
-    let info = ctx.st.run(move |s| s.put_object(&p, &obj, &cond)).await?;
+    let info = ctx.st.store.put_object(&p, &obj, &cond).await?;
     Ok(created(&info))
 }
 
@@ -404,14 +404,14 @@ async fn read_hashmap_body(ctx: &Ctx, body: Body) -> ApiResult<(u64, Vec<BlockHa
     let hashes = Arc::new(hm.hashes);
     let hs = hashes.clone();
     let me = ctx.user.uuid.clone();
-    let missing = ctx.st.run(move |s| s.missing_blocks(&me, &hs)).await?;
+    let missing = ctx.st.store.missing_blocks(&me, &hs).await?;
     if !missing.is_empty() {
         return Err(crate::store::StoreError::MissingBlocks(missing).into());
     }
     let hashes = Arc::try_unwrap(hashes).unwrap_or_else(|a| a.to_vec());
     if let Some(last) = hashes.last().copied() {
         let want = block_len(hm.bytes, hashes.len() as u64 - 1) as u64;
-        let have = ctx.st.run(move |s| s.block_stored_len(&last)).await?.unwrap_or(0);
+        let have = ctx.st.store.block_stored_len(&last).await?.unwrap_or(0);
         if have > want {
             return Err(ApiError::bad_request(
                 "Invalid hashmap: the last block is longer than the object size allows",
@@ -498,7 +498,7 @@ async fn copy_with_source_account(
         reader,
     };
     let cond = precondition(ctx)?;
-    let info = ctx.st.run(move |s| s.copy_object(&spec, &cond)).await?;
+    let info = ctx.st.store.copy_object(&spec, &cond).await?;
     // (no ETag: the original sends none for a copy or a move)
     Ok(reply(
         StatusCode::CREATED,
@@ -543,18 +543,14 @@ async fn post(ctx: &Ctx, path: &ObjectPath, body: Body) -> ApiResult<Response> {
         (None, false) if acc.write => Some(MetaUpdate::Replace(Default::default())),
         (None, false) => None,
     };
-    let new_version = ctx
-        .st
-        .run(move |s| {
-            if sharing.is_some() || public.is_some() {
-                s.set_permissions(&p, sharing.as_ref(), public)?;
-            }
-            match meta_update {
-                Some(m) => Ok(Some(s.update_object_meta(&p, &m, &by)?.version)),
-                None => Ok(None),
-            }
-        })
-        .await?;
+    let s = &ctx.st.store;
+    if sharing.is_some() || public.is_some() {
+        s.set_permissions(&p, sharing.as_ref(), public).await?;
+    }
+    let new_version = match meta_update {
+        Some(m) => Some(s.update_object_meta(&p, &m, &by).await?.version),
+        None => None,
+    };
     // Permissions belong to the path, not to a version: only a metadata change makes one
     // (and only then does the original name it).
     let headers = new_version
@@ -569,7 +565,7 @@ async fn data_update(ctx: &Ctx, path: &ObjectPath, body: Body, source: Option<St
         header(&ctx.headers, "content-range")?.ok_or_else(|| ApiError::bad_request("Missing Content-Range header"))?;
     let range = parse_content_range(&range).ok_or_else(|| ApiError::range("Invalid Content-Range"))?;
     let p = path.clone();
-    let cur = ctx.st.run(move |s| s.object_info(&p, None)).await?;
+    let cur = ctx.st.store.object_info(&p, None).await?;
     if let Some(t) = range.total {
         if t != cur.size {
             return Err(ApiError::range("Content-Range total does not match the object size"));
@@ -580,7 +576,7 @@ async fn data_update(ctx: &Ctx, path: &ObjectPath, body: Body, source: Option<St
         return Err(ApiError::range("Content-Range starts past the end of the object"));
     }
     let v = cur.version;
-    let hashes = Arc::new(ctx.st.run(move |s| s.version_hashes(v)).await?);
+    let hashes = Arc::new(ctx.st.store.version_hashes(v).await?);
     let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Object too large");
     let truncate_to: Option<u64> = match header(&ctx.headers, X_OBJECT_BYTES)? {
         None => None,
@@ -605,9 +601,9 @@ async fn data_update(ctx: &Ctx, path: &ObjectPath, body: Body, source: Option<St
                         .map_err(|_| ApiError::bad_request("Invalid X-Source-Version"))?,
                 ),
             };
-            let sinfo = ctx.st.run(move |s| s.object_info(&sp, sver)).await?;
+            let sinfo = ctx.st.store.object_info(&sp, sver).await?;
             let sv = sinfo.version;
-            let shashes = Arc::new(ctx.st.run(move |s| s.version_hashes(sv)).await?);
+            let shashes = Arc::new(ctx.st.store.version_hashes(sv).await?);
             let len = match range.last {
                 Some(l) => range_len(l)?,
                 None => sinfo.size,
@@ -673,7 +669,7 @@ async fn data_update(ctx: &Ctx, path: &ObjectPath, body: Body, source: Option<St
         ..precondition(ctx)?
     };
     let p = path.clone();
-    let info = ctx.st.run(move |s| s.put_object(&p, &obj, &cond)).await?;
+    let info = ctx.st.store.put_object(&p, &obj, &cond).await?;
     Ok(reply(
         StatusCode::NO_CONTENT,
         vec![
@@ -690,12 +686,12 @@ async fn delete(ctx: &Ctx, path: &ObjectPath) -> ApiResult<Response> {
     }
     let p = path.clone();
     if let Some(until) = ctx.query.until() {
-        ctx.st.run(move |s| s.purge_object(&p, until)).await?;
+        ctx.st.store.purge_object(&p, until).await?;
         return Ok(reply(StatusCode::NO_CONTENT, vec![], Body::empty()));
     }
     let by = ctx.user.uuid.clone();
     let recursive = ctx.query.has("delimiter");
-    ctx.st.run(move |s| s.delete_object(&p, &by, recursive)).await?;
+    ctx.st.store.delete_object(&p, &by, recursive).await?;
     Ok(reply(StatusCode::NO_CONTENT, vec![], Body::empty()))
 }
 
@@ -705,7 +701,7 @@ pub async fn public_object(State(st): State<AppState>, Path(id): Path<String>, r
     if method != Method::GET && method != Method::HEAD {
         return ApiError::not_allowed("GET, HEAD").into_response();
     }
-    let found = st.run(move |s| s.object_by_public_id(&id)).await;
+    let found = st.store.object_by_public_id(&id).await.map_err(ApiError::from);
     let info = match found {
         Ok(Some(i)) => i,
         Ok(None) => return ApiError::not_found("Object does not exist").into_response(),

@@ -5,7 +5,6 @@ use super::db::{Db, SqlRow, Value};
 use super::{counts, grants, images, refs, tokens};
 use super::{migrate_to_2, ENGINE_ID, SCHEMA, SCHEMA_VERSION, SHARED_INDEX};
 use crate::api::hashing::BlockHash;
-use crate::store::blocks::BlockStore;
 use crate::store::{Result, StoreError};
 use rusqlite::{params_from_iter, Connection};
 use std::path::Path;
@@ -24,7 +23,7 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 /// Opens (creating or migrating) the database file.
-pub(super) fn open(db_path: &Path, blocks: &dyn BlockStore) -> Result<Connection> {
+pub(super) fn open(db_path: &Path, size_of: &dyn Fn(&BlockHash) -> Result<Option<u64>>) -> Result<Connection> {
     let conn = Connection::open(db_path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -47,7 +46,7 @@ pub(super) fn open(db_path: &Path, blocks: &dyn BlockStore) -> Result<Connection
             migrate_to_2(&db)?;
         }
         if v < 3 {
-            refs::migrate_to_3(&db, &|h| blocks.stored_len(h))?;
+            refs::migrate_to_3(&db, size_of)?;
         }
         if v < 4 {
             tokens::migrate_to_4(&db)?;
@@ -61,7 +60,7 @@ pub(super) fn open(db_path: &Path, blocks: &dyn BlockStore) -> Result<Connection
             images::migrate_to_6(&db)?;
         }
         if v < 7 {
-            refs::migrate_to_7(&db, &|h| blocks.stored_len(h))?;
+            refs::migrate_to_7(&db, size_of)?;
             db.execute_batch(ENGINE_ID)?;
             db.execute(
                 "INSERT INTO engine (id, uuid) VALUES (1, ?1)",
