@@ -31,7 +31,9 @@ struct DataArg {
 impl DataArg {
     fn open(&self) -> anyhow::Result<std::sync::Arc<imgfs::store::Engine<imgfs::store::sql::SqlStore>>> {
         let at = storage(self.data.as_deref(), self.meta.as_deref(), self.blocks.as_deref())?;
-        Ok(imgfs::open_storage(&at)?)
+        let store = imgfs::open_storage(&at)?;
+        block_on(store.claim_blocks_on_start())?;
+        Ok(store)
     }
 }
 
@@ -255,14 +257,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let store = std::sync::Arc::new(imgfs::open_storage(&at)?.erased());
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async move {
-                // A block store that answers for another database is refused now; one that
-                // does not answer is marked before the first collection.
-                match store.claim_blocks().await {
-                    Err(imgfs::store::StoreError::Unavailable(e)) => {
-                        tracing::warn!(error = %e, "the block store does not answer")
-                    }
-                    other => other?,
-                }
+                store.claim_blocks_on_start().await?;
                 let listener = tokio::net::TcpListener::bind(&listen)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;

@@ -604,6 +604,46 @@ mod tests {
         assert_eq!(fs::read_to_string(dir.path().join(OWNER_MARK)).unwrap(), "db-two");
     }
 
+    /// The sweep takes a top-level directory a page: every block once across the pages, temp
+    /// files of cut writes deleted, young files and the owner mark left alone.
+    #[test]
+    fn the_sweep_walks_the_store_a_directory_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FsBlocks::open(dir.path()).unwrap();
+        b.claim("me").unwrap();
+        let mut put: Vec<BlockHash> = (0..40u8).map(|i| b.put(&[i + 1; 10]).unwrap()).collect();
+        put.sort();
+        let tops = put
+            .iter()
+            .map(|h| h.to_hex()[..2].to_string())
+            .collect::<std::collections::BTreeSet<_>>();
+        let hex = put[0].to_hex();
+        let tmp = dir.path().join(&hex[0..2]).join(&hex[2..4]).join(".tmp-cut");
+        std::fs::write(&tmp, b"half").unwrap();
+        let later = SystemTime::now() + std::time::Duration::from_secs(3600);
+        let (mut found, mut pages, mut temps, mut from) = (vec![], 0, (0, 0), None::<String>);
+        loop {
+            let page = b.sweep(later, from.as_deref()).unwrap();
+            pages += 1;
+            found.extend(page.found.iter().map(|(h, _)| *h));
+            temps = (temps.0 + page.temps.0, temps.1 + page.temps.1);
+            match page.next {
+                Some(n) => from = Some(n),
+                None => break,
+            }
+        }
+        found.sort();
+        assert_eq!(found, put);
+        assert_eq!(pages, tops.len());
+        assert_eq!(temps, (1, 4));
+        assert!(!tmp.exists());
+        assert!(dir.path().join(OWNER_MARK).exists());
+        let young = b
+            .sweep(SystemTime::now() - std::time::Duration::from_secs(3600), None)
+            .unwrap();
+        assert!(young.found.is_empty());
+    }
+
     fn walk(p: &Path) -> Vec<PathBuf> {
         let mut out = vec![];
         for e in fs::read_dir(p).unwrap() {

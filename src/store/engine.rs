@@ -82,6 +82,19 @@ impl<M: MetaStore + ?Sized> Engine<M> {
         Ok(())
     }
 
+    /// [`Engine::claim_blocks`] as a process starts: a block store that answers for another
+    /// database is refused; one that does not answer now is marked before the first
+    /// collection (said in the log).
+    pub async fn claim_blocks_on_start(&self) -> Result<()> {
+        match self.claim_blocks().await {
+            Err(StoreError::Unavailable(err)) => {
+                tracing::warn!(error = %err, "the block store does not answer");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     /// Stores a block that `account` sent; from then on it is present for that account.
     pub async fn put_block(&self, account: &str, data: Bytes) -> Result<BlockHash> {
         let size = trim_trailing_zeros(&data).len() as u64;

@@ -58,6 +58,8 @@ pub struct S3Blocks {
     location: S3Location,
     /// Cleared when the endpoint refuses conditional writes (then plain PUTs).
     conditional: AtomicBool,
+    /// Names a page of the sweep lists ([`SWEEP_PAGE`]; fewer in tests, to see pages join).
+    sweep_page: usize,
 }
 
 /// How many blocks one page of the sweep lists (one S3 LIST request).
@@ -114,6 +116,7 @@ impl S3Blocks {
             store,
             location,
             conditional: AtomicBool::new(true),
+            sweep_page: SWEEP_PAGE,
         })
     }
 
@@ -263,7 +266,7 @@ impl BlockStore for S3Blocks {
                     page.found.push((h, meta.size));
                 }
             }
-            if seen == SWEEP_PAGE {
+            if seen == self.sweep_page {
                 page.next = Some(name.to_string());
                 break;
             }
@@ -330,5 +333,59 @@ impl BlockStore for S3Blocks {
             None | Some(Ok(_)) => Ok(()),
             Some(Err(e)) => Err(unavailable("LIST", e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With `IMGFS_TEST_S3` (and the `AWS_*` of its endpoint; scripts/test.sh sets them), a
+    /// walk over a prefix of the bucket a few names a page: every block once, the owner mark
+    /// never, young blocks not, and each page starts after the last name of the one before.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_sweep_walks_the_bucket_a_page_at_a_time() {
+        let Some(url) = std::env::var("IMGFS_TEST_S3").ok().filter(|u| !u.is_empty()) else {
+            return;
+        };
+        let bucket = url.trim_start_matches("s3://").split('/').next().unwrap().to_string();
+        let prefix = format!("sweep-{:016x}", rand::random::<u64>());
+        let mut s = S3Blocks::open(S3Location { bucket, prefix }).unwrap();
+        s.sweep_page = 3;
+        s.claim("the-test").await.unwrap();
+        let mut put = vec![];
+        for i in 0..7u8 {
+            put.push(BlockStore::put(&s, Bytes::from(vec![i + 1; 100])).await.unwrap());
+        }
+        put.sort();
+        let walk = |older_than: SystemTime| {
+            let s = &s;
+            async move {
+                let (mut found, mut pages, mut from) = (vec![], 0, None);
+                loop {
+                    let page = s.sweep(older_than, from).await.unwrap();
+                    pages += 1;
+                    found.extend(page.found.iter().map(|(h, len)| (*h, *len)));
+                    match page.next {
+                        Some(n) => from = Some(n),
+                        None => break,
+                    }
+                }
+                (found, pages)
+            }
+        };
+        let (found, pages) = walk(SystemTime::now() + Duration::from_secs(3600)).await;
+        let mut hashes: Vec<BlockHash> = found.iter().map(|(h, _)| *h).collect();
+        hashes.sort();
+        assert_eq!(hashes, put, "every block once");
+        assert!(found.iter().all(|(_, len)| *len == 100));
+        // (8 names with the owner mark: 3 + 3 + 2)
+        assert_eq!(pages, 3);
+        let (young, _) = walk(SystemTime::now() - Duration::from_secs(3600)).await;
+        assert!(young.is_empty(), "{young:?}");
+        for h in &put {
+            assert!(BlockStore::remove(&s, h).await.unwrap());
+        }
+        s.store.delete(&s.key(crate::store::blocks::OWNER_MARK)).await.unwrap();
     }
 }
