@@ -83,7 +83,7 @@ pub trait MetaStore: Send + Sync {
     /// `(version id, time)` of every stored version, oldest first.
     async fn list_versions(&self, path: &ObjectPath) -> Result<Vec<(u64, Micros)>>;
     /// Commits a new version; fails with `MissingBlocks` if the block store lacks any block.
-    async fn put_object(&self, path: &ObjectPath, obj: &NewObject, cond: &Precondition) -> Result<ObjectInfo>;
+    async fn put_object(&self, path: &ObjectPath, obj: NewObject, cond: &Precondition) -> Result<ObjectInfo>;
     async fn copy_object(&self, spec: &CopySpec, cond: &Precondition) -> Result<ObjectInfo>;
     /// A new version with the same data and updated user metadata.
     async fn update_object_meta(&self, path: &ObjectPath, meta: &MetaUpdate, modified_by: &str) -> Result<ObjectInfo>;
@@ -129,7 +129,7 @@ pub trait MetaStore: Send + Sync {
     /// block is present for an account that sent it, holds it in an object of its own, or
     /// copied in an object it could read — never merely because another account stored it
     /// (knowing a block's hash must not be enough to read it, nor to learn that it exists).
-    async fn missing_blocks(&self, account: &str, hashes: &[BlockHash]) -> Result<Vec<BlockHash>>;
+    async fn missing_blocks(&self, account: &str, hashes: Arc<Vec<BlockHash>>) -> Result<Vec<BlockHash>>;
     /// Refuses, before any byte is stored, a block of `size` stored bytes that would take
     /// `account` past its quota (one it already has costs nothing more: `hash` gives its
     /// hash, computed only then).

@@ -377,7 +377,7 @@ async fn put(ctx: &Ctx, path: &ObjectPath, body: Body) -> ApiResult<Response> {
         public,
     };
     let p = path.clone();
-    let info = ctx.st.store.put_object(&p, &obj, &cond).await?;
+    let info = ctx.st.store.put_object(&p, obj, &cond).await?;
     Ok(created(&info))
 }
 
@@ -402,9 +402,7 @@ async fn read_hashmap_body(ctx: &Ctx, body: Body) -> ApiResult<(u64, Vec<BlockHa
     }
     drop(bytes);
     let hashes = Arc::new(hm.hashes);
-    let hs = hashes.clone();
-    let me = ctx.user.uuid.clone();
-    let missing = ctx.st.store.missing_blocks(&me, &hs).await?;
+    let missing = ctx.st.store.missing_blocks(&ctx.user.uuid, hashes.clone()).await?;
     if !missing.is_empty() {
         return Err(crate::store::StoreError::MissingBlocks(missing).into());
     }
@@ -669,7 +667,7 @@ async fn data_update(ctx: &Ctx, path: &ObjectPath, body: Body, source: Option<St
         ..precondition(ctx)?
     };
     let p = path.clone();
-    let info = ctx.st.store.put_object(&p, &obj, &cond).await?;
+    let info = ctx.st.store.put_object(&p, obj, &cond).await?;
     Ok(reply(
         StatusCode::NO_CONTENT,
         vec![

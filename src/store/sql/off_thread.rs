@@ -1,7 +1,7 @@
 //! [`MetaStore`] for [`SqlStore`]: each operation's transaction runs on the blocking threads
 //! (rusqlite is synchronous, and the engine's SQL is written once for both databases over a
 //! synchronous face, `db.rs`), so the async workers never wait on a database. Arguments are
-//! copied into the blocking task; what the engine runs inside a transaction (a block's
+//! copied into the blocking task (not a hashmap's hashes: those are given, or shared); what the engine runs inside a transaction (a block's
 //! check, a block's removal) is awaited there, on that thread.
 
 use super::SqlStore;
@@ -10,6 +10,7 @@ use crate::api::pithos::Sharing;
 use crate::api::timefmt::Micros;
 use crate::store::meta::{BlockCheck, BlockRemove, LazyHash};
 use crate::store::*;
+use std::sync::Arc;
 use std::time::Duration;
 
 impl SqlStore {
@@ -141,8 +142,8 @@ impl MetaStore for SqlStore {
         self.off(move |s| s.list_versions(&path)).await
     }
 
-    async fn put_object(&self, path: &ObjectPath, obj: &NewObject, cond: &Precondition) -> Result<ObjectInfo> {
-        let (path, obj, cond) = (path.clone(), obj.clone(), cond.clone());
+    async fn put_object(&self, path: &ObjectPath, obj: NewObject, cond: &Precondition) -> Result<ObjectInfo> {
+        let (path, cond) = (path.clone(), cond.clone());
         self.off(move |s| s.put_object(&path, &obj, &cond)).await
     }
 
@@ -219,8 +220,8 @@ impl MetaStore for SqlStore {
         self.off(move |s| s.accounts_sharing_with(&user)).await
     }
 
-    async fn missing_blocks(&self, account: &str, hashes: &[BlockHash]) -> Result<Vec<BlockHash>> {
-        let (account, hashes) = (account.to_owned(), hashes.to_vec());
+    async fn missing_blocks(&self, account: &str, hashes: Arc<Vec<BlockHash>>) -> Result<Vec<BlockHash>> {
+        let account = account.to_owned();
         self.off(move |s| s.missing_blocks(&account, &hashes)).await
     }
 
