@@ -210,7 +210,6 @@ async fn handle_inner(st: AppState, req: Request) -> ApiResult<Response> {
             let member = member.to_string();
             let me = user.uuid.clone();
             let all = st.store.list_images(&me, None).await?;
-            let me = user.uuid.clone();
             let list: Vec<plankton::SharedImage> = all
                 .iter()
                 .filter(|o| {
@@ -318,9 +317,7 @@ async fn list(st: &AppState, user: &User, q: &Query, detail: bool) -> ApiResult<
         .parse_num("size_max")
         .map_err(|_| ApiError::bad_request("Malformed request."))?;
     let me = user.uuid.clone();
-    let name = q.get("name").map(str::to_string);
-    let all = st.store.list_images(&me, name.as_deref()).await?;
-    let me = user.uuid.clone();
+    let all = st.store.list_images(&me, q.get("name")).await?;
     let mut images: Vec<Image> = all.iter().filter(|o| can_see(o, &me)).filter_map(image_of).collect();
     let eq = |field: &str, v: &str| q.get(field).is_none_or(|want| want == v);
     images.retain(|i| {
@@ -451,8 +448,7 @@ async fn register(st: &AppState, user: &User, headers: &HeaderMap) -> ApiResult<
     let (acc, cont, path) =
         plankton::parse_location(loc).ok_or_else(|| ApiError::bad_request(format!("Invalid location '{loc}'")))?;
     let p = ObjectPath::new(&acc, &cont, &path);
-    let p2 = p.clone();
-    let o = st.store.object_info(&p2, None).await?;
+    let o = st.store.object_info(&p, None).await?;
     if o.account != user.uuid {
         let readable = o.sharing.as_ref().is_some_and(|s| s.can_read(&user.uuid));
         return Err(ApiError::forbidden(if readable {
@@ -502,8 +498,7 @@ async fn register(st: &AppState, user: &User, headers: &HeaderMap) -> ApiResult<
         read.push("*".into());
     }
     let sharing = Sharing { read, write: vec![] };
-    let by = user.uuid.clone();
-    let o = st.store.set_image_meta(&p, &meta, Some(&sharing), &by).await?;
+    let o = st.store.set_image_meta(&p, &meta, Some(&sharing), &user.uuid).await?;
     Ok(image_reply(StatusCode::OK, &image_of(&o).expect("just registered")))
 }
 
@@ -558,15 +553,13 @@ async fn update(st: &AppState, user: &User, id: &str, headers: &HeaderMap) -> Ap
         s
     });
     let p = ObjectPath::new(&o.account, &o.container, &o.name);
-    let by = user.uuid.clone();
-    let o = st.store.set_image_meta(&p, &meta, sharing.as_ref(), &by).await?;
+    let o = st.store.set_image_meta(&p, &meta, sharing.as_ref(), &user.uuid).await?;
     Ok(image_reply(StatusCode::OK, &image_of(&o).expect("still registered")))
 }
 
 async fn unregister(st: &AppState, user: &User, id: &str) -> ApiResult<Response> {
     let o = owned_image(st, user, id).await?;
     let p = ObjectPath::new(&o.account, &o.container, &o.name);
-    let by = user.uuid.clone();
-    st.store.set_image_meta(&p, &Meta::new(), None, &by).await?;
+    st.store.set_image_meta(&p, &Meta::new(), None, &user.uuid).await?;
     Ok(reply(StatusCode::NO_CONTENT, vec![], Body::empty()))
 }

@@ -310,8 +310,7 @@ async fn account_level(ctx: &Ctx, account: &str) -> ApiResult<Response> {
             let public = ctx.query.has("public");
             let mut wanted = vec![];
             if shared || public {
-                let a = acc.clone();
-                let paths = ctx.st.store.shared_paths(&a).await?;
+                let paths = ctx.st.store.shared_paths(&acc).await?;
                 for (c, _, sh) in paths {
                     if (shared || sh.is_public()) && !wanted.contains(&c) {
                         wanted.push(c);
@@ -516,8 +515,7 @@ async fn container_level(ctx: &Ctx, account: &str, container: &str, body: Body) 
             if ctx.query.until().is_some() {
                 return Err(ApiError::bad_request("until is not supported by this server"));
             }
-            let (a, c) = (acc.clone(), cont.clone());
-            let info = ctx.st.store.container_info(&a, &c).await.map_err(ApiError::from);
+            let info = ctx.st.store.container_info(&acc, &cont).await.map_err(ApiError::from);
             let info = match info {
                 Ok(i) => i,
                 Err(e) if !owner && e.status == StatusCode::NOT_FOUND => {

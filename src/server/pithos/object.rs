@@ -94,8 +94,7 @@ async fn read(ctx: &Ctx, path: &ObjectPath) -> ApiResult<Response> {
     let acc = access(ctx, path).await?;
     let q = &ctx.query;
     if q.get("version") == Some("list") {
-        let p = path.clone();
-        let versions = ctx.st.store.list_versions(&p).await?;
+        let versions = ctx.st.store.list_versions(path).await?;
         let list = VersionList {
             versions: versions.into_iter().map(|(id, t)| (id, UnixTime(Some(t)))).collect(),
         };
@@ -110,8 +109,7 @@ async fn read(ctx: &Ctx, path: &ObjectPath) -> ApiResult<Response> {
         // (a version that is no number is one that does not exist, as the original says)
         Some(v) => Some(v.parse().map_err(|_| ApiError::not_found("Version does not exist"))?),
     };
-    let p = path.clone();
-    let info = ctx.st.store.object_info(&p, version).await?;
+    let info = ctx.st.store.object_info(path, version).await?;
     conditional(ctx, &info)?;
     let headers = object_headers(&info, &acc, version.is_some(), &ctx.base);
     if q.has("hashmap") {
@@ -376,8 +374,7 @@ async fn put(ctx: &Ctx, path: &ObjectPath, body: Body) -> ApiResult<Response> {
         sharing,
         public,
     };
-    let p = path.clone();
-    let info = ctx.st.store.put_object(&p, obj, &cond).await?;
+    let info = ctx.st.store.put_object(path, obj, &cond).await?;
     Ok(created(&info))
 }
 
@@ -562,8 +559,7 @@ async fn data_update(ctx: &Ctx, path: &ObjectPath, body: Body, source: Option<St
     let range =
         header(&ctx.headers, "content-range")?.ok_or_else(|| ApiError::bad_request("Missing Content-Range header"))?;
     let range = parse_content_range(&range).ok_or_else(|| ApiError::range("Invalid Content-Range"))?;
-    let p = path.clone();
-    let cur = ctx.st.store.object_info(&p, None).await?;
+    let cur = ctx.st.store.object_info(path, None).await?;
     if let Some(t) = range.total {
         if t != cur.size {
             return Err(ApiError::range("Content-Range total does not match the object size"));
@@ -666,8 +662,7 @@ async fn data_update(ctx: &Ctx, path: &ObjectPath, body: Body, source: Option<St
         if_version: Some(cur.version),
         ..precondition(ctx)?
     };
-    let p = path.clone();
-    let info = ctx.st.store.put_object(&p, obj, &cond).await?;
+    let info = ctx.st.store.put_object(path, obj, &cond).await?;
     Ok(reply(
         StatusCode::NO_CONTENT,
         vec![
@@ -682,14 +677,12 @@ async fn delete(ctx: &Ctx, path: &ObjectPath) -> ApiResult<Response> {
     if !ctx.is_owner(&path.account) {
         return Err(ApiError::forbidden("Only the owner may delete an object"));
     }
-    let p = path.clone();
     if let Some(until) = ctx.query.until() {
-        ctx.st.store.purge_object(&p, until).await?;
+        ctx.st.store.purge_object(path, until).await?;
         return Ok(reply(StatusCode::NO_CONTENT, vec![], Body::empty()));
     }
-    let by = ctx.user.uuid.clone();
     let recursive = ctx.query.has("delimiter");
-    ctx.st.store.delete_object(&p, &by, recursive).await?;
+    ctx.st.store.delete_object(path, &ctx.user.uuid, recursive).await?;
     Ok(reply(StatusCode::NO_CONTENT, vec![], Body::empty()))
 }
 
